@@ -1,0 +1,45 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Module layout follows ../shared/STYLE.md: arrows point down; nothing below VMM imports KVM.
+let package = Package(
+    name: "Vireo",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "vireo", targets: ["vireo"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C shim over <linux/kvm.h>: fixed-arity ioctl helpers and struct size checks.
+        .target(name: "CKVM"),
+        // Host decompressors for bzImage payloads (Debian -dev packages).
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CLZMA", path: "Sources/CLZMA", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        .systemLibrary(name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+
+        .target(name: "KVM", dependencies: ["CKVM"]),
+        .target(name: "GuestMemory"),
+        .target(name: "Boot", dependencies: ["GuestMemory", "CZlib", "CLZMA", "CLZ4", "CZstd"]),
+        .target(name: "Devices"),
+        .target(name: "Storage"),
+        .target(name: "VMM", dependencies: [
+            "KVM", "GuestMemory", "Boot", "Devices",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "vireo", dependencies: [
+            "VMM", "KVM", "Boot", "Devices", "Storage",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Boot", "Devices", "GuestMemory"]),
+    ]
+)

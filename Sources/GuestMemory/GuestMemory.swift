@@ -1,0 +1,164 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One contiguous range of guest RAM backed by an anonymous host mapping.
+public struct GuestMemoryRegion: Sendable {
+    public let start: GuestAddress
+    public let size: UInt64
+    /// Host virtual address of the mapping. Only KVM slot registration should need this.
+    public let hostAddress: UInt
+
+    public var end: UInt64 { start.raw + size }   // validated non-overflowing at construction
+
+    func contains(_ address: UInt64) -> Bool { address >= start.raw && address < end }
+}
+
+/// Guest physical memory: a sorted set of non-overlapping regions, with bounds-checked reads and
+/// writes that may cross region boundaries only where the regions are contiguous.
+///
+/// Every access validates the full range with overflow-checked arithmetic; guest-supplied addresses
+/// and lengths are hostile input. The mappings are released in deinit.
+public final class GuestMemory: @unchecked Sendable {
+    public let regions: [GuestMemoryRegion]
+
+    /// Total bytes of RAM across all regions.
+    public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
+
+    /// Allocates anonymous, zero-filled memory for each (start, size) range.
+    /// - Parameter hugePages: try MAP_HUGETLB first (falls back to normal pages on failure).
+    public init(ranges: [(start: GuestAddress, size: UInt64)], hugePages: Bool = false) throws {
+        let sorted = ranges.sorted { $0.start < $1.start }
+        var previousEnd: UInt64 = 0
+        for (index, range) in sorted.enumerated() {
+            guard range.size > 0 else { throw GuestMemoryError.invalidLayout("region at \(range.start) is empty") }
+            guard range.start.raw % 4096 == 0, range.size % 4096 == 0 else {
+                throw GuestMemoryError.invalidLayout("region at \(range.start) is not 4 KiB aligned")
+            }
+            guard range.start.adding(range.size) != nil else {
+                throw GuestMemoryError.invalidLayout("region at \(range.start) wraps the address space")
+            }
+            if index > 0, range.start.raw < previousEnd {
+                throw GuestMemoryError.invalidLayout("region at \(range.start) overlaps the previous one")
+            }
+            previousEnd = range.start.raw + range.size
+        }
+        var mapped: [GuestMemoryRegion] = []
+        for range in sorted {
+            guard let size = Int(exactly: range.size) else {
+                throw GuestMemoryError.invalidLayout("region size \(range.size) too large for this host")
+            }
+            var pointer: UnsafeMutableRawPointer? = MAP_FAILED
+            if hugePages {
+                pointer = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_HUGETLB, -1, 0)
+            }
+            if pointer == MAP_FAILED {
+                pointer = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            }
+            guard let base = pointer, base != MAP_FAILED else {
+                let err = errno
+                for region in mapped { munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.size)) }
+                throw GuestMemoryError.allocationFailed(size: range.size, errno: err)
+            }
+            mapped.append(GuestMemoryRegion(start: range.start, size: range.size, hostAddress: UInt(bitPattern: base)))
+        }
+        regions = mapped
+    }
+
+    deinit {
+        for region in regions {
+            munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.size))
+        }
+    }
+
+    /// Index of the region holding `address`, if any.
+    private func regionIndex(for address: UInt64) -> Int? {
+        var low = 0, high = regions.count - 1
+        while low <= high {
+            let mid = (low + high) / 2
+            let region = regions[mid]
+            if address < region.start.raw { high = mid - 1 }
+            else if address >= region.end { low = mid + 1 }
+            else { return mid }
+        }
+        return nil
+    }
+
+    /// True when [address, address+length) is entirely guest RAM.
+    public func isValid(_ address: GuestAddress, length: UInt64) -> Bool {
+        (try? forEachChunk(address, length: length) { _, _, _ in }) != nil
+    }
+
+    /// Walks the range chunk by chunk (one chunk per region), validating the whole range first.
+    private func forEachChunk(_ address: GuestAddress, length: UInt64,
+                              _ body: (UnsafeMutableRawPointer, Int, Int) throws -> Void) throws {
+        guard length > 0 else { return }
+        guard address.adding(length) != nil else { throw GuestMemoryError.outOfRange(address: address, length: length) }
+        // Validate before touching anything, so a failed write changes nothing.
+        var cursor = address.raw
+        var remaining = length
+        var plan: [(Int, UInt64, UInt64)] = []
+        plan.reserveCapacity(2)
+        while remaining > 0 {
+            guard let index = regionIndex(for: cursor) else {
+                throw GuestMemoryError.outOfRange(address: address, length: length)
+            }
+            let region = regions[index]
+            let chunk = min(remaining, region.end - cursor)
+            plan.append((index, cursor - region.start.raw, chunk))
+            cursor += chunk
+            remaining -= chunk
+        }
+        var done = 0
+        for (index, offset, chunk) in plan {
+            let base = UnsafeMutableRawPointer(bitPattern: regions[index].hostAddress)! + Int(offset)
+            try body(base, done, Int(chunk))
+            done += Int(chunk)
+        }
+    }
+
+    /// Copies guest memory into `buffer` (its full count).
+    public func read(into buffer: UnsafeMutableRawBufferPointer, from address: GuestAddress) throws {
+        try forEachChunk(address, length: UInt64(buffer.count)) { host, done, count in
+            (buffer.baseAddress! + done).copyMemory(from: host, byteCount: count)
+        }
+    }
+
+    /// Copies `bytes` into guest memory.
+    public func write(_ bytes: UnsafeRawBufferPointer, to address: GuestAddress) throws {
+        try forEachChunk(address, length: UInt64(bytes.count)) { host, done, count in
+            host.copyMemory(from: bytes.baseAddress! + done, byteCount: count)
+        }
+    }
+
+    public func readBytes(at address: GuestAddress, count: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withUnsafeMutableBytes { try read(into: $0, from: address) }
+        return out
+    }
+
+    public func writeBytes<C: Collection>(_ bytes: C, to address: GuestAddress) throws where C.Element == UInt8 {
+        let array = Array(bytes)
+        try array.withUnsafeBytes { try write($0, to: address) }
+    }
+
+    /// Reads a little-endian integer.
+    public func read<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestAddress) throws -> T {
+        var value: T = 0
+        try withUnsafeMutableBytes(of: &value) { try read(into: $0, from: address) }
+        return T(littleEndian: value)
+    }
+
+    /// Writes a little-endian integer.
+    public func write<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws {
+        var little = value.littleEndian
+        try withUnsafeBytes(of: &little) { try write($0, to: address) }
+    }
+
+    /// Fills a range with zeros.
+    public func zero(at address: GuestAddress, length: UInt64) throws {
+        try forEachChunk(address, length: length) { host, _, count in
+            host.initializeMemory(as: UInt8.self, repeating: 0, count: count)
+        }
+    }
+}
