@@ -1,0 +1,112 @@
+import CKVM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A vCPU's architectural state as plain values, for pause/snapshot/migration. KVM structures
+/// whose layout this module does not interpret are carried as byte blobs and size-checked on restore.
+public struct VCPUState: Codable, Equatable, Sendable {
+    public var id: Int
+    public var registers: Registers
+    public var specialRegisters: SpecialRegisters
+    public var mpState: UInt32
+    public var lapic: [UInt8]
+    public var events: [UInt8]
+    public var fpu: [UInt8]
+    public var msrs: [MSR]
+
+    public struct MSR: Codable, Equatable, Sendable {
+        public var index: UInt32
+        public var value: UInt64
+    }
+}
+
+/// MSRs whose values a restored guest needs (syscall entry, TSC, kernel GS base, PAT, ...).
+let savedMSRIndices: [UInt32] = [
+    0x174, 0x175, 0x176,            // SYSENTER_CS/ESP/EIP
+    0x10,                           // TSC
+    0x277,                          // PAT
+    0x1A0,                          // MISC_ENABLE
+    0xC000_0081, 0xC000_0082, 0xC000_0083, 0xC000_0084, // STAR, LSTAR, CSTAR, SFMASK
+    0xC000_0102,                    // KERNEL_GS_BASE
+    0xC000_0100, 0xC000_0101,       // FS_BASE, GS_BASE
+]
+
+extension VCPU {
+    /// Programs LINT0 as ExtINT and LINT1 as NMI, the "virtual wire" state a PC BIOS leaves
+    /// behind and that Linux expects before it reprograms the LAPIC from the MP table.
+    public func configureLegacyLocalInterrupts() throws(KVMError) {
+        var lapic = kvm_lapic_state()
+        _ = try retryingEINTR("KVM_GET_LAPIC") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_LAPIC, &lapic) }
+        withUnsafeMutableBytes(of: &lapic.regs) { regs in
+            func update(_ offset: Int, mode: UInt32) {
+                let old = regs.load(fromByteOffset: offset, as: UInt32.self)
+                regs.storeBytes(of: (old & ~0x700) | (mode << 8), toByteOffset: offset, as: UInt32.self)
+            }
+            update(0x350, mode: 7)  // LVT LINT0: ExtINT
+            update(0x360, mode: 4)  // LVT LINT1: NMI
+        }
+        _ = try retryingEINTR("KVM_SET_LAPIC") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_LAPIC, &lapic) }
+    }
+
+    public func captureState() throws(KVMError) -> VCPUState {
+        var mp = kvm_mp_state()
+        _ = try retryingEINTR("KVM_GET_MP_STATE") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_MP_STATE, &mp) }
+        var lapic = kvm_lapic_state()
+        _ = try retryingEINTR("KVM_GET_LAPIC") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_LAPIC, &lapic) }
+        var events = kvm_vcpu_events()
+        _ = try retryingEINTR("KVM_GET_VCPU_EVENTS") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_VCPU_EVENTS, &events) }
+        var fpu = kvm_fpu()
+        _ = try retryingEINTR("KVM_GET_FPU") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_FPU, &fpu) }
+        return VCPUState(id: id, registers: try getRegisters(), specialRegisters: try getSpecialRegisters(),
+                         mpState: mp.mp_state, lapic: withUnsafeBytes(of: &lapic) { Array($0) },
+                         events: withUnsafeBytes(of: &events) { Array($0) }, fpu: withUnsafeBytes(of: &fpu) { Array($0) },
+                         msrs: try readMSRs(savedMSRIndices))
+    }
+
+    /// Restores a captured state; blob sizes are validated first (the state may come from a file).
+    public func restoreState(_ state: VCPUState) throws(KVMError) {
+        guard state.lapic.count == MemoryLayout<kvm_lapic_state>.size,
+              state.events.count == MemoryLayout<kvm_vcpu_events>.size,
+              state.fpu.count == MemoryLayout<kvm_fpu>.size, state.msrs.count <= 256 else {
+            throw KVMError.invalidArgument("vCPU \(state.id) state has the wrong shape for this KVM")
+        }
+        try setSpecialRegisters(state.specialRegisters)
+        try setRegisters(state.registers)
+        var fpu = kvm_fpu()
+        withUnsafeMutableBytes(of: &fpu) { $0.copyBytes(from: state.fpu) }
+        _ = try retryingEINTR("KVM_SET_FPU") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_FPU, &fpu) }
+        try writeMSRs(state.msrs)
+        var lapic = kvm_lapic_state()
+        withUnsafeMutableBytes(of: &lapic) { $0.copyBytes(from: state.lapic) }
+        _ = try retryingEINTR("KVM_SET_LAPIC") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_LAPIC, &lapic) }
+        var events = kvm_vcpu_events()
+        withUnsafeMutableBytes(of: &events) { $0.copyBytes(from: state.events) }
+        _ = try retryingEINTR("KVM_SET_VCPU_EVENTS") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_VCPU_EVENTS, &events) }
+        var mp = kvm_mp_state()
+        mp.mp_state = state.mpState
+        _ = try retryingEINTR("KVM_SET_MP_STATE") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_MP_STATE, &mp) }
+    }
+
+    func readMSRs(_ indices: [UInt32]) throws(KVMError) -> [VCPUState.MSR] {
+        guard let msrs = ckvm_msrs_alloc(UInt32(indices.count)) else { throw KVMError.mmapFailed(errno: ENOMEM) }
+        defer { free(msrs) }
+        let entries = ckvm_msrs_entries(msrs)!
+        for (i, index) in indices.enumerated() { entries[i].index = index }
+        // KVM returns how many it read, stopping at the first it does not know.
+        let count = Int(try retryingEINTR("KVM_GET_MSRS") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_MSRS, msrs) })
+        return (0..<min(count, indices.count)).map { VCPUState.MSR(index: entries[$0].index, value: entries[$0].data) }
+    }
+
+    func writeMSRs(_ values: [VCPUState.MSR]) throws(KVMError) {
+        guard !values.isEmpty else { return }
+        guard let msrs = ckvm_msrs_alloc(UInt32(values.count)) else { throw KVMError.mmapFailed(errno: ENOMEM) }
+        defer { free(msrs) }
+        let entries = ckvm_msrs_entries(msrs)!
+        for (i, msr) in values.enumerated() { entries[i].index = msr.index; entries[i].data = msr.value }
+        let written = Int(try retryingEINTR("KVM_SET_MSRS") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_MSRS, msrs) })
+        guard written == values.count else {
+            throw KVMError.invalidArgument("KVM accepted only \(written) of \(values.count) MSRs (first refused: 0x\(String(values[written].index, radix: 16)))")
+        }
+    }
+}
