@@ -41,5 +41,7 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Boot", "Devices", "GuestMemory"]),
+        // Runs the built `vireo` executable as a user would (exit statuses, error lines).
+        .testTarget(name: "VireoCLITests", dependencies: ["vireo"]),
     ]
 )

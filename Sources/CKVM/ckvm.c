@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <pthread.h>
+#include <sys/prctl.h>
 
 // Layout checks: the Swift side relies on these ABI sizes.
 _Static_assert(sizeof(struct kvm_regs) == 144, "kvm_regs size");
@@ -142,3 +144,12 @@ int ckvm_install_kick_handler(void) {
     sigemptyset(&sa.sa_mask);
     return sigaction(ckvm_vcpu_kick_signal(), &sa, NULL);
 }
+
+int ckvm_unblock_kick_signal(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, ckvm_vcpu_kick_signal());
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+int ckvm_set_thread_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }

@@ -196,6 +196,13 @@ public struct VCPUKicker: Sendable {
 
     /// Must be called once per process before kicking.
     public static func installSignalHandler() { _ = ckvm_install_kick_handler() }
+
+    /// Must be called on each vCPU thread before its first KVM_RUN: the kick signal has to be
+    /// deliverable there whatever mask the thread inherited.
+    public static func prepareVCPUThread(id: Int) {
+        _ = ckvm_unblock_kick_signal()
+        _ = ckvm_set_thread_name("vcpu\(id)")
+    }
 }
 
 extension VCPUKicker {

@@ -52,21 +52,22 @@ extension VCPU {
     public func captureState() throws(KVMError) -> VCPUState {
         var mp = kvm_mp_state()
         _ = try retryingEINTR("KVM_GET_MP_STATE") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_MP_STATE, &mp) }
+        // Without an in-kernel irqchip there is no LAPIC to save: carried as an empty blob.
         var lapic = kvm_lapic_state()
-        _ = try retryingEINTR("KVM_GET_LAPIC") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_LAPIC, &lapic) }
+        let hasLAPIC = ckvm_ioctl_ptr(fd.raw, CKVM_GET_LAPIC, &lapic) == 0
         var events = kvm_vcpu_events()
         _ = try retryingEINTR("KVM_GET_VCPU_EVENTS") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_VCPU_EVENTS, &events) }
         var fpu = kvm_fpu()
         _ = try retryingEINTR("KVM_GET_FPU") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_FPU, &fpu) }
         return VCPUState(id: id, registers: try getRegisters(), specialRegisters: try getSpecialRegisters(),
-                         mpState: mp.mp_state, lapic: withUnsafeBytes(of: &lapic) { Array($0) },
+                         mpState: mp.mp_state, lapic: hasLAPIC ? withUnsafeBytes(of: &lapic) { Array($0) } : [],
                          events: withUnsafeBytes(of: &events) { Array($0) }, fpu: withUnsafeBytes(of: &fpu) { Array($0) },
                          msrs: try readMSRs(savedMSRIndices))
     }
 
     /// Restores a captured state; blob sizes are validated first (the state may come from a file).
     public func restoreState(_ state: VCPUState) throws(KVMError) {
-        guard state.lapic.count == MemoryLayout<kvm_lapic_state>.size,
+        guard state.lapic.isEmpty || state.lapic.count == MemoryLayout<kvm_lapic_state>.size,
               state.events.count == MemoryLayout<kvm_vcpu_events>.size,
               state.fpu.count == MemoryLayout<kvm_fpu>.size, state.msrs.count <= 256 else {
             throw KVMError.invalidArgument("vCPU \(state.id) state has the wrong shape for this KVM")
@@ -77,9 +78,11 @@ extension VCPU {
         withUnsafeMutableBytes(of: &fpu) { $0.copyBytes(from: state.fpu) }
         _ = try retryingEINTR("KVM_SET_FPU") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_FPU, &fpu) }
         try writeMSRs(state.msrs)
-        var lapic = kvm_lapic_state()
-        withUnsafeMutableBytes(of: &lapic) { $0.copyBytes(from: state.lapic) }
-        _ = try retryingEINTR("KVM_SET_LAPIC") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_LAPIC, &lapic) }
+        if !state.lapic.isEmpty {
+            var lapic = kvm_lapic_state()
+            withUnsafeMutableBytes(of: &lapic) { $0.copyBytes(from: state.lapic) }
+            _ = try retryingEINTR("KVM_SET_LAPIC") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_LAPIC, &lapic) }
+        }
         var events = kvm_vcpu_events()
         withUnsafeMutableBytes(of: &events) { $0.copyBytes(from: state.events) }
         _ = try retryingEINTR("KVM_SET_VCPU_EVENTS") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_VCPU_EVENTS, &events) }

@@ -87,4 +87,11 @@ int ckvm_vcpu_kick_signal(void);
 // Installs an empty handler (no SA_RESTART) for the kick signal so that pthread_kill interrupts
 // KVM_RUN with EINTR instead of killing the process. Idempotent.
 int ckvm_install_kick_handler(void);
+
+// Unblocks the kick signal in the calling thread: threads inherit their creator's mask, and
+// e.g. libdispatch worker threads block most signals.
+int ckvm_unblock_kick_signal(void);
+
+// Names the calling thread (shown in /proc/PID/task/*/comm, top -H, gdb).
+int ckvm_set_thread_name(const char *name);
 #endif

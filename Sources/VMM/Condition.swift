@@ -1,0 +1,83 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A mutex-protected value with a condition variable, for the few places threads must wait for one
+/// another (vCPU parking, machine exit). Kept tiny on purpose: no Foundation on the exit path.
+final class Guarded<Value>: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var value: Value
+
+    init(_ value: Value) {
+        self.value = value
+        pthread_mutex_init(&mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(&condition, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(&condition)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    /// Mutates the value and wakes every waiter.
+    func update<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        pthread_mutex_lock(&mutex)
+        defer {
+            pthread_cond_broadcast(&condition)
+            pthread_mutex_unlock(&mutex)
+        }
+        return try body(&value)
+    }
+
+    func read<R>(_ body: (Value) throws -> R) rethrows -> R {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body(value)
+    }
+
+    /// Waits until `predicate` holds (or the timeout passes), then runs `body` under the lock.
+    /// Returns nil on timeout.
+    func wait<R>(until predicate: (Value) -> Bool, timeoutSeconds: Double? = nil, then body: (inout Value) -> R) -> R? {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        var deadline = timespec()
+        if let timeout = timeoutSeconds {
+            clock_gettime(CLOCK_MONOTONIC, &deadline)
+            let nanos = Int(deadline.tv_nsec) + Int(timeout.truncatingRemainder(dividingBy: 1) * 1e9)
+            deadline.tv_sec += Int(timeout) + nanos / 1_000_000_000
+            deadline.tv_nsec = nanos % 1_000_000_000
+        }
+        while !predicate(value) {
+            if timeoutSeconds != nil {
+                if pthread_cond_timedwait(&condition, &mutex, &deadline) == ETIMEDOUT, !predicate(value) { return nil }
+            } else {
+                pthread_cond_wait(&condition, &mutex)
+            }
+        }
+        let result = body(&value)
+        pthread_cond_broadcast(&condition)
+        return result
+    }
+}
+
+/// Starts a joinable OS thread running `body` (vCPUs need real threads, not tasks: KVM_RUN blocks).
+func startThread(name: String, _ body: @escaping @Sendable () -> Void) -> pthread_t? {
+    final class Box: @unchecked Sendable { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let result = pthread_create(&thread, nil, { raw in
+        let box = Unmanaged<AnyObject>.fromOpaque(raw!).takeRetainedValue() as! Box
+        box.body()
+        return nil
+    }, box)
+    if result != 0 {
+        Unmanaged<AnyObject>.fromOpaque(box).release()
+        return nil
+    }
+    return thread
+}

@@ -1,0 +1,236 @@
+import Boot
+import Devices
+import GuestMemory
+import KVM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The machine's first-wins exit latch; devices and vCPUs report into it, `run` waits on it.
+final class ExitLatch: MachineEventSink, @unchecked Sendable {
+    let outcome = Guarded<MachineExit?>(nil)
+
+    func request(_ exit: MachineExit) {
+        outcome.update { if $0 == nil { $0 = exit } }
+    }
+
+    func machineEvent(_ event: MachineEvent) {
+        switch event {
+        case .reset: request(.reset)
+        case .powerOff: request(.powerOff)
+        case let .debugExit(value): request(.debugExit(value: value))
+        }
+    }
+}
+
+/// An interrupt line of the in-kernel irqchip (GSI = ISA IRQ number).
+struct KVMInterruptLine: InterruptLine {
+    let vm: VirtualMachine
+    let gsi: UInt32
+    func setLevel(_ high: Bool) { try? vm.setIRQLine(gsi, level: high) }
+}
+
+/// A PC assembled from a validated `VMConfig`: KVM VM with in-kernel irqchip and PIT, guest RAM
+/// around the MMIO hole, legacy devices on the port bus, a booted kernel, one thread per vCPU.
+public final class Machine: @unchecked Sendable {
+    public let config: VMConfig
+    public let profile: HostProfile
+    public let bootPlan: BootPlan
+    /// The kernel command line the guest actually gets (user's + host profile's).
+    public let effectiveCmdline: String
+    public let pioBus = Bus()
+    public let mmioBus = Bus()
+    public let serial: Serial16550
+    public let rtc: CMOSRTC
+    public let i8042: I8042
+    public let debugExit: DebugExit
+    public let fwCfg: FwCfg
+    public let memory: GuestMemory
+
+    let vm: VirtualMachine
+    private let latch = ExitLatch()
+    private var runners: [VCPURunner] = []
+    private var started = false
+    private let joinState = Guarded(false)
+
+    /// Addresses KVM needs outside guest RAM on Intel (TSS: 3 pages; identity map: 1 page).
+    static let tssAddress: UInt64 = 0xFFFB_D000
+    static let identityMapAddress: UInt64 = 0xFFFB_C000
+
+    /// Builds the machine; nothing runs until `start()`.
+    /// - Parameters:
+    ///   - serialOutput: where COM1's output goes.
+    ///   - restoringCMOS: CMOS contents carried across a guest reset (NVRAM survives, as on a PC).
+    ///   - onSerialInputSpace: called when COM1's receive FIFO has room again.
+    public init(config: VMConfig, system: KVMSystem, profile: HostProfile, serialOutput: any SerialOutput,
+                restoringCMOS: CMOSRTCState? = nil, rngSeed: [UInt8],
+                onSerialInputSpace: (@Sendable () -> Void)? = nil) throws {
+        self.config = config
+        self.profile = profile
+        try system.requireCapabilities()
+        let limits = system.vcpuLimits
+        guard config.cpus <= limits.maximum else {
+            throw ConfigError.invalidCPUCount(config.cpus, maximum: min(limits.maximum, VMConfig.maximumCPUs))
+        }
+
+        vm = try system.createVM()
+        try vm.setIdentityMapAddress(Self.identityMapAddress)
+        try vm.setTSSAddress(Self.tssAddress)
+        try vm.createIRQChip()
+        try vm.createPIT()
+
+        memory = try GuestMemory(ranges: X86Layout.ramRanges(memorySize: config.memorySize))
+        for (slot, region) in memory.regions.enumerated() {
+            try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.start.raw, size: region.size,
+                                       hostAddress: region.hostAddress)
+        }
+
+        // Legacy PC devices on the port bus.
+        serial = Serial16550(interrupt: KVMInterruptLine(vm: vm, gsi: 4), output: serialOutput, onInputSpace: onSerialInputSpace)
+        i8042 = I8042(events: latch, keyboardInterrupt: KVMInterruptLine(vm: vm, gsi: 1), auxInterrupt: KVMInterruptLine(vm: vm, gsi: 12))
+        if let cmos = restoringCMOS {
+            rtc = try CMOSRTC(restoring: cmos)
+        } else {
+            let below4G = memory.regions.filter { $0.start.raw < X86Layout.mmioHoleEnd }.reduce(0) { $0 + $1.size }
+            rtc = CMOSRTC(memoryBelow4G: below4G, memoryAbove4G: memory.totalSize - below4G, cpuCount: config.cpus)
+        }
+        debugExit = DebugExit(events: latch)
+        fwCfg = try FwCfg(ramSize: config.memorySize, cpuCount: UInt16(config.cpus))
+        try pioBus.insert(serial, base: 0x3F8, length: Serial16550.portCount)
+        try pioBus.insert(i8042.dataPort, base: 0x60, length: 1)
+        try pioBus.insert(i8042.commandPort, base: 0x64, length: 1)
+        try pioBus.insert(rtc, base: 0x70, length: 2)
+        try pioBus.insert(debugExit, base: DebugExit.defaultPort, length: DebugExit.portCount)
+        try pioBus.insert(fwCfg, base: 0x510, length: 2)
+
+        // The guest command line: the user's, then what this host needs (multiboot kernels get it too;
+        // they are free to ignore flags they don't know).
+        let hostFlags = profile.linuxGuestFlags.map(\.flag)
+        effectiveCmdline = ([config.cmdline] + hostFlags).filter { !$0.isEmpty }.joined(separator: " ")
+        try fwCfg.addFile(name: "etc/vireo/cmdline", data: Array(effectiveCmdline.utf8))
+
+        let request = BootRequest(kernel: config.kernel, kernelName: config.kernelPath, initrd: config.initrd,
+                                  initrdName: config.initrdPath ?? "initrd", cmdline: effectiveCmdline,
+                                  vcpuCount: config.cpus, rngSeed: rngSeed, bootProtocol: config.bootProtocol)
+        bootPlan = try KernelLoader.load(request, into: memory)
+
+        let supported = try system.supportedCPUID().map {
+            CPUIDEntry(function: $0.function, index: $0.index, flags: $0.flags, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)
+        }
+        let latch = self.latch
+        let context = ExitContext(pioBus: pioBus, mmioBus: mmioBus, profile: profile,
+                                  requestExit: { latch.request($0) }, log: { _ in })
+        for index in 0..<config.cpus {
+            let vcpu = try vm.createVCPU(id: index)
+            let shaped = CPUIDShaping.shape(supported, vcpuIndex: index, vcpuCount: config.cpus)
+            try vcpu.setCPUID(shaped.map {
+                KVMCPUIDEntry(function: $0.function, index: $0.index, flags: $0.flags, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)
+            })
+            try vcpu.configureLegacyLocalInterrupts()
+            if index == 0 { try Self.applyEntryState(bootPlan.entry, to: vcpu) }
+            runners.append(VCPURunner(vcpu: vcpu, context: context))
+        }
+    }
+
+    static func applyEntryState(_ entry: X86EntryState, to vcpu: VCPU) throws {
+        var registers = Registers()
+        registers.rip = entry.rip; registers.rsp = entry.rsp; registers.rsi = entry.rsi
+        registers.rax = entry.rax; registers.rbx = entry.rbx; registers.rflags = entry.rflags
+        try vcpu.setRegisters(registers)
+        var special = try vcpu.getSpecialRegisters()
+        special.cs = Segment(entry.cs); special.ds = Segment(entry.ds); special.es = Segment(entry.es)
+        special.fs = Segment(entry.fs); special.gs = Segment(entry.gs); special.ss = Segment(entry.ss)
+        special.gdt = DescriptorTable(base: entry.gdtBase, limit: entry.gdtLimit)
+        special.idt = DescriptorTable(base: entry.idtBase, limit: entry.idtLimit)
+        special.cr0 = entry.cr0; special.cr3 = entry.cr3; special.cr4 = entry.cr4; special.efer = entry.efer
+        try vcpu.setSpecialRegisters(special)
+    }
+
+    /// Starts every vCPU thread.
+    public func start() throws {
+        guard !started else { return }
+        started = true
+        VCPUKicker.installSignalHandler()
+        for runner in runners where !runner.start() {
+            latch.request(.failed("cannot start a vCPU thread"))
+        }
+    }
+
+    /// Blocks until the machine exits (or the timeout passes: nil), then stops and joins all vCPUs.
+    public func waitForExit(timeoutSeconds: Double? = nil) -> MachineExit? {
+        guard let outcome = latch.outcome.wait(until: { $0 != nil }, timeoutSeconds: timeoutSeconds, then: { $0 }) ?? nil else {
+            return nil
+        }
+        joinAll()
+        return outcome
+    }
+
+    /// Boots and runs to completion.
+    public func run() throws -> MachineExit {
+        try start()
+        return waitForExit() ?? .stopped
+    }
+
+    /// Asks the machine to stop; safe from any thread (signal handler thread, console, API).
+    /// Whoever waits in `waitForExit` then joins the vCPU threads.
+    public func requestStop() { latch.request(.stopped) }
+
+    /// Stops the machine and joins its vCPU threads (from the thread that owns it).
+    public func stop() {
+        requestStop()
+        _ = waitForExit()
+    }
+
+    private func joinAll() {
+        let first = joinState.update { done -> Bool in defer { done = true }; return !done }
+        guard first else { return }
+        for runner in runners { runner.request(.stop) }
+        for runner in runners { runner.join() }
+    }
+
+    /// Parks every vCPU outside the guest at an instruction boundary with I/O completed.
+    public func pause(timeoutSeconds: Double = 10) throws {
+        for runner in runners { runner.request(.pause) }
+        for runner in runners where !runner.waitParked(timeoutSeconds: timeoutSeconds) {
+            throw MachineError.pauseTimedOut(vcpu: runner.vcpu.id)
+        }
+    }
+
+    public func resume() {
+        for runner in runners { runner.request(.run) }
+    }
+
+    /// Whether every vCPU is parked (or finished).
+    public var isPaused: Bool { runners.allSatisfy { $0.control.read { $0.parked || $0.finished } } }
+
+    /// Captures each vCPU's registers; only valid while paused.
+    public func captureVCPUStates() throws -> [VCPUState] {
+        guard isPaused else { throw MachineError.notPaused }
+        return try runners.map { try $0.vcpu.captureState() }
+    }
+
+    /// Feeds host keystrokes to COM1; returns how many bytes the FIFO accepted.
+    public func sendSerialInput(_ bytes: some Collection<UInt8>) -> Int { serial.enqueueInput(bytes) }
+
+    /// Number of vCPU exits handled so far, all vCPUs together (exact once stopped or paused).
+    public var exitCount: UInt64 { runners.reduce(0) { $0 &+ $1.exitCount } }
+}
+
+public enum MachineError: Error, Equatable, CustomStringConvertible {
+    case pauseTimedOut(vcpu: Int)
+    case notPaused
+
+    public var description: String {
+        switch self {
+        case let .pauseTimedOut(vcpu): return "vCPU \(vcpu) did not pause in time"
+        case .notPaused: return "the machine must be paused first"
+        }
+    }
+}
+
+extension Segment {
+    init(_ s: SegmentRegister) {
+        self.init(base: s.base, limit: s.limit, selector: s.selector, type: s.type, present: s.present, dpl: s.dpl,
+                  db: s.db, s: s.s, l: s.l, g: s.g)
+    }
+}

@@ -1,0 +1,174 @@
+import KVM
+import Devices
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a vCPU thread has been asked to do and what it is doing.
+struct VCPUControl: Equatable {
+    enum Request: Equatable { case run, pause, stop }
+    var request: Request = .run
+    var parked = false
+    var finished = false
+}
+
+/// Everything a vCPU thread needs from its machine, shared by all vCPUs.
+struct ExitContext: Sendable {
+    let pioBus: Bus
+    let mmioBus: Bus
+    let profile: HostProfile
+    let requestExit: @Sendable (MachineExit) -> Void
+    let log: @Sendable (String) -> Void
+}
+
+/// One vCPU on its own OS thread, with a Running/Paused/Stopped state machine driven through
+/// `control`. Pausing parks the thread outside KVM_RUN after completing any pending I/O, so the
+/// vCPU's registers are consistent (KVM API: "immediate_exit" before saving state).
+final class VCPURunner: @unchecked Sendable {
+    let vcpu: VCPU
+    private let context: ExitContext
+    let control = Guarded(VCPUControl())
+    private let kicker: VCPUKicker
+    private var thread: pthread_t?
+    /// Counters for stats and benchmarks (read while paused or after stop).
+    private(set) var exitCount: UInt64 = 0
+
+    init(vcpu: VCPU, context: ExitContext) {
+        self.vcpu = vcpu
+        self.context = context
+        self.kicker = vcpu.makeKicker()
+    }
+
+    func start() -> Bool {
+        thread = startThread(name: "vcpu\(vcpu.id)") { [self] in loop() }
+        return thread != nil
+    }
+
+    /// Asks the thread to move to `request` and forces it out of the guest.
+    func request(_ request: VCPUControl.Request) {
+        control.update { $0.request = request }
+        if let thread { kicker.kick(thread: thread) }
+    }
+
+    func waitParked(timeoutSeconds: Double) -> Bool {
+        control.wait(until: { $0.parked || $0.finished }, timeoutSeconds: timeoutSeconds) { _ in true } ?? false
+    }
+
+    func join() {
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    private func loop() {
+        VCPUKicker.prepareVCPUThread(id: vcpu.id)
+        defer { control.update { $0.finished = true; $0.parked = false } }
+        while true {
+            let request = control.read { $0.request }
+            if request == .stop { return }
+            if request == .pause {
+                park()
+                continue
+            }
+            let exit: VCPUExit
+            do {
+                exit = try vcpu.run()
+            } catch {
+                context.requestExit(.failed("vCPU \(vcpu.id): \(error)"))
+                return
+            }
+            exitCount &+= 1
+            if !handle(exit) { return }
+        }
+    }
+
+    /// Completes in-flight I/O (one KVM_RUN with immediate_exit set), then sleeps until told otherwise.
+    private func park() {
+        vcpu.makeKicker().setImmediateExit()
+        _ = try? vcpu.run()
+        control.update { $0.parked = true }
+        _ = control.wait(until: { $0.request != .pause }) { $0.parked = false }
+    }
+
+    /// Handles one exit; returns false when this vCPU must stop.
+    private func handle(_ exit: VCPUExit) -> Bool {
+        switch exit {
+        case let .ioOut(port, size, count):
+            for index in 0..<count {
+                context.pioBus.write(address: UInt64(port), size: size, value: vcpu.ioValue(at: index))
+            }
+        case let .ioIn(port, size, count):
+            for index in 0..<count {
+                // Nothing claims the port: the ISA bus floats high.
+                let value = context.pioBus.read(address: UInt64(port), size: size) ?? allOnes(size)
+                vcpu.setIOValue(value, at: index)
+            }
+        case let .mmioRead(address, size):
+            vcpu.completeMMIORead(context.mmioBus.read(address: address, size: size) ?? allOnes(size), size: size)
+        case let .mmioWrite(address, size, value):
+            context.mmioBus.write(address: address, size: size, value: value)
+        case .interrupted, .halted, .debug:
+            break
+        case .shutdown:
+            // A triple fault resets a PC.
+            context.requestExit(.reset)
+        case let .systemEvent(event):
+            switch event {
+            case .reset: context.requestExit(.reset)
+            case .shutdown: context.requestExit(.powerOff)
+            case .crash: context.requestExit(.failed("vCPU \(vcpu.id): guest reported a crash (KVM_SYSTEM_EVENT_CRASH)"))
+            case let .other(type): context.requestExit(.failed("vCPU \(vcpu.id): unknown KVM system event \(type)"))
+            }
+            return false
+        case let .emulationFailure(failure):
+            return handleEmulationFailure(failure)
+        case let .internalError(suberror, data):
+            context.requestExit(.failed("vCPU \(vcpu.id): KVM internal error \(suberror) at \(ripDescription()) (data \(data.map { "0x" + String($0, radix: 16) }))"))
+            return false
+        case let .failedEntry(reason):
+            context.requestExit(.failed("vCPU \(vcpu.id): KVM could not enter the guest (hardware reason 0x\(String(reason, radix: 16))) at \(ripDescription())"))
+            return false
+        case let .exception(number):
+            context.requestExit(.failed("vCPU \(vcpu.id): unexpected exception \(number) exit at \(ripDescription())"))
+            return false
+        case let .unknown(reason):
+            context.requestExit(.failed("vCPU \(vcpu.id): unhandled KVM exit reason \(reason) at \(ripDescription())"))
+            return false
+        }
+        return true
+    }
+
+    private func handleEmulationFailure(_ failure: EmulationFailure) -> Bool {
+        let fixup = context.profile.fixup(for: failure.instructionBytes)
+        do {
+            switch fixup {
+            case .injectBreakpoint:
+                var registers = try vcpu.getRegisters()
+                registers.rip &+= 1
+                try vcpu.setRegisters(registers)
+                try vcpu.injectException(3)
+                return true
+            case let .skipInstruction(length):
+                var registers = try vcpu.getRegisters()
+                registers.rip &+= length
+                try vcpu.setRegisters(registers)
+                return true
+            case let .fatal(hint):
+                var report = "vCPU \(vcpu.id): the KVM instruction emulator failed at \(ripDescription()), instruction bytes: \(failure)"
+                if let hint { report += " (\(hint))" }
+                context.requestExit(.failed(report))
+                return false
+            }
+        } catch {
+            context.requestExit(.failed("vCPU \(vcpu.id): could not apply emulation fixup: \(error)"))
+            return false
+        }
+    }
+
+    private func ripDescription() -> String {
+        guard let registers = try? vcpu.getRegisters(), let special = try? vcpu.getSpecialRegisters() else { return "unknown RIP" }
+        return "RIP 0x\(String(registers.rip, radix: 16)) (CPL \(special.cs.dpl), CS 0x\(String(special.cs.selector, radix: 16)))"
+    }
+}
+
+@inline(__always)
+func allOnes(_ size: Int) -> UInt64 { size >= 8 ? UInt64.max : (UInt64(1) << (UInt64(size) * 8)) - 1 }

@@ -1,0 +1,90 @@
+import Boot
+
+/// What happens when the guest resets itself.
+public enum RebootAction: String, Sendable, CaseIterable, Codable {
+    /// `vireo run` ends with status 0, like a VM whose owner wants it gone after reboot.
+    case exit
+    /// The machine is rebuilt and the kernel booted again (CMOS NVRAM survives, as on a PC).
+    case restart
+}
+
+public enum ConfigError: Error, Equatable, CustomStringConvertible {
+    case invalidSize(String)
+    case invalidCPUCount(Int, maximum: Int)
+    case memoryTooSmall(UInt64, minimum: UInt64)
+    case memoryTooLarge(UInt64)
+    case unreadableFile(kind: String, path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .invalidSize(text):
+            return "invalid size '\(text)': use a number with an optional K, M, G or T suffix (e.g. 512M, 2G)"
+        case let .invalidCPUCount(count, maximum):
+            return "invalid vCPU count \(count): must be between 1 and \(maximum)"
+        case let .memoryTooSmall(size, minimum):
+            return "memory size \(size >> 20) MiB is too small: at least \(minimum >> 20) MiB is needed"
+        case let .memoryTooLarge(size):
+            return "memory size \(size >> 30) GiB is larger than this VMM supports (1 TiB)"
+        case let .unreadableFile(kind, path, reason):
+            return "cannot read \(kind) '\(path)': \(reason)"
+        }
+    }
+}
+
+/// A validated machine description. Everything the guest sees is derived from it.
+public struct VMConfig: Sendable {
+    public var kernel: [UInt8]
+    public var kernelPath: String
+    public var initrd: [UInt8]?
+    public var initrdPath: String?
+    public var cmdline: String
+    public var cpus: Int
+    public var memorySize: UInt64
+    public var onReboot: RebootAction
+    public var bootProtocol: BootProtocol
+    /// nil = detect; otherwise force a profile (tests, or a user who knows better).
+    public var hostProfile: HostProfile?
+
+    public static let minimumMemory: UInt64 = 16 << 20
+    public static let maximumMemory: UInt64 = 1 << 40
+    /// The MP table gives each vCPU an 8-bit APIC id and the IOAPIC takes the next one.
+    public static let maximumCPUs = 254
+
+    public init(kernel: [UInt8], kernelPath: String, initrd: [UInt8]? = nil, initrdPath: String? = nil,
+                cmdline: String = "", cpus: Int = 1, memorySize: UInt64 = 512 << 20,
+                onReboot: RebootAction = .exit, bootProtocol: BootProtocol = .auto,
+                hostProfile: HostProfile? = nil) throws(ConfigError) {
+        guard (1...Self.maximumCPUs).contains(cpus) else { throw ConfigError.invalidCPUCount(cpus, maximum: Self.maximumCPUs) }
+        guard memorySize >= Self.minimumMemory else { throw ConfigError.memoryTooSmall(memorySize, minimum: Self.minimumMemory) }
+        guard memorySize <= Self.maximumMemory else { throw ConfigError.memoryTooLarge(memorySize) }
+        self.kernel = kernel; self.kernelPath = kernelPath; self.initrd = initrd; self.initrdPath = initrdPath
+        self.cmdline = cmdline; self.cpus = cpus
+        // KVM slots and our page tables want whole pages.
+        self.memorySize = (memorySize + 0xFFF) & ~0xFFF
+        self.onReboot = onReboot; self.bootProtocol = bootProtocol; self.hostProfile = hostProfile
+    }
+
+    /// Parses "512M", "2G", "1048576" (bytes), "4096K". Overflow and junk are refused.
+    public static func parseSize(_ text: String) throws(ConfigError) -> UInt64 {
+        let trimmed = text.trimmingCharacters(in: " ")
+        guard let last = trimmed.last else { throw ConfigError.invalidSize(text) }
+        let shifts: [Character: UInt64] = ["K": 10, "M": 20, "G": 30, "T": 40, "k": 10, "m": 20, "g": 30, "t": 40]
+        var digits = Substring(trimmed)
+        var shift: UInt64 = 0
+        if let s = shifts[last] { shift = s; digits = digits.dropLast() }
+        if digits.hasSuffix("i") || digits.hasSuffix("B") { throw ConfigError.invalidSize(text) }
+        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let value = UInt64(digits) else { throw ConfigError.invalidSize(text) }
+        let (scaled, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
+        guard !overflow, scaled > 0 else { throw ConfigError.invalidSize(text) }
+        return scaled
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: Character) -> String {
+        var s = Substring(self)
+        while s.first == set { s = s.dropFirst() }
+        while s.last == set { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,125 @@
+import Devices
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// COM1 output to a file descriptor (the terminal), written as the guest produces it.
+struct FileDescriptorOutput: SerialOutput {
+    let fd: Int32
+    func emit(_ byte: UInt8) {
+        var value = byte
+        while write(fd, &value, 1) < 0 && errno == EINTR {}
+    }
+}
+
+/// The interactive serial console: raw terminal, keystrokes to the guest, Ctrl-A X to leave.
+final class SerialConsole: @unchecked Sendable {
+    static let escapeByte: UInt8 = 0x01   // Ctrl-A, as in QEMU
+    static let help = "Ctrl-A X: quit   Ctrl-A Ctrl-A: send Ctrl-A   Ctrl-A H: this help"
+
+    private var savedTerminal: termios?
+    private let target = SharedMachine()
+    private let inputSpace = InputSpaceSignal()
+    var onQuit: (@Sendable () -> Void)?
+
+    var inputSpaceCallback: @Sendable () -> Void { { [inputSpace] in inputSpace.signal() } }
+
+    func attach(_ machine: Machine) { target.set(machine) }
+
+    /// Puts the terminal in raw mode when stdin is one (restored by `restoreTerminal`).
+    func enterRawMode() {
+        guard isatty(0) != 0 else { return }
+        var attributes = termios()
+        guard tcgetattr(0, &attributes) == 0 else { return }
+        savedTerminal = attributes
+        cfmakeraw(&attributes)
+        tcsetattr(0, TCSANOW, &attributes)
+    }
+
+    func restoreTerminal() {
+        guard var attributes = savedTerminal else { return }
+        tcsetattr(0, TCSANOW, &attributes)
+        savedTerminal = nil
+    }
+
+    /// Reads stdin on its own thread until EOF or Ctrl-A X; the process exits with the VM, so this
+    /// thread is never joined (it is blocked in read(2)).
+    func startInputThread() {
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&thread, nil, { raw in
+            let console = Unmanaged<SerialConsole>.fromOpaque(raw!).takeRetainedValue()
+            console.readLoop()
+            return nil
+        }, box)
+        pthread_detach(thread)
+    }
+
+    private func readLoop() {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        var escaped = false
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { return }
+            var pending: [UInt8] = []
+            for byte in buffer[0..<count] {
+                if escaped {
+                    escaped = false
+                    switch byte {
+                    case UInt8(ascii: "x"), UInt8(ascii: "X"):
+                        onQuit?()
+                        return
+                    case Self.escapeByte: pending.append(byte)
+                    case UInt8(ascii: "h"), UInt8(ascii: "H"):
+                        let text = Array("\r\n[vireo] \(Self.help)\r\n".utf8)
+                        _ = text.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+                    default: break
+                    }
+                } else if byte == Self.escapeByte && savedTerminal != nil {
+                    escaped = true
+                } else {
+                    pending.append(byte)
+                }
+            }
+            deliver(pending)
+        }
+    }
+
+    /// Hands bytes to COM1, waiting for FIFO space rather than dropping keystrokes.
+    private func deliver(_ bytes: [UInt8]) {
+        var remaining = bytes[...]
+        while !remaining.isEmpty {
+            guard let machine = target.get() else { return }
+            let accepted = machine.sendSerialInput(remaining)
+            remaining = remaining.dropFirst(accepted)
+            if !remaining.isEmpty { inputSpace.wait(timeoutMilliseconds: 50) }
+        }
+    }
+}
+
+/// The machine the console currently feeds (replaced on `--on-reboot restart`).
+final class SharedMachine: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var machine: Machine?
+    init() { pthread_mutex_init(&mutex, nil) }
+    func set(_ m: Machine?) { pthread_mutex_lock(&mutex); machine = m; pthread_mutex_unlock(&mutex) }
+    func get() -> Machine? { pthread_mutex_lock(&mutex); defer { pthread_mutex_unlock(&mutex) }; return machine }
+}
+
+/// Wakes the input thread when the guest drains the receive FIFO.
+final class InputSpaceSignal: @unchecked Sendable {
+    private var fds: [Int32] = [-1, -1]
+    init() {
+        _ = fds.withUnsafeMutableBufferPointer { pipe($0.baseAddress) }
+        for fd in fds { _ = fcntl(fd, F_SETFL, O_NONBLOCK); _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    }
+    func signal() { var one: UInt8 = 1; _ = write(fds[1], &one, 1) }
+    func wait(timeoutMilliseconds: Int32) {
+        var poller = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
+        _ = poll(&poller, 1, timeoutMilliseconds)
+        var drain = [UInt8](repeating: 0, count: 64)
+        _ = drain.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+    }
+}

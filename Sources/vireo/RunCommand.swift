@@ -1,0 +1,177 @@
+import ArgumentParser
+import Boot
+import Devices
+import KVM
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension RebootAction: ExpressibleByArgument {}
+extension BootProtocol: ExpressibleByArgument {}
+
+enum HostProfileChoice: String, ExpressibleByArgument, CaseIterable {
+    case auto, native
+    case emulatedKernelMode = "emulated-kernel-mode"
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot a kernel in a new VM with the serial console on this terminal.",
+        discussion: """
+        The guest's COM1 is the terminal, in raw mode: keystrokes go to the guest. \
+        \(SerialConsole.help). \
+        Exit status: 0 when the guest powers off or resets (see --on-reboot), (V << 1) | 1 when a \
+        test guest writes V to the debug-exit port 0xf4 (as QEMU's isa-debug-exit), 1 on an error. \
+        Kernels: ELF vmlinux, bzImage (payload decompressed on the host when possible), PVH ELF, \
+        Multiboot v1.
+        """
+    )
+
+    @Option(help: "Kernel image: bzImage, ELF vmlinux, PVH ELF or Multiboot kernel.")
+    var kernel: String
+
+    @Option(help: "Initial ramdisk (Multiboot: passed as module 0).")
+    var initrd: String?
+
+    @Option(help: "Kernel command line.")
+    var cmdline: String = ""
+
+    @Option(help: "Number of vCPUs.")
+    var cpus: Int = 1
+
+    @Option(help: "Guest memory size, e.g. 512M or 2G.")
+    var memory: String = "512M"
+
+    @Option(name: .customLong("on-reboot"), help: "What a guest reset does: exit (status 0) or restart.")
+    var onReboot: RebootAction = .exit
+
+    @Option(name: .customLong("boot-protocol"), help: "Entry protocol for ELF kernels: auto, linux64 or pvh.")
+    var bootProtocol: BootProtocol = .auto
+
+    @Option(name: .customLong("host-profile"), help: "Host KVM profile: auto (detect), native or emulated-kernel-mode.")
+    var hostProfile: HostProfileChoice = .auto
+
+    @Flag(name: .shortAndLong, help: "Explain what Vireo does: host profile, guest flags and why, boot path.")
+    var verbose = false
+
+    func run() throws {
+        do {
+            let status = try boot()
+            throw ExitCode(status)
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    private func boot() throws -> Int32 {
+        let memorySize = try VMConfig.parseSize(memory)
+        let kernelBytes = try readWholeFile(kernel, kind: "kernel", limit: max(memorySize, 64 << 20))
+        let initrdBytes = try initrd.map { try readWholeFile($0, kind: "initrd", limit: memorySize) }
+        let system = try KVMSystem()
+        let profile = try resolveProfile(system: system)
+        let config = try VMConfig(kernel: kernelBytes, kernelPath: kernel, initrd: initrdBytes, initrdPath: initrd,
+                                  cmdline: cmdline, cpus: cpus, memorySize: memorySize, onReboot: onReboot,
+                                  bootProtocol: bootProtocol, hostProfile: profile)
+        if verbose { describeProfile(profile) }
+
+        let console = SerialConsole()
+        let signals = SignalWatcher()
+        var cmos: CMOSRTCState?
+        var boots = 0
+        while true {
+            boots += 1
+            let machine = try Machine(config: config, system: system, profile: profile,
+                                      serialOutput: FileDescriptorOutput(fd: 1), restoringCMOS: cmos,
+                                      rngSeed: hostRandomBytes(32), onSerialInputSpace: console.inputSpaceCallback)
+            if verbose {
+                printNote("boot #\(boots): \(machine.bootPlan.format), \(cpus) vCPU(s), \(memorySize >> 20) MiB")
+                for note in machine.bootPlan.notes { printNote(note) }
+                printNote("guest command line: \(machine.effectiveCmdline)")
+            }
+            console.attach(machine)
+            console.onQuit = { [machine] in machine.requestStop() }
+            signals.onSignal = { [machine] _ in machine.requestStop() }
+            if boots == 1 {
+                console.enterRawMode()
+                console.startInputThread()
+                signals.start()
+            }
+            let outcome = try machine.run()
+            if outcome == .reset && onReboot == .restart {
+                cmos = machine.rtc.state
+                if verbose { printNote("guest reset: restarting") }
+                continue
+            }
+            console.restoreTerminal()
+            if let signal = signals.received {
+                printNote("terminating on signal \(signal)")
+                return 128 + signal
+            }
+            if case let .failed(why) = outcome {
+                printError(why)
+            } else if verbose {
+                printNote("\(outcome); exit status \(outcome.processStatus)")
+            }
+            return outcome.processStatus
+        }
+    }
+
+    private func resolveProfile(system: KVMSystem) throws -> HostProfile {
+        switch hostProfile {
+        case .native: return HostProfile.native
+        case .emulatedKernelMode: return HostProfile.emulatedKernelMode
+        case .auto: return HostProfile.detect(kernelModeProbe: try? KernelModeProbe.run(system: system))
+        }
+    }
+
+    private func describeProfile(_ profile: HostProfile) {
+        printNote("host profile: \(profile)")
+        for flag in profile.linuxGuestFlags { printNote("guest flag \(flag.flag): \(flag.why)") }
+        if profile.kind == .emulatedKernelMode {
+            printNote("int3 at CPL0 is injected as #BP by Vireo; fwait is stepped over; other emulation failures stop the VM with a report")
+        }
+    }
+}
+
+func printError(_ message: String) {
+    let line = Array("vireo: error: \(message)\n".utf8)
+    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+func printNote(_ message: String) {
+    let line = Array("vireo: \(message)\r\n".utf8)
+    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+/// Turns SIGTERM/SIGINT/SIGHUP into an orderly stop (terminal restored, vCPU threads joined).
+final class SignalWatcher: @unchecked Sendable {
+    var onSignal: (@Sendable (Int32) -> Void)?
+    private(set) var received: Int32?
+    private var set = sigset_t()
+
+    init() {
+        sigemptyset(&set)
+        for signal in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, signal) }
+        // Blocked before any thread starts, so only the watcher thread receives them.
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
+    func start() {
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&thread, nil, { raw in
+            let watcher = Unmanaged<SignalWatcher>.fromOpaque(raw!).takeRetainedValue()
+            var signal: Int32 = 0
+            if sigwait(&watcher.set, &signal) == 0 {
+                watcher.received = signal
+                watcher.onSignal?(signal)
+            }
+            return nil
+        }, box)
+        pthread_detach(thread)
+    }
+}

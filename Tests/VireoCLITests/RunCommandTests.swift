@@ -1,0 +1,121 @@
+import Foundation
+import Testing
+
+/// Runs the built `vireo` binary the way a user or script would and checks status and stderr.
+enum VireoBinary {
+    static let packageRoot: URL = {
+        var url = URL(fileURLWithPath: #filePath)
+        while url.path != "/" {
+            url.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
+        }
+        return URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+    }()
+
+    /// The vireo executable sits next to the test bundle in the build directory.
+    static var executable: URL {
+        let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return testBinary.deletingLastPathComponent().appendingPathComponent("vireo")
+    }
+
+    static func guest(_ name: String) -> String { packageRoot.appendingPathComponent(".build/test-guests/\(name)").path }
+
+    struct Result { var status: Int32; var stdout: String; var stderr: String }
+
+    static func run(_ arguments: [String], timeoutSeconds: Double = 120) throws -> Result {
+        _ = buildGuests
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let deadline = DispatchTime.now() + timeoutSeconds
+        let done = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in done.signal() }
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        if done.wait(timeout: deadline) == .timedOut { process.terminate() }
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                      stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    static let buildGuests: Void = {
+        let make = Process()
+        make.executableURL = URL(fileURLWithPath: "/usr/bin/make")
+        make.arguments = ["-s", "-C", packageRoot.appendingPathComponent("TestGuests").path,
+                          "OUT=\(packageRoot.appendingPathComponent(".build/test-guests").path)"]
+        try? make.run()
+        make.waitUntilExit()
+    }()
+}
+
+@Suite(.serialized) struct RunCommandTests {
+    @Test func debugExitValueBecomesProcessStatus() throws {
+        let result = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-hello.elf"), "--cmdline", "exit=5", "--memory", "32M"])
+        #expect(result.status == (5 << 1) | 1)
+        #expect(result.stdout.contains("hello: vireo test guest"))
+    }
+
+    @Test func guestResetExitsZeroByDefault() throws {
+        let result = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-reset.elf"), "--memory", "32M"])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("reset: boot #1"))
+        #expect(!result.stdout.contains("reset: boot #2"))
+    }
+
+    @Test func onRebootRestartBootsAgainKeepingCMOS() throws {
+        let result = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-reset.elf"), "--memory", "32M", "--on-reboot", "restart"])
+        #expect(result.stdout.contains("reset: boot #1"))
+        #expect(result.stdout.contains("reset: boot #2"))
+        #expect(result.status == (2 << 1) | 1)
+    }
+
+    @Test func smpGuestWithTwoCPUs() throws {
+        let result = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-smp.elf"), "--cpus", "2", "--memory", "32M"])
+        #expect(result.status == 1, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("smp: all 2 cpus up"))
+    }
+
+    @Test func verboseExplainsHostProfileAndBootPath() throws {
+        let result = try VireoBinary.run(["run", "-v", "--kernel", VireoBinary.guest("mb-hello.elf"), "--memory", "32M"])
+        #expect(result.stderr.contains("host profile:"))
+        #expect(result.stderr.contains("Multiboot"))
+    }
+
+    /// Every user error is exactly one line on stderr and a non-zero status.
+    @Test(arguments: [
+        (["run", "--kernel", "/nonexistent/vmlinuz"], "cannot read kernel '/nonexistent/vmlinuz'"),
+        (["run", "--kernel", "/etc/hostname"], "unrecognised"),
+        (["run", "--kernel", "GUEST", "--memory", "12X"], "invalid size '12X'"),
+        (["run", "--kernel", "GUEST", "--memory", "4M"], "too small"),
+        (["run", "--kernel", "GUEST", "--cpus", "0"], "invalid vCPU count 0"),
+        (["run", "--kernel", "GUEST", "--memory", "32M", "--initrd", "BIGFILE"], "larger than the guest's memory"),
+    ])
+    func userErrorsAreOneClearLine(arguments: [String], expected: String) throws {
+        let big = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-big-initrd")
+        if !FileManager.default.fileExists(atPath: big.path) {
+            FileManager.default.createFile(atPath: big.path, contents: nil)
+            let handle = try FileHandle(forWritingTo: big)
+            try handle.truncate(atOffset: 64 << 20)
+            try handle.close()
+        }
+        let args = arguments.map { $0 == "GUEST" ? VireoBinary.guest("mb-hello.elf") : $0 == "BIGFILE" ? big.path : $0 }
+        let result = try VireoBinary.run(args)
+        #expect(result.status != 0)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "stderr: \(result.stderr)")
+        #expect(result.stderr.lowercased().contains(expected.lowercased()), "stderr: \(result.stderr)")
+    }
+
+    @Test func hostCheckReportsAPIAndProfile() throws {
+        let result = try VireoBinary.run(["host-check"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("KVM: API version"))
+        #expect(result.stdout.contains("guest kernel mode (CPL0) runs natively"))
+        #expect(result.stdout.contains("Vireo: host profile"))
+    }
+}
