@@ -27,10 +27,16 @@ public struct BootRequest: Sendable {
     /// Decompress a bzImage's payload on the host (the default). Off: the guest decompresses it, as
     /// with other VMMs; useful to measure the difference.
     public var hostDecompression: Bool
+    /// Flags appended to `cmdline` only when the kernel is booted through a Linux protocol
+    /// (bzImage, vmlinux, PVH) — e.g. a host profile's workarounds, meaningless to Multiboot kernels.
+    public var linuxCmdlineExtras: [String]
+
+    /// The command line a Linux-protocol kernel gets.
+    public var linuxCmdline: String { ([cmdline] + linuxCmdlineExtras).filter { !$0.isEmpty }.joined(separator: " ") }
 
     public init(kernel: [UInt8], kernelName: String, initrd: [UInt8]? = nil, initrdName: String = "initrd",
                 cmdline: String = "", vcpuCount: Int = 1, rngSeed: [UInt8] = [], bootProtocol: BootProtocol = .auto,
-                hostDecompression: Bool = true) {
+                hostDecompression: Bool = true, linuxCmdlineExtras: [String] = []) {
         self.kernel = kernel
         self.kernelName = kernelName
         self.initrd = initrd
@@ -40,6 +46,7 @@ public struct BootRequest: Sendable {
         self.rngSeed = rngSeed
         self.bootProtocol = bootProtocol
         self.hostDecompression = hostDecompression
+        self.linuxCmdlineExtras = linuxCmdlineExtras
     }
 }
 

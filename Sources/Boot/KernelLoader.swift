@@ -21,15 +21,17 @@ public enum KernelLoader {
         let file = request.kernel
         var notes: [String] = []
         let plan: BootPlan
+        var linuxRequest = request
+        linuxRequest.cmdline = request.linuxCmdline
         if SetupHeader.isBzImage(file) {
-            plan = try bootBzImage(file, request: request, writer: writer, notes: &notes)
+            plan = try bootBzImage(file, request: linuxRequest, writer: writer, notes: &notes)
         } else if let multiboot = MultibootHeader.find(in: file), request.bootProtocol == .auto,
                   multiboot.hasAddressFields || ELFImage.isELF(file) {
             // Multiboot first, as QEMU and GRUB do: its header is an explicit request for this protocol.
             let elf = multiboot.hasAddressFields ? nil : try ELFImage(parsing: file)
             plan = try MultibootBoot.boot(multiboot, elf: elf, file: file, request: request, writer: writer, notes: notes)
         } else if ELFImage.isELF(file) {
-            plan = try bootELF(try ELFImage(parsing: file), file: file, request: request, writer: writer, notes: notes)
+            plan = try bootELF(try ELFImage(parsing: file), file: file, request: linuxRequest, writer: writer, notes: notes)
         } else {
             throw .unrecognisedKernel(firstBytes: Array(file.prefix(16)))
         }

@@ -103,16 +103,14 @@ public final class Machine: @unchecked Sendable {
         try pioBus.insert(debugExit, base: DebugExit.defaultPort, length: DebugExit.portCount)
         try pioBus.insert(fwCfg, base: 0x510, length: 2)
 
-        // The guest command line: the user's, then what this host needs (multiboot kernels get it too;
-        // they are free to ignore flags they don't know).
-        let hostFlags = profile.linuxGuestFlags.map(\.flag)
-        effectiveCmdline = ([config.cmdline] + hostFlags).filter { !$0.isEmpty }.joined(separator: " ")
-        try fwCfg.addFile(name: "etc/vireo/cmdline", data: Array(effectiveCmdline.utf8))
-
+        // The host profile's flags go to Linux-protocol kernels only (Multiboot kernels don't know them).
         let request = BootRequest(kernel: config.kernel, kernelName: config.kernelPath, initrd: config.initrd,
-                                  initrdName: config.initrdPath ?? "initrd", cmdline: effectiveCmdline,
-                                  vcpuCount: config.cpus, rngSeed: rngSeed, bootProtocol: config.bootProtocol)
+                                  initrdName: config.initrdPath ?? "initrd", cmdline: config.cmdline,
+                                  vcpuCount: config.cpus, rngSeed: rngSeed, bootProtocol: config.bootProtocol,
+                                  linuxCmdlineExtras: profile.linuxGuestFlags.map(\.flag))
         bootPlan = try KernelLoader.load(request, into: memory)
+        effectiveCmdline = bootPlan.format == .multiboot ? config.cmdline : request.linuxCmdline
+        try fwCfg.addFile(name: "etc/vireo/cmdline", data: Array(effectiveCmdline.utf8))
 
         let supported = try system.supportedCPUID().map {
             CPUIDEntry(function: $0.function, index: $0.index, flags: $0.flags, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)

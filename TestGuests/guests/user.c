@@ -67,6 +67,20 @@ void guest_main(u32 magic, uptr info) {
         tick_spin = 1;
     extern u8 kernel_stack_top[];
     cpu64_init((uptr)kernel_stack_top);
+    if (cmdline_has(cmdline, "breakpoint")) {
+        /* int3 and fwait at CPL0: native on real hardware; on a KVM that emulates kernel mode the
+           VMM must inject #BP / step over fwait (its host profile) for these lines to appear. */
+        extern void bp_handler64(void);
+        extern volatile u64 bp_count, bp_rip;
+        extern const u8 after_int3[];
+        cpu64_set_gate(3, bp_handler64);
+        __asm__ volatile("int3\n\t.globl after_int3\nafter_int3:" ::: "memory");
+        kprintf("user: breakpoint handled count=%u return %s\n", (u32)bp_count,
+                bp_rip == (u64)(uptr)after_int3 ? "after int3" : "WRONG");
+        __asm__ volatile("fwait" ::: "memory");
+        kprintf("user: fwait ok\n");
+        guest_exit(0);
+    }
     if (cmdline_has(cmdline, "cpl0")) {  /* same work without the ring switch, for comparison */
         kprintf("user: staying at cpl0\n");
         user_main();

@@ -32,4 +32,21 @@ user_start:
     .space 16384
 kernel_stack_top:
 
+/* #BP handler for the `breakpoint` mode: count it, record the return RIP, resume. */
+    .section .text
+    .globl bp_handler64
+bp_handler64:
+    lock incq bp_count(%rip)
+    pushq %rax
+    movq 8(%rsp), %rax
+    movq %rax, bp_rip(%rip)
+    popq %rax
+    iretq
+
+    .section .bss
+    .balign 8
+    .globl bp_count, bp_rip
+bp_count: .quad 0
+bp_rip: .quad 0
+
     .section .note.GNU-stack, "", @progbits

@@ -64,3 +64,10 @@ void cpu64_init(uptr kernel_stack_top) {
     struct { u16 limit; u64 base; } __attribute__((packed)) id = { sizeof idt64 - 1, (uptr)idt64 };
     __asm__ volatile("lidt %0" : : "m"(id));
 }
+
+void cpu64_set_gate(u32 vector, void (*handler)(void)) {
+    if (vector >= 32)
+        return;
+    uptr a = (uptr)handler;
+    idt64[vector] = (struct idt_gate64){ (u16)a, GDT64_KCODE, 0, 0x8E, (u16)(a >> 16), (u32)(a >> 32), 0 };
+}

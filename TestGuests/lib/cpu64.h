@@ -13,5 +13,7 @@
 /* Loads the GDT (kernel selectors match mb64_shim.S, so CS needs no reload), the TSS with
    kernel_stack_top as RSP0, and an IDT whose exceptions print a report line and exit. */
 void cpu64_init(uptr kernel_stack_top);
+/* Points IDT vector `vector` (< 32) at `handler` (a ring-0 interrupt gate). */
+void cpu64_set_gate(u32 vector, void (*handler)(void));
 #endif
 #endif

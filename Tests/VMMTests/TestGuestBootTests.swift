@@ -20,6 +20,8 @@ extension KVMGuestSuites { @Suite struct TestGuestBootTests {
         #expect(text.contains("hello: modules=1"))
         #expect(text.contains("first=first line of module"))
         #expect(text.contains("hello: fw_cfg signature=QEMU cpus=1"))
+        // Host-profile flags are for Linux kernels only.
+        #expect(!text.contains("noxsave"))
     }
 
     @Test(arguments: [2, 4])
@@ -117,6 +119,8 @@ extension KVMGuestSuites { @Suite struct TestGuestBootTests {
         #expect(text.contains("probe: rng seed bytes=32"))
         #expect(text.contains("first=initrd-line"))
         #expect(guest.machine.bootPlan.format == .elfLinux64)
+        // Linux kernels get the host profile's workaround flags after the user's.
+        for flag in guest.machine.profile.linuxGuestFlags { #expect(text.contains(flag.flag)) }
     }
 
     @Test func pvhEntryGetsStartInfo() throws {

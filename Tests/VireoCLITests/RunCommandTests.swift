@@ -80,6 +80,32 @@ enum VireoBinary {
         #expect(result.stdout.contains("smp: all 2 cpus up"))
     }
 
+    /// int3 and fwait at CPL0 reach the guest's handler / complete on every host: natively, or
+    /// through the host profile's fixups where KVM emulates kernel mode.
+    @Test func breakpointAndFwaitAtCPL0Work() throws {
+        let result = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-user.elf"), "--cmdline", "breakpoint", "--memory", "32M"])
+        #expect(result.status == 1, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("user: breakpoint handled count=1 return after int3"))
+        #expect(result.stdout.contains("user: fwait ok"))
+    }
+
+    /// Without the fixups, an emulating host's failure must be a clear report (RIP and bytes), never
+    /// a hang; a native host simply runs the instruction.
+    @Test func emulationFailureIsReportedWithRIPAndBytes() throws {
+        let check = try VireoBinary.run(["host-check"])
+        let emulated = check.stdout.contains("host profile") && check.stdout.contains("emulated-kernel-mode")
+        let result = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-user.elf"), "--cmdline", "breakpoint",
+                                          "--memory", "32M", "--host-profile", "native"], timeoutSeconds: 30)
+        if emulated {
+            #expect(result.status == 1)
+            #expect(result.stderr.contains("instruction emulator failed at RIP 0x"))
+            #expect(result.stderr.contains("instruction bytes: cc"))
+            #expect(!result.stdout.contains("breakpoint handled"))
+        } else {
+            #expect(result.stdout.contains("user: breakpoint handled count=1"))
+        }
+    }
+
     @Test func verboseExplainsHostProfileAndBootPath() throws {
         let result = try VireoBinary.run(["run", "-v", "--kernel", VireoBinary.guest("mb-hello.elf"), "--memory", "32M"])
         #expect(result.stderr.contains("host profile:"))
