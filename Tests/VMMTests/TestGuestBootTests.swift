@@ -94,11 +94,14 @@ extension KVMGuestSuites { @Suite struct TestGuestBootTests {
         #expect(guest.serial.waitFor("tick 2"))
         try guest.machine.pause()
         #expect(guest.machine.isPaused)
-        let states = try guest.machine.captureVCPUStates()
-        #expect(states.count == 1)
-        // Captured state is plain Codable data.
-        let encoded = try JSONEncoder().encode(states)
-        #expect(try JSONDecoder().decode([VCPUState].self, from: encoded) == states)
+        // The whole machine's state is plain Codable data that survives a round trip.
+        let state = try guest.machine.captureState()
+        #expect(state.vcpus.count == 1)
+        #expect(state.platform.irqchips.count == 3)
+        let encoded = try JSONEncoder().encode(state)
+        #expect(try JSONDecoder().decode(MachineState.self, from: encoded) == state)
+        // Paused is stable: a second capture sees the same vCPU registers.
+        #expect(try guest.machine.captureState().vcpus.map(\.registers) == state.vcpus.map(\.registers))
         let frozen = guest.serial.count
         // While paused nothing may run: give a running guest ample time to print its next tick.
         #expect(!guest.serial.waitFor("tick 5", timeoutSeconds: 1.0))
