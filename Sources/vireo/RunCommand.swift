@@ -95,6 +95,7 @@ struct Run: ParsableCommand {
             console.attach(machine)
             console.onQuit = { [machine] in machine.requestStop() }
             signals.onSignal = { [machine] _ in machine.requestStop() }
+            signals.onForcedExit = { [console] in console.restoreTerminal() }
             if boots == 1 {
                 console.enterRawMode()
                 console.startInputThread()
@@ -150,6 +151,8 @@ func printNote(_ message: String) {
 /// Turns SIGTERM/SIGINT/SIGHUP into an orderly stop (terminal restored, vCPU threads joined).
 final class SignalWatcher: @unchecked Sendable {
     var onSignal: (@Sendable (Int32) -> Void)?
+    /// Runs just before a forced exit (restores the terminal).
+    var onForcedExit: (@Sendable () -> Void)?
     private(set) var received: Int32?
     private var set = sigset_t()
 
@@ -166,7 +169,12 @@ final class SignalWatcher: @unchecked Sendable {
         pthread_create(&thread, nil, { raw in
             let watcher = Unmanaged<SignalWatcher>.fromOpaque(raw!).takeRetainedValue()
             var signal: Int32 = 0
-            if sigwait(&watcher.set, &signal) == 0 {
+            // First signal: orderly stop. A second one means the orderly path is stuck: leave now.
+            while sigwait(&watcher.set, &signal) == 0 {
+                if watcher.received != nil {
+                    watcher.onForcedExit?()
+                    _exit(128 + signal)
+                }
                 watcher.received = signal
                 watcher.onSignal?(signal)
             }

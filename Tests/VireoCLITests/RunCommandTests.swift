@@ -137,6 +137,33 @@ enum VireoBinary {
         #expect(result.stderr.lowercased().contains(expected.lowercased()), "stderr: \(result.stderr)")
     }
 
+    /// SIGTERM stops the VM in order (vCPU threads joined) and reports the signal in the status.
+    @Test func sigtermStopsTheVMCleanly() throws {
+        _ = VireoBinary.buildGuests
+        let process = Process()
+        process.executableURL = VireoBinary.executable
+        process.arguments = ["run", "--kernel", VireoBinary.guest("mb-user.elf"), "--cmdline", "ticks=100000", "--memory", "32M"]
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // Wait until the guest is demonstrably running (its first tick), reading the pipe as it comes.
+        var seen = Data()
+        while !String(decoding: seen, as: UTF8.self).contains("tick 1") {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen.append(chunk)
+        }
+        #expect(String(decoding: seen, as: UTF8.self).contains("tick 1"))
+        process.terminate()
+        process.waitUntilExit()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationReason == .exit)
+        #expect(process.terminationStatus == 128 + 15)
+        #expect(stderr.contains("terminating on signal 15"))
+    }
+
     @Test func hostCheckReportsAPIAndProfile() throws {
         let result = try VireoBinary.run(["host-check"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
