@@ -126,6 +126,18 @@ extension KVMGuestSuites { @Suite struct TestGuestBootTests {
         for flag in guest.machine.profile.linuxGuestFlags { #expect(text.contains(flag.flag)) }
     }
 
+    /// Above ~3 GiB, RAM moves above 4 GiB around the MMIO hole; the guest's e820 must agree.
+    @Test func largeMemorySplitsAroundTheMMIOHole() throws {
+        let guest = try BootedGuest("linux64-probe.elf", memory: 4 << 30)
+        let outcome = guest.finish()
+        let text = guest.serial.text
+        #expect(outcome == .debugExit(value: 0), "guest output:\n\(text)")
+        #expect(guest.machine.memory.regions.map(\.start.raw) == [0, 0x1_0000_0000])
+        #expect(guest.machine.memory.regions.map(\.size) == [0xC000_0000, 0x4000_0000])
+        // 639 KiB + (3 GiB - 1 MiB) + 1 GiB of RAM in 3 RAM entries and 1 reserved one.
+        #expect(text.contains("probe: e820 entries=4 ram=4095"))
+    }
+
     @Test func pvhEntryGetsStartInfo() throws {
         let guest = try BootedGuest("pvh-probe.elf", cmdline: "pvh-args")
         let outcome = guest.finish()
