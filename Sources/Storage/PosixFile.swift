@@ -1,0 +1,137 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One open file descriptor; every syscall retries EINTR and reports failures as `StorageError`.
+final class PosixFile: Sendable {
+    let fd: Int32
+    let path: String
+
+    enum Mode { case readOnly, readWrite, createExclusive, createTruncate }
+
+    init(path: String, mode: Mode) throws {
+        let flags: Int32
+        switch mode {
+        case .readOnly: flags = O_RDONLY
+        case .readWrite: flags = O_RDWR
+        case .createExclusive: flags = O_RDWR | O_CREAT | O_EXCL
+        case .createTruncate: flags = O_RDWR | O_CREAT | O_TRUNC
+        }
+        var opened: Int32 = -1
+        repeat { opened = open(path, flags | O_CLOEXEC, 0o644) } while opened < 0 && errno == EINTR
+        guard opened >= 0 else { throw StorageError.io(path: path, operation: "open", errno: errno) }
+        self.fd = opened
+        self.path = path
+    }
+
+    deinit { close(fd) }
+
+    func size() throws -> UInt64 {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw StorageError.io(path: path, operation: "fstat", errno: errno) }
+        return UInt64(max(0, st.st_size))
+    }
+
+    /// Bytes actually allocated on the host filesystem (qemu-img's "disk size").
+    func allocatedBytes() throws -> UInt64 {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw StorageError.io(path: path, operation: "fstat", errno: errno) }
+        return UInt64(max(0, st.st_blocks)) * 512
+    }
+
+    /// Reads up to `buffer.count` bytes; returns how many were read before EOF.
+    func readAvailable(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let (position, overflow) = offset.addingReportingOverflow(UInt64(done))
+            guard !overflow, position <= UInt64(Int64.max) else {
+                throw StorageError.outOfRange(path: path, offset: offset, length: UInt64(buffer.count))
+            }
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(position))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StorageError.io(path: path, operation: "pread", errno: errno)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// Reads exactly `buffer.count` bytes or throws `shortRead` (metadata must not run past EOF).
+    func readExactly(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        guard buffer.count > 0 else { return }
+        let got = try readAvailable(into: buffer, at: offset)
+        guard got == buffer.count else {
+            throw StorageError.shortRead(path: path, offset: offset, length: UInt64(buffer.count))
+        }
+    }
+
+    /// Reads, zero-filling whatever lies past EOF (data areas of sparse or truncated files).
+    func readZeroFilled(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        guard buffer.count > 0 else { return }
+        let got = try readAvailable(into: buffer, at: offset)
+        if got < buffer.count {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[got...]).initializeMemory(as: UInt8.self, repeating: 0)
+        }
+    }
+
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < buffer.count {
+            let (position, overflow) = offset.addingReportingOverflow(UInt64(done))
+            guard !overflow, position <= UInt64(Int64.max) else {
+                throw StorageError.outOfRange(path: path, offset: offset, length: UInt64(buffer.count))
+            }
+            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(position))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StorageError.io(path: path, operation: "pwrite", errno: errno)
+            }
+            done += n
+        }
+    }
+
+    func write(_ bytes: [UInt8], at offset: UInt64) throws {
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    func sync() throws {
+        while fsync(fd) != 0 {
+            if errno == EINTR { continue }
+            throw StorageError.io(path: path, operation: "fsync", errno: errno)
+        }
+    }
+
+    func truncate(to length: UInt64) throws {
+        guard length <= UInt64(Int64.max) else {
+            throw StorageError.outOfRange(path: path, offset: length, length: 0)
+        }
+        while ftruncate(fd, off_t(length)) != 0 {
+            if errno == EINTR { continue }
+            throw StorageError.io(path: path, operation: "ftruncate", errno: errno)
+        }
+    }
+
+    /// Next data offset at or after `offset` (SEEK_DATA), nil when only a hole remains.
+    func nextData(from offset: UInt64) -> UInt64? {
+        guard offset <= UInt64(Int64.max) else { return nil }
+        let r = lseek(fd, off_t(offset), 3)  // SEEK_DATA: not exported without _GNU_SOURCE
+        return r < 0 ? nil : UInt64(r)
+    }
+
+    func nextHole(from offset: UInt64) -> UInt64? {
+        guard offset <= UInt64(Int64.max) else { return nil }
+        let r = lseek(fd, off_t(offset), 4)  // SEEK_HOLE
+        return r < 0 ? nil : UInt64(r)
+    }
+}
+
+/// Resolves a path to its canonical form (symlinks, `..`), used to detect backing loops.
+func canonicalPath(_ path: String) -> String {
+    guard let resolved = realpath(path, nil) else { return path }
+    defer { free(resolved) }
+    return String(cString: resolved)
+}
