@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import Storage
+
+/// `vireo img`: qemu-img compatible image tools (flags, output and exit codes follow qemu-img).
+struct Img: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "img",
+        abstract: "Create, inspect and convert disk images (qcow2, raw), like qemu-img.",
+        subcommands: [ImgCreate.self, ImgInfo.self, ImgConvert.self, ImgCheck.self, ImgResize.self, ImgMap.self,
+                      ImgCompare.self, ImgRebase.self, ImgCommit.self, ImgSnapshot.self, ImgBench.self]
+    )
+}
+
+/// Helpers shared by the img subcommands.
+enum ImgSupport {
+    /// Prints storage errors as one line (`vireo img: <problem>`) and exits 1, as qemu-img does.
+    static func run(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            printError("vireo img: \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    static func printError(_ message: String) {
+        var stderr = StandardError()
+        print(message, to: &stderr)
+    }
+
+    static func format(_ name: String?) throws -> ImageFormat? {
+        guard let name else { return nil }
+        guard let format = ImageFormat(rawValue: name) else {
+            throw StorageError.invalidArgument("unknown image format '\(name)' (supported: raw, qcow2)")
+        }
+        return format
+    }
+
+    /// Parses qemu-img sizes: plain bytes or a k/M/G/T/P/E suffix (powers of 1024).
+    static func parseSize(_ text: String) throws -> UInt64 {
+        let units: [Character: UInt64] = ["b": 1, "k": 1 << 10, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40,
+                                          "P": 1 << 50, "E": 1 << 60]
+        var digits = Substring(text)
+        var multiplier: UInt64 = 1
+        if let last = digits.last, let unit = units[last] {
+            multiplier = unit
+            digits = digits.dropLast()
+        }
+        if digits.contains(".") {
+            guard let value = Double(digits), value >= 0, value * Double(multiplier) < 1.8e19 else {
+                throw StorageError.invalidArgument("invalid size '\(text)'")
+            }
+            return UInt64(value * Double(multiplier))
+        }
+        guard let value = UInt64(digits) else { throw StorageError.invalidArgument("invalid size '\(text)'") }
+        let (bytes, overflow) = value.multipliedReportingOverflow(by: multiplier)
+        guard !overflow else { throw StorageError.invalidArgument("size '\(text)' is too large") }
+        return bytes
+    }
+
+    /// "-o key=value,key=value" as qemu-img takes it.
+    static func parseOptions(_ list: [String]) throws -> [String: String] {
+        var result: [String: String] = [:]
+        for item in list.flatMap({ $0.split(separator: ",") }) {
+            let parts = item.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else { throw StorageError.invalidArgument("invalid option '\(item)' (expected key=value)") }
+            result[String(parts[0])] = String(parts[1])
+        }
+        return result
+    }
+
+    /// Human sizes as qemu-img prints them ("1 GiB", "196 KiB", "1.5 MiB").
+    static func humanSize(_ bytes: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        if unit == 0 { return "\(bytes) B" }
+        let rounded = (value * 1000).rounded() / 1000
+        let text = rounded == rounded.rounded() ? String(Int(rounded)) : String(format3(rounded))
+        return "\(text) \(units[unit])"
+    }
+
+    private static func format3(_ value: Double) -> String {
+        var text = String(Int((value * 1000).rounded()))
+        while text.count < 4 { text = "0" + text }
+        let integer = text.dropLast(3), fraction = text.suffix(3)
+        var trimmed = String(fraction)
+        while trimmed.hasSuffix("0") { trimmed.removeLast() }
+        return "\(integer).\(trimmed)"
+    }
+
+    /// Opens an image with its backing chain.
+    static func open(_ path: String, format: String?, readOnly: Bool) throws -> any ExtentMapping {
+        try DiskImage.open(path: path, format: try self.format(format), readOnly: readOnly)
+    }
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        FileHandle.standardError.write(Data(string.utf8))
+    }
+}

@@ -1,0 +1,26 @@
+import ArgumentParser
+import Storage
+
+struct ImgCommit: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "commit", abstract: "Write an overlay's changes into its backing file.")
+
+    @Option(name: .customShort("f"), help: "Image format (qcow2).") var format: String?
+    @Flag(name: .customShort("d"), help: "Don't empty the image after committing.") var keep = false
+    @Flag(name: .customShort("q"), help: "Quiet.") var quiet = false
+    @Argument(help: "Image file.") var filename: String
+
+    func run() throws {
+        try ImgSupport.run {
+            let top = try QCOW2Image(path: filename, readOnly: true)
+            let header = top.header
+            guard let name = header.backingFile else {
+                throw StorageError.invalidArgument("Image does not have a backing file")
+            }
+            let backingPath = DiskImage.resolveBackingPath(name, relativeTo: filename)
+            let backing = try DiskImage.open(path: backingPath, format: try ImgSupport.format(header.backingFormat), readOnly: false)
+            try ImageOperations.commit(top: top, into: backing)
+            if !keep { try QCOW2Image.makeEmpty(path: filename) }
+            if !quiet { print("Image committed.") }
+        }
+    }
+}
