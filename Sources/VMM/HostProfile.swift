@@ -32,17 +32,30 @@ public struct HostProfile: Sendable, Equatable, CustomStringConvertible {
     public var linuxGuestFlags: [GuestFlag] {
         guard kind == .emulatedKernelMode else { return [] }
         return [
-            GuestFlag(flag: "noxsave", why: "xsave/xrstor are not emulated"),
+            GuestFlag(flag: "noxsave", why: "xsave/xrstor are not emulated (also drops AVX, which needs XSAVE)"),
             GuestFlag(flag: "nosmap", why: "clac/stac are not emulated"),
             GuestFlag(flag: "nosmep", why: "keep CR4 simple for the emulator"),
             GuestFlag(flag: "nopcid", why: "invpcid/PCID paths are not emulated"),
             GuestFlag(flag: "noinvpcid", why: "invpcid is not emulated"),
             GuestFlag(flag: "nofsgsbase", why: "rd/wrfsbase are not emulated"),
-            GuestFlag(flag: "clearcpuid=cx16,smap,fsgsbase,pcid,invpcid,rdpid,clwb,clflushopt,avx,avx2,avx512f,popcnt,movbe,aes,pclmulqdq,sha_ni,sse4_1,sse4_2,rdrand,rdseed,bmi1,bmi2,abm,erms,fsrm,xsaveopt,xsavec,xsaves,x2apic",
+            GuestFlag(flag: "nox2apic", why: "keep the LAPIC in xAPIC (MMIO) mode, which the in-kernel LAPIC handles without x2APIC MSRs"),
+            GuestFlag(flag: "clearcpuid=" + Self.clearedCPUFeatures.joined(separator: ","),
                       why: "CPUID cannot be masked by KVM_SET_CPUID2 here, so the guest is told to ignore features whose instructions the emulator lacks (cmpxchg16b, popcnt, movbe, ...)"),
             GuestFlag(flag: "lpj=10000000", why: "skip delay-loop calibration, which takes seconds under emulation"),
+            GuestFlag(flag: "nopv", why: "KVM paravirt features (PV IPIs, PV TLB flush, kvmclock pairing) use the vmcall hypercall, which hangs the vCPU here with no exit: measured as an SMP boot stuck after 'kvm-guest: setup PV IPIs'"),
         ]
     }
+
+    /// Features the guest must not use. Those a dedicated flag above fully covers (xsave and AVX,
+    /// fsgsbase, pcid, invpcid, x2apic) are left out because Linux reads at most `clearcpuidLimit`
+    /// bytes of this option and silently ignores the rest; smap stays (measured: `nosmap` alone
+    /// still left clac patched in on 6.1).
+    static let clearedCPUFeatures = [
+        "cx16", "smap", "popcnt", "movbe", "rdpid", "clwb", "clflushopt", "aes", "pclmulqdq", "sha_ni",
+        "sse4_1", "sse4_2", "rdrand", "rdseed", "bmi1", "bmi2", "abm", "erms", "fsrm",
+    ]
+    /// Linux 6.x parses `clearcpuid=` into a 128-byte buffer (cpu_parse_early_param).
+    static let clearcpuidLimit = 127
 
     /// What to do about an emulation failure on this host.
     public enum Fixup: Equatable, Sendable {

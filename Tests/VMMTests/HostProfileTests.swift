@@ -22,8 +22,17 @@ import Testing
     @Test func emulatedProfileNamesEveryFlagWithAReason() {
         let flags = HostProfile.emulatedKernelMode.linuxGuestFlags
         let joined = flags.map(\.flag).joined(separator: " ")
-        for needed in ["noxsave", "nosmap", "clearcpuid=cx16", "popcnt"] { #expect(joined.contains(needed)) }
+        for needed in ["noxsave", "nosmap", "clearcpuid=cx16", "popcnt", "nopv"] { #expect(joined.contains(needed)) }
         #expect(flags.allSatisfy { !$0.why.isEmpty })
+    }
+
+    /// Linux copies clearcpuid= into a 128-byte buffer and drops the rest silently ("rdrand
+    /// (unknown: r)" in a boot log): the value must fit.
+    @Test func clearcpuidValueFitsLinuxsBuffer() throws {
+        let flag = try #require(HostProfile.emulatedKernelMode.linuxGuestFlags.first { $0.flag.hasPrefix("clearcpuid=") })
+        let value = flag.flag.dropFirst("clearcpuid=".count)
+        #expect(value.utf8.count <= HostProfile.clearcpuidLimit)
+        #expect(value.contains("cx16") && value.contains("popcnt"))
     }
 
     @Test func probeThresholdSeparatesNativeFromEmulated() {
