@@ -22,7 +22,7 @@ import Testing
 
     @Test func rejectsAccessIntoHoleWithoutPartialWrite() throws {
         let memory = try twoRegions()
-        #expect(throws: GuestMemoryError.self) { try memory.write(UInt64(~0), at: GuestAddress(0x2ffc)) }
+        #expect(throws: GuestMemoryError.self) { try memory.write(UInt64.max, at: GuestAddress(0x2ffc)) }
         // The in-range half must be untouched.
         #expect(try memory.read(UInt32.self, at: GuestAddress(0x2ffc)) == 0)
         #expect(throws: GuestMemoryError.self) { try memory.read(UInt8.self, at: GuestAddress(0x5000)) }
