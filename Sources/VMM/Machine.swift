@@ -14,6 +14,8 @@ final class ExitLatch: MachineEventSink, @unchecked Sendable {
         outcome.update { if $0 == nil { $0 = exit } }
     }
 
+    var hasOutcome: Bool { outcome.read { $0 != nil } }
+
     func machineEvent(_ event: MachineEvent) {
         switch event {
         case .reset: request(.reset)
@@ -117,7 +119,7 @@ public final class Machine: @unchecked Sendable {
         }
         let latch = self.latch
         let context = ExitContext(pioBus: pioBus, mmioBus: mmioBus, profile: profile,
-                                  requestExit: { latch.request($0) }, log: { _ in })
+                                  requestExit: { latch.request($0) }, isExiting: { latch.hasOutcome })
         for index in 0..<config.cpus {
             let vcpu = try vm.createVCPU(id: index)
             let shaped = CPUIDShaping.shape(supported, vcpuIndex: index, vcpuCount: config.cpus)

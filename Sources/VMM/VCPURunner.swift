@@ -18,7 +18,8 @@ struct ExitContext: Sendable {
     let mmioBus: Bus
     let profile: HostProfile
     let requestExit: @Sendable (MachineExit) -> Void
-    let log: @Sendable (String) -> Void
+    /// True once the machine has an outcome: vCPUs stop at their next exit instead of re-entering.
+    let isExiting: @Sendable () -> Bool
 }
 
 /// One vCPU on its own OS thread, with a Running/Paused/Stopped state machine driven through
@@ -78,6 +79,8 @@ final class VCPURunner: @unchecked Sendable {
             }
             exitCount &+= 1
             if !handle(exit) { return }
+            // A device may just have ended the machine (debug exit, reset): don't run the guest on.
+            if context.isExiting() { return }
         }
     }
 

@@ -36,8 +36,8 @@ import Testing
     }
 
     @Test func probeThresholdSeparatesNativeFromEmulated() {
-        #expect(KernelModeProbeResult(iterations: 20_000, seconds: 0.000_05).isNative)
-        #expect(!KernelModeProbeResult(iterations: 20_000, seconds: 0.03).isNative)
+        #expect(KernelModeProbeResult(iterations: 2_000, seconds: 0.000_05).isNative)
+        #expect(!KernelModeProbeResult(iterations: 2_000, seconds: 0.002).isNative)
         #expect(HostProfile.detect(kernelModeProbe: KernelModeProbeResult(iterations: 20_000, seconds: 0.03)).kind == .emulatedKernelMode)
         #expect(HostProfile.detect(kernelModeProbe: KernelModeProbeResult(iterations: 20_000, seconds: 0.000_05)).kind == .native)
     }

@@ -31,15 +31,21 @@ extension KVMGuestSuites {
             #expect(Self.kvmDescriptors() == 0)
             #expect(Self.vcpuThreads() == 0)
             for _ in 0..<3 {
-                let guest = try BootedGuest("mb-smp.elf", cpus: 4)
-                // Until finish() joins them the vCPU threads exist (named once they run), so the
-                // accounting must see one VM fd, four vCPU fds and four threads.
-                #expect(guest.serial.waitFor("smp: all 4 cpus up"))
+                // A guest that keeps running (APs waiting for SIPI, BSP ticking): the accounting
+                // must see one VM fd, four vCPU fds and four named threads...
+                let guest = try BootedGuest("mb-user.elf", cmdline: "ticks=100000", cpus: 4)
+                #expect(guest.serial.waitFor("tick 1"))
                 #expect(Self.kvmDescriptors() == 5)
                 #expect(Self.vcpuThreads() == 4)
-                #expect(guest.finish() == .debugExit(value: 0))
+                guest.machine.requestStop()
+                #expect(guest.finish(timeoutSeconds: 10) == .stopped)
+                // ...and none of them once the machine is gone.
                 #expect(Self.vcpuThreads() == 0)
             }
+            for _ in 0..<3 {
+                #expect(try BootedGuest("mb-smp.elf", cpus: 4).finish() == .debugExit(value: 0))
+            }
+            #expect(Self.vcpuThreads() == 0)
             #expect(Self.kvmDescriptors() == 0)
         }
 

@@ -106,6 +106,15 @@ within_a_day() {
 profile=$(first '^vireo: host profile: ' | sed 's/^vireo: host profile: //')
 note "host profile reported by vireo: ${profile:-none}"
 
+# A bzImage must have been decompressed on the host (Vireo's fast path), not silently fallen back.
+if [ "$kernel_kind" = bzImage ]; then
+    if has '^vireo: bzImage payload [a-z0-9]+ .* decompressed on host'; then
+        pass "bzImage: $(first '^vireo: bzImage payload ' | sed 's/^vireo: //')"
+    else
+        fail "bzImage: no 'payload ... decompressed on host' line (fallback taken?): $(first '^vireo: boot #1' || echo none)"
+    fi
+fi
+
 if has '^VIREO-INIT: started'; then
     note "case: full (the 32-bit /init made system calls through int \$0x80 and printed)"
     pass "init marker: VIREO-INIT: started"
