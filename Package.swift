@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "GuestMemory"),
         .target(name: "Boot", dependencies: ["GuestMemory", "CZlib", "CLZMA", "CLZ4", "CZstd"]),
         .target(name: "Devices"),
-        .target(name: "Storage", dependencies: ["CZlib"]),
+        .target(name: "Storage", dependencies: ["CZlib", "CZstd"]),
         .target(name: "VMM", dependencies: [
             "KVM", "GuestMemory", "Boot", "Devices",
             .product(name: "Logging", package: "swift-log"),

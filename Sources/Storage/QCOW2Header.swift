@@ -173,10 +173,7 @@ public struct QCOW2Header: Equatable, Sendable {
             guard headerLength > 104 else {
                 throw QCOW2Error.invalidHeader(path: path, reason: "compression type bit set but header has no compression_type field")
             }
-            if compressionType == 1 {
-                throw QCOW2Error.unsupported(path: path, feature: "zstd compression type")
-            }
-            guard compressionType == 0 else {
+            guard ClusterCompression(rawValue: compressionType) != nil else {
                 throw QCOW2Error.invalidHeader(path: path, reason: "unknown compression type \(compressionType)")
             }
         }

@@ -88,7 +88,7 @@ extension QCOW2Engine {
         do {
             try compressedInput.withUnsafeBytes { input in
                 try decompressed.withUnsafeMutableBytes { output in
-                    try Inflater.inflate(UnsafeRawBufferPointer(rebasing: input[0..<got]), into: output)
+                    try clusterCompression.decompress(UnsafeRawBufferPointer(rebasing: input[0..<got]), into: output)
                 }
             }
         } catch let error as InflateError {
@@ -151,4 +151,9 @@ extension QCOW2Engine {
             return (.unallocated, length)
         }
     }
+}
+
+extension QCOW2Engine {
+    /// The codec of this image's compressed clusters (validated when the header was parsed).
+    var clusterCompression: ClusterCompression { ClusterCompression(rawValue: header.compressionType) ?? .deflate }
 }

@@ -171,7 +171,8 @@ extension QCOW2Engine {
         }
         let limit = Int(g.clusterSize) - 512
         let compressedLength = compressedInput.withUnsafeMutableBytes {
-            deflater.compress(data, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<limit]))
+            let target = UnsafeMutableRawBufferPointer(rebasing: $0[0..<limit])
+            return clusterCompression == .zstd ? ZstdCluster.compress(data, into: target) : deflater.compress(data, into: target)
         }
         let (slot, entryOffset) = try writableL2(forCluster: guestCluster)
         let current = try mapping(slot: slot, entryOffset: entryOffset)

@@ -1,9 +1,54 @@
 import CZlib
+import CZstd
 
 /// Why a compressed cluster could not be inflated.
 public struct InflateError: Error, Equatable, CustomStringConvertible {
     public let reason: String
     public var description: String { reason }
+}
+
+/// qcow2's two cluster compression types (header field compression_type).
+enum ClusterCompression: UInt8 {
+    case deflate = 0
+    case zstd = 1
+
+    /// Decompresses one cluster; `output` must come out completely filled.
+    func decompress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
+        switch self {
+        case .deflate: try Inflater.inflate(input, into: output)
+        case .zstd: try ZstdCluster.decompress(input, into: output)
+        }
+    }
+}
+
+/// zstd clusters as QEMU writes them: one frame per cluster, decoded by streaming until the
+/// cluster is full (QEMU does the same, since the frame may be followed by padding).
+enum ZstdCluster {
+    static func decompress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
+        guard let context = ZSTD_createDCtx() else { throw InflateError(reason: "zstd could not initialise") }
+        defer { ZSTD_freeDCtx(context) }
+        var source = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
+        var target = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
+        while target.pos < target.size {
+            let result = ZSTD_decompressStream(context, &target, &source)
+            if ZSTD_isError(result) != 0 {
+                throw InflateError(reason: "invalid zstd data: \(String(cString: ZSTD_getErrorName(result)))")
+            }
+            // No progress possible: the input is used up before the cluster is complete.
+            if source.pos == source.size && target.pos < target.size && result != 0 {
+                throw InflateError(reason: "zstd stream ends early (\(target.size - target.pos) bytes of the cluster missing)")
+            }
+            if result == 0 && target.pos < target.size {
+                throw InflateError(reason: "zstd frame ends \(target.size - target.pos) bytes short of the cluster")
+            }
+        }
+    }
+
+    /// Compresses one cluster; nil when it would not fit in `output`.
+    static func compress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Int? {
+        let written = ZSTD_compress(output.baseAddress, output.count, input.baseAddress, input.count, 3)
+        return ZSTD_isError(written) != 0 ? nil : written
+    }
 }
 
 /// Raw deflate (RFC 1951) through zlib, with QEMU's parameters so compressed clusters are
