@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
     ],
     targets: [
         // C shim over <linux/kvm.h>: fixed-arity ioctl helpers and struct size checks.
@@ -30,8 +31,16 @@ let package = Package(
             "KVM", "GuestMemory", "Boot", "Devices",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The per-VM control API (HTTP over a Unix socket), kept out of the VMM core.
+        .target(name: "VMMControl", dependencies: [
+            "VMM",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
         .executableTarget(name: "vireo", dependencies: [
-            "VMM", "KVM", "Boot", "Devices", "Storage",
+            "VMM", "VMMControl", "KVM", "Boot", "Devices", "Storage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -40,7 +49,8 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Boot", "Devices", "GuestMemory"]),
+        // Includes VMMControl's tests: every guest-booting suite shares one serialized parent.
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMControl", "KVM", "Boot", "Devices", "GuestMemory"]),
         // Runs the built `vireo` executable as a user would (exit statuses, error lines).
         .testTarget(name: "VireoCLITests", dependencies: ["vireo"]),
     ]

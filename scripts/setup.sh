@@ -17,7 +17,7 @@ packages=(
     # storage interop tests and benchmarks compare with the real qemu-img; VMM benchmark with QEMU
     qemu-utils qemu-system-x86
     # misc tools the scripts use
-    cpio python3 time
+    cpio python3 time curl
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -2,6 +2,7 @@ import Boot
 import Devices
 import GuestMemory
 import KVM
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -52,7 +53,9 @@ public final class Machine: @unchecked Sendable {
     let vm: VirtualMachine
     private let latch = ExitLatch()
     private var runners: [VCPURunner] = []
-    private var started = false
+    /// Read by control-API threads, so atomic.
+    private let startedFlag = Atomic<Bool>(false)
+    private var started: Bool { startedFlag.load(ordering: .acquiring) }
     private let joinState = Guarded(false)
 
     /// Addresses KVM needs outside guest RAM on Intel (TSS: 3 pages; identity map: 1 page).
@@ -148,8 +151,7 @@ public final class Machine: @unchecked Sendable {
 
     /// Starts every vCPU thread.
     public func start() throws {
-        guard !started else { return }
-        started = true
+        guard startedFlag.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
         VCPUKicker.installSignalHandler()
         for runner in runners where !runner.start() {
             latch.request(.failed("cannot start a vCPU thread"))
@@ -196,8 +198,11 @@ public final class Machine: @unchecked Sendable {
         }
     }
 
-    public func resume() {
+    /// Lets every vCPU run again; returns once none is parked any more, so state queries that
+    /// follow see a running machine.
+    public func resume(timeoutSeconds: Double = 10) {
         for runner in runners { runner.request(.run) }
+        for runner in runners { runner.waitRunning(timeoutSeconds: timeoutSeconds) }
     }
 
     /// Whether every vCPU is parked (or finished).
@@ -212,8 +217,20 @@ public final class Machine: @unchecked Sendable {
     /// Feeds host keystrokes to COM1; returns how many bytes the FIFO accepted.
     public func sendSerialInput(_ bytes: some Collection<UInt8>) -> Int { serial.enqueueInput(bytes) }
 
-    /// Number of vCPU exits handled so far, all vCPUs together (exact once stopped or paused).
+    /// Number of vCPU exits handled so far, all vCPUs together.
     public var exitCount: UInt64 { runners.reduce(0) { $0 &+ $1.exitCount } }
+
+    public enum RunState: String, Codable, Sendable { case created, running, paused, stopped }
+
+    /// What the machine is doing now (for the control API and the management layer).
+    public var runState: RunState {
+        if latch.hasOutcome { return .stopped }
+        if !started { return .created }
+        return isPaused ? .paused : .running
+    }
+
+    /// How it ended, once it has.
+    public var outcome: MachineExit? { latch.outcome.read { $0 } }
 }
 
 public enum MachineError: Error, Equatable, CustomStringConvertible {

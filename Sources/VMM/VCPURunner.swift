@@ -1,5 +1,6 @@
 import KVM
 import Devices
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,8 +32,9 @@ final class VCPURunner: @unchecked Sendable {
     let control = Guarded(VCPUControl())
     private let kicker: VCPUKicker
     private var thread: pthread_t?
-    /// Counters for stats and benchmarks (read while paused or after stop).
-    private(set) var exitCount: UInt64 = 0
+    /// Exits handled, for stats (read from other threads, hence atomic).
+    private let exits = Atomic<UInt64>(0)
+    var exitCount: UInt64 { exits.load(ordering: .relaxed) }
 
     init(vcpu: VCPU, context: ExitContext) {
         self.vcpu = vcpu
@@ -53,6 +55,10 @@ final class VCPURunner: @unchecked Sendable {
 
     func waitParked(timeoutSeconds: Double) -> Bool {
         control.wait(until: { $0.parked || $0.finished }, timeoutSeconds: timeoutSeconds) { _ in true } ?? false
+    }
+
+    func waitRunning(timeoutSeconds: Double) {
+        _ = control.wait(until: { !$0.parked || $0.finished }, timeoutSeconds: timeoutSeconds) { _ in true }
     }
 
     func join() {
@@ -77,7 +83,7 @@ final class VCPURunner: @unchecked Sendable {
                 context.requestExit(.failed("vCPU \(vcpu.id): \(error)"))
                 return
             }
-            exitCount &+= 1
+            exits.wrappingAdd(1, ordering: .relaxed)
             if !handle(exit) { return }
             // A device may just have ended the machine (debug exit, reset): don't run the guest on.
             if context.isExiting() { return }

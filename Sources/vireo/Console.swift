@@ -27,6 +27,9 @@ final class SerialConsole: @unchecked Sendable {
 
     func attach(_ machine: Machine) { target.set(machine) }
 
+    /// The machine keystrokes (and control-API calls) go to now.
+    var currentMachine: Machine? { target.get() }
+
     /// Puts the terminal in raw mode when stdin is one (restored by `restoreTerminal`).
     func enterRawMode() {
         guard isatty(0) != 0 else { return }

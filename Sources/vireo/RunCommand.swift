@@ -3,6 +3,7 @@ import Boot
 import Devices
 import KVM
 import VMM
+import VMMControl
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -52,6 +53,9 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("host-profile"), help: "Host KVM profile: auto (detect), native or emulated-kernel-mode.")
     var hostProfile: HostProfileChoice = .auto
 
+    @Option(name: .customLong("api-socket"), help: ArgumentHelp("Serve the VM's control API (pause, resume, stop, state, stats, console) on this Unix socket.", discussion: "HTTP/1.1, e.g. curl --unix-socket PATH http://vm/vm; see README."))
+    var apiSocket: String?
+
     @Flag(name: .shortAndLong, help: "Explain what Vireo does: host profile, guest flags and why, boot path.")
     var verbose = false
 
@@ -80,12 +84,16 @@ struct Run: ParsableCommand {
 
         let console = SerialConsole()
         let signals = SignalWatcher()
+        // COM1 goes to the terminal and into a bounded ring the control API serves.
+        let consoleLog = ConsoleLog(forwardingTo: FileDescriptorOutput(fd: 1))
+        var server: ControlServer?
+        defer { server?.stop() }
         var cmos: CMOSRTCState?
         var boots = 0
         while true {
             boots += 1
             let machine = try Machine(config: config, system: system, profile: profile,
-                                      serialOutput: FileDescriptorOutput(fd: 1), restoringCMOS: cmos,
+                                      serialOutput: consoleLog, restoringCMOS: cmos,
                                       rngSeed: hostRandomBytes(32), onSerialInputSpace: console.inputSpaceCallback)
             if verbose {
                 printNote("boot #\(boots): \(machine.bootPlan.format), \(cpus) vCPU(s), \(memorySize >> 20) MiB")
@@ -97,6 +105,12 @@ struct Run: ParsableCommand {
             signals.onSignal = { [machine] _ in machine.requestStop() }
             signals.onForcedExit = { [console] in console.restoreTerminal() }
             if boots == 1 {
+                if let apiSocket {
+                    let api = ControlAPI(machine: { [console] in console.currentMachine }, console: consoleLog)
+                    server = ControlServer(socketPath: apiSocket, api: api, console: consoleLog)
+                    try server?.start()
+                    if verbose { printNote("control API on \(apiSocket)") }
+                }
                 console.enterRawMode()
                 console.startInputThread()
                 signals.start()

@@ -164,6 +164,44 @@ enum VireoBinary {
         #expect(stderr.contains("terminating on signal 15"))
     }
 
+    /// `--api-socket` serves the control API while the VM runs; PUT /vm/stop ends `vireo run` with 0.
+    @Test func apiSocketControlsTheRunningVM() throws {
+        _ = VireoBinary.buildGuests
+        let socket = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-cli-\(getpid()).sock").path
+        let process = Process()
+        process.executableURL = VireoBinary.executable
+        process.arguments = ["run", "--kernel", VireoBinary.guest("mb-user.elf"), "--cmdline", "ticks=100000",
+                             "--memory", "32M", "--api-socket", socket]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // The socket exists once the guest has started printing.
+        var seen = Data()
+        while !String(decoding: seen, as: UTF8.self).contains("tick 1") {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen.append(chunk)
+        }
+        func curl(_ args: String...) throws -> String {
+            let c = Process()
+            c.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+            c.arguments = ["-s", "--max-time", "5", "--unix-socket", socket] + args
+            let pipe = Pipe()
+            c.standardOutput = pipe
+            try c.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            c.waitUntilExit()
+            return String(decoding: data, as: UTF8.self)
+        }
+        #expect(try curl("http://vm/vm").contains("\"state\":\"running\""))
+        #expect(try curl("-X", "PUT", "-o", "/dev/null", "-w", "%{http_code}", "http://vm/vm/stop") == "204")
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        #expect(!FileManager.default.fileExists(atPath: socket), "the socket file is removed on exit")
+    }
+
     @Test func hostCheckReportsAPIAndProfile() throws {
         let result = try VireoBinary.run(["host-check"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")

@@ -1,0 +1,62 @@
+import Devices
+
+/// COM1's output, fanned out: forwarded to the terminal (or nowhere), kept in a bounded ring so a
+/// client attaching later sees recent output, and streamed to any number of live subscribers.
+public final class ConsoleLog: SerialOutput, @unchecked Sendable {
+    public typealias Subscriber = @Sendable (UInt8) -> Void
+
+    private struct State {
+        var ring: [UInt8]
+        var start = 0
+        var count = 0
+        var subscribers: [Int: Subscriber] = [:]
+        var nextID = 0
+    }
+
+    public let capacity: Int
+    private let forward: (any SerialOutput)?
+    private let state: Guarded<State>
+
+    /// - Parameters:
+    ///   - capacity: bytes of recent output kept (older output is dropped, never the VMM's memory).
+    ///   - forward: where output also goes as it is produced (the terminal), if anywhere.
+    public init(capacity: Int = 64 << 10, forwardingTo forward: (any SerialOutput)? = nil) {
+        self.capacity = max(1, capacity)
+        self.forward = forward
+        state = Guarded(State(ring: [UInt8](repeating: 0, count: max(1, capacity))))
+    }
+
+    public func emit(_ byte: UInt8) {
+        forward?.emit(byte)
+        let subscribers = state.update { state -> [Subscriber] in
+            let end = (state.start + state.count) % capacity
+            state.ring[end] = byte
+            if state.count == capacity { state.start = (state.start + 1) % capacity } else { state.count += 1 }
+            return state.subscribers.isEmpty ? [] : Array(state.subscribers.values)
+        }
+        for subscriber in subscribers { subscriber(byte) }
+    }
+
+    /// The recent output, oldest first (at most `capacity` bytes).
+    public func recent() -> [UInt8] {
+        state.read { state in
+            (0..<state.count).map { state.ring[(state.start + $0) % capacity] }
+        }
+    }
+
+    /// Atomically returns the recent output and registers `subscriber` for everything after it,
+    /// so an attaching client neither misses nor repeats a byte.
+    public func attach(_ subscriber: @escaping Subscriber) -> (id: Int, recent: [UInt8]) {
+        state.update { state in
+            let recent = (0..<state.count).map { state.ring[(state.start + $0) % capacity] }
+            let id = state.nextID
+            state.nextID += 1
+            state.subscribers[id] = subscriber
+            return (id, recent)
+        }
+    }
+
+    public func detach(_ id: Int) {
+        state.update { _ = $0.subscribers.removeValue(forKey: id) }
+    }
+}

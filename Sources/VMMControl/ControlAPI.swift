@@ -1,0 +1,138 @@
+import Foundation
+import VMM
+
+/// The per-VM control API, independent of HTTP plumbing: a request in, a response out.
+///
+/// ```
+/// GET  /vm                 state, vCPUs, memory, boot path          200 JSON
+/// GET  /vm/stats           exits, host CPU time, RSS                200 JSON
+/// PUT  /vm/pause           park every vCPU (consistent point)       204
+/// PUT  /vm/resume                                                   204
+/// PUT  /vm/stop            hard stop (like pulling the plug)        204
+/// PUT  /vm/shutdown        graceful: needs ACPI (not yet)           501 JSON
+/// GET  /console            recent serial output (bounded ring)      200 bytes
+/// GET  /console?follow=1   recent output, then live as it comes     200 chunked
+/// ```
+/// Errors are JSON `{"error": "..."}` with 400/404/405/409/500.
+public struct ControlAPI: Sendable {
+    public struct Response: Sendable, Equatable {
+        public var status: Int
+        public var body: [UInt8]
+        public var contentType: String
+        /// Keep the connection streaming console output after `body`.
+        public var followConsole = false
+
+        static func json(_ status: Int, _ object: some Encodable) -> Response {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            let data = (try? encoder.encode(object)) ?? Data("{}".utf8)
+            return Response(status: status, body: Array(data) + [0x0A], contentType: "application/json")
+        }
+
+        static func error(_ status: Int, _ message: String) -> Response { json(status, ["error": message]) }
+        static let noContent = Response(status: 204, body: [], contentType: "application/json")
+    }
+
+    struct VMInfo: Encodable {
+        let state: String
+        let vcpus: Int
+        let memoryBytes: UInt64
+        let boot: String
+        let cmdline: String
+        let hostProfile: String
+        let outcome: String?
+        enum CodingKeys: String, CodingKey {
+            case state, vcpus, boot, cmdline, outcome
+            case memoryBytes = "memory_bytes"
+            case hostProfile = "host_profile"
+        }
+    }
+
+    struct Stats: Encodable {
+        let exits: UInt64
+        let cpuUserSeconds: Double
+        let cpuSystemSeconds: Double
+        let rssBytes: UInt64
+        enum CodingKeys: String, CodingKey {
+            case exits
+            case cpuUserSeconds = "cpu_user_seconds"
+            case cpuSystemSeconds = "cpu_system_seconds"
+            case rssBytes = "rss_bytes"
+        }
+    }
+
+    let machine: @Sendable () -> Machine?
+    let console: ConsoleLog
+
+    public init(machine: @escaping @Sendable () -> Machine?, console: ConsoleLog) {
+        self.machine = machine
+        self.console = console
+    }
+
+    /// Handles one request. May block briefly (pause waits for every vCPU to park): call it off
+    /// any event loop.
+    public func handle(method: String, uri: String) -> Response {
+        let (path, query) = split(uri)
+        let routes: [String: Set<String>] = [
+            "/vm": ["GET"], "/vm/stats": ["GET"], "/vm/pause": ["PUT"], "/vm/resume": ["PUT"],
+            "/vm/stop": ["PUT"], "/vm/shutdown": ["PUT"], "/console": ["GET"],
+        ]
+        guard let allowed = routes[path] else { return .error(404, "no such resource: \(path)") }
+        guard allowed.contains(method) else { return .error(405, "\(method) is not allowed on \(path) (use \(allowed.sorted().joined(separator: ", ")))") }
+        if path == "/console" {
+            var response = Response(status: 200, body: console.recent(), contentType: "application/octet-stream")
+            response.followConsole = query["follow"] == "1"
+            return response
+        }
+        guard let machine = machine() else { return .error(409, "the VM is being restarted; try again") }
+        switch path {
+        case "/vm":
+            var outcome: String?
+            if let ended = machine.outcome { outcome = ended.description }
+            return .json(200, VMInfo(state: machine.runState.rawValue, vcpus: machine.config.cpus,
+                                     memoryBytes: machine.config.memorySize, boot: machine.bootPlan.format.description,
+                                     cmdline: machine.effectiveCmdline, hostProfile: machine.profile.kind.rawValue,
+                                     outcome: outcome))
+        case "/vm/stats":
+            return .json(200, Self.stats(exits: machine.exitCount))
+        case "/vm/pause":
+            guard machine.runState == .running || machine.runState == .paused else {
+                return .error(409, "cannot pause a VM that is \(machine.runState.rawValue)")
+            }
+            do { try machine.pause() } catch { return .error(500, "\(error)") }
+            return .noContent
+        case "/vm/resume":
+            guard machine.runState != .stopped else { return .error(409, "cannot resume a stopped VM") }
+            machine.resume()
+            return .noContent
+        case "/vm/stop":
+            machine.requestStop()
+            return .noContent
+        default: // /vm/shutdown
+            return .error(501, "graceful shutdown needs the ACPI power button, which this VMM does not emulate yet; use PUT /vm/stop, or shut the guest down from inside")
+        }
+    }
+
+    private func split(_ uri: String) -> (String, [String: String]) {
+        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        var query: [String: String] = [:]
+        if parts.count == 2 {
+            for pair in parts[1].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                query[String(kv[0])] = kv.count == 2 ? String(kv[1]) : ""
+            }
+        }
+        return (String(parts.first ?? ""), query)
+    }
+
+    /// Whole-process figures: this process is one VM.
+    static func stats(exits: UInt64) -> Stats {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let pages = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8))?.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } ?? 0
+        return Stats(exits: exits,
+                     cpuUserSeconds: Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
+                     cpuSystemSeconds: Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6,
+                     rssBytes: pages * UInt64(sysconf(Int32(_SC_PAGESIZE))))
+    }
+}
