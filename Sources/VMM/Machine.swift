@@ -52,6 +52,8 @@ public final class Machine: @unchecked Sendable {
 
     let vm: VirtualMachine
     private let latch = ExitLatch()
+    /// Bumped whenever COM1's receive FIFO gets room again (flow control for host input).
+    private let serialInputSpace = Guarded<UInt64>(0)
     private var runners: [VCPURunner] = []
     /// Read by control-API threads, so atomic.
     private let startedFlag = Atomic<Bool>(false)
@@ -91,7 +93,11 @@ public final class Machine: @unchecked Sendable {
         }
 
         // Legacy PC devices on the port bus.
-        serial = Serial16550(interrupt: KVMInterruptLine(vm: vm, gsi: 4), output: serialOutput, onInputSpace: onSerialInputSpace)
+        let inputSpace = serialInputSpace
+        serial = Serial16550(interrupt: KVMInterruptLine(vm: vm, gsi: 4), output: serialOutput, onInputSpace: {
+            inputSpace.update { $0 &+= 1 }
+            onSerialInputSpace?()
+        })
         i8042 = I8042(events: latch, keyboardInterrupt: KVMInterruptLine(vm: vm, gsi: 1), auxInterrupt: KVMInterruptLine(vm: vm, gsi: 12))
         if let cmos = restoringCMOS {
             rtc = try CMOSRTC(restoring: cmos)
@@ -214,8 +220,21 @@ public final class Machine: @unchecked Sendable {
         return try runners.map { try $0.vcpu.captureState() }
     }
 
-    /// Feeds host keystrokes to COM1; returns how many bytes the FIFO accepted.
+    /// Feeds host keystrokes to COM1; returns how many bytes the FIFO accepted (never blocks).
     public func sendSerialInput(_ bytes: some Collection<UInt8>) -> Int { serial.enqueueInput(bytes) }
+
+    /// Types `bytes` into COM1 with flow control: what the FIFO refuses is sent as the guest reads,
+    /// waiting at most `timeoutSeconds` for room each time. Returns how many bytes went in.
+    public func typeSerialInput(_ bytes: [UInt8], timeoutSeconds: Double = 5) -> Int {
+        var remaining = bytes[...]
+        while !remaining.isEmpty, !latch.hasOutcome {
+            let generation = serialInputSpace.read { $0 }
+            remaining = remaining.dropFirst(serial.enqueueInput(remaining))
+            if remaining.isEmpty || serial.inputSpace > 0 { continue }
+            guard serialInputSpace.wait(until: { $0 != generation }, timeoutSeconds: timeoutSeconds, then: { _ in true }) != nil else { break }
+        }
+        return bytes.count - remaining.count
+    }
 
     /// Number of vCPU exits handled so far, all vCPUs together.
     public var exitCount: UInt64 { runners.reduce(0) { $0 &+ $1.exitCount } }

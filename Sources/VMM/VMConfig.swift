@@ -14,6 +14,7 @@ public enum ConfigError: Error, Equatable, CustomStringConvertible {
     case memoryTooSmall(UInt64, minimum: UInt64)
     case memoryTooLarge(UInt64)
     case unreadableFile(kind: String, path: String, reason: String)
+    case unwritableFile(kind: String, path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -27,6 +28,8 @@ public enum ConfigError: Error, Equatable, CustomStringConvertible {
             return "memory size \(size >> 30) GiB is larger than this VMM supports (1 TiB)"
         case let .unreadableFile(kind, path, reason):
             return "cannot read \(kind) '\(path)': \(reason)"
+        case let .unwritableFile(kind, path, reason):
+            return "cannot write \(kind) '\(path)': \(reason)"
         }
     }
 }

@@ -12,6 +12,7 @@ import VMM
 /// PUT  /vm/shutdown        graceful: needs ACPI (not yet)           501 JSON
 /// GET  /console            recent serial output (bounded ring)      200 bytes
 /// GET  /console?follow=1   recent output, then live as it comes     200 chunked
+/// POST /console/input      body typed into COM1, flow-controlled    200 {"accepted": n}
 /// ```
 /// Errors are JSON `{"error": "..."}` with 400/404/405/409/500.
 public struct ControlAPI: Sendable {
@@ -71,11 +72,11 @@ public struct ControlAPI: Sendable {
 
     /// Handles one request. May block briefly (pause waits for every vCPU to park): call it off
     /// any event loop.
-    public func handle(method: String, uri: String) -> Response {
+    public func handle(method: String, uri: String, body: [UInt8] = []) -> Response {
         let (path, query) = split(uri)
         let routes: [String: Set<String>] = [
             "/vm": ["GET"], "/vm/stats": ["GET"], "/vm/pause": ["PUT"], "/vm/resume": ["PUT"],
-            "/vm/stop": ["PUT"], "/vm/shutdown": ["PUT"], "/console": ["GET"],
+            "/vm/stop": ["PUT"], "/vm/shutdown": ["PUT"], "/console": ["GET"], "/console/input": ["POST"],
         ]
         guard let allowed = routes[path] else { return .error(404, "no such resource: \(path)") }
         guard allowed.contains(method) else { return .error(405, "\(method) is not allowed on \(path) (use \(allowed.sorted().joined(separator: ", ")))") }
@@ -105,6 +106,11 @@ public struct ControlAPI: Sendable {
             guard machine.runState != .stopped else { return .error(409, "cannot resume a stopped VM") }
             machine.resume()
             return .noContent
+        case "/console/input":
+            guard machine.runState == .running || machine.runState == .paused else {
+                return .error(409, "cannot type into a VM that is \(machine.runState.rawValue)")
+            }
+            return .json(200, ["accepted": machine.typeSerialInput(body)])
         case "/vm/stop":
             machine.requestStop()
             return .noContent

@@ -75,6 +75,7 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
     private let console: ConsoleLog
     private var head: HTTPRequestHead?
     private var bodyBytes = 0
+    private var body: [UInt8] = []
     private var subscription: Int?
     /// Console bytes waiting to be written, batched so a burst becomes one write.
     private let pending = NIOLockedValueBox<(bytes: [UInt8], scheduled: Bool)>(([], false))
@@ -89,8 +90,11 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         case let .head(requestHead):
             head = requestHead
             bodyBytes = 0
+            body = []
         case let .body(buffer):
             bodyBytes += buffer.readableBytes
+            // Kept only up to the limit; the total decides the 413 below.
+            if bodyBytes <= Self.maximumBody { body += buffer.readableBytesView }
         case .end:
             guard let request = head else { return }
             head = nil
@@ -102,8 +106,10 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
             let api = self.api
+            let requestBody = body
+            body = []
             DispatchQueue.global().async {
-                let response = api.handle(method: request.method.rawValue, uri: request.uri)
+                let response = api.handle(method: request.method.rawValue, uri: request.uri, body: requestBody)
                 loop.execute {
                     let (handler, context) = bound.value
                     if response.followConsole {

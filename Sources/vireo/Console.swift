@@ -13,6 +13,12 @@ struct FileDescriptorOutput: SerialOutput {
     }
 }
 
+/// The same output to several places (terminal and log file).
+struct TeeOutput: SerialOutput {
+    let sinks: [any SerialOutput]
+    func emit(_ byte: UInt8) { for sink in sinks { sink.emit(byte) } }
+}
+
 /// The interactive serial console: raw terminal, keystrokes to the guest, Ctrl-A X to leave.
 final class SerialConsole: @unchecked Sendable {
     static let escapeByte: UInt8 = 0x01   // Ctrl-A, as in QEMU
@@ -20,10 +26,7 @@ final class SerialConsole: @unchecked Sendable {
 
     private var savedTerminal: termios?
     private let target = SharedMachine()
-    private let inputSpace = InputSpaceSignal()
     var onQuit: (@Sendable () -> Void)?
-
-    var inputSpaceCallback: @Sendable () -> Void { { [inputSpace] in inputSpace.signal() } }
 
     func attach(_ machine: Machine) { target.set(machine) }
 
@@ -94,10 +97,8 @@ final class SerialConsole: @unchecked Sendable {
     private func deliver(_ bytes: [UInt8]) {
         var remaining = bytes[...]
         while !remaining.isEmpty {
-            guard let machine = target.get() else { return }
-            let accepted = machine.sendSerialInput(remaining)
-            remaining = remaining.dropFirst(accepted)
-            if !remaining.isEmpty { inputSpace.wait(timeoutMilliseconds: 50) }
+            guard let machine = target.get(), machine.outcome == nil else { return }
+            remaining = remaining.dropFirst(machine.typeSerialInput(Array(remaining), timeoutSeconds: 1))
         }
     }
 }
@@ -109,20 +110,4 @@ final class SharedMachine: @unchecked Sendable {
     init() { pthread_mutex_init(&mutex, nil) }
     func set(_ m: Machine?) { pthread_mutex_lock(&mutex); machine = m; pthread_mutex_unlock(&mutex) }
     func get() -> Machine? { pthread_mutex_lock(&mutex); defer { pthread_mutex_unlock(&mutex) }; return machine }
-}
-
-/// Wakes the input thread when the guest drains the receive FIFO.
-final class InputSpaceSignal: @unchecked Sendable {
-    private var fds: [Int32] = [-1, -1]
-    init() {
-        _ = fds.withUnsafeMutableBufferPointer { pipe($0.baseAddress) }
-        for fd in fds { _ = fcntl(fd, F_SETFL, O_NONBLOCK); _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-    }
-    func signal() { var one: UInt8 = 1; _ = write(fds[1], &one, 1) }
-    func wait(timeoutMilliseconds: Int32) {
-        var poller = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
-        _ = poll(&poller, 1, timeoutMilliseconds)
-        var drain = [UInt8](repeating: 0, count: 64)
-        _ = drain.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
-    }
 }

@@ -53,6 +53,9 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("host-profile"), help: "Host KVM profile: auto (detect), native or emulated-kernel-mode.")
     var hostProfile: HostProfileChoice = .auto
 
+    @Option(name: .customLong("serial-log"), help: "Also append the guest's serial output to this file.")
+    var serialLog: String?
+
     @Option(name: .customLong("api-socket"), help: ArgumentHelp("Serve the VM's control API (pause, resume, stop, state, stats, console) on this Unix socket.", discussion: "HTTP/1.1, e.g. curl --unix-socket PATH http://vm/vm; see README."))
     var apiSocket: String?
 
@@ -85,7 +88,15 @@ struct Run: ParsableCommand {
         let console = SerialConsole()
         let signals = SignalWatcher()
         // COM1 goes to the terminal and into a bounded ring the control API serves.
-        let consoleLog = ConsoleLog(forwardingTo: FileDescriptorOutput(fd: 1))
+        var sinks: [any SerialOutput] = [FileDescriptorOutput(fd: 1)]
+        if let serialLog {
+            let fd = open(serialLog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+            guard fd >= 0 else {
+                throw ConfigError.unwritableFile(kind: "serial log", path: serialLog, reason: String(cString: strerror(errno)))
+            }
+            sinks.append(FileDescriptorOutput(fd: fd))
+        }
+        let consoleLog = ConsoleLog(forwardingTo: TeeOutput(sinks: sinks))
         var server: ControlServer?
         defer { server?.stop() }
         var cmos: CMOSRTCState?
@@ -94,7 +105,7 @@ struct Run: ParsableCommand {
             boots += 1
             let machine = try Machine(config: config, system: system, profile: profile,
                                       serialOutput: consoleLog, restoringCMOS: cmos,
-                                      rngSeed: hostRandomBytes(32), onSerialInputSpace: console.inputSpaceCallback)
+                                      rngSeed: hostRandomBytes(32))
             if verbose {
                 printNote("boot #\(boots): \(machine.bootPlan.format), \(cpus) vCPU(s), \(memorySize >> 20) MiB")
                 for note in machine.bootPlan.notes { printNote(note) }

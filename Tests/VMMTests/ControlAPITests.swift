@@ -10,9 +10,9 @@ struct ControlledGuest {
     let console: ConsoleLog
     let api: ControlAPI
 
-    init(cmdline: String) throws {
-        let kernel = try TestGuests.bytes("mb-user.elf")
-        let config = try VMConfig(kernel: kernel, kernelPath: "mb-user.elf", cmdline: cmdline, cpus: 1, memorySize: 32 << 20)
+    init(_ guest: String = "mb-user.elf", cmdline: String) throws {
+        let kernel = try TestGuests.bytes(guest)
+        let config = try VMConfig(kernel: kernel, kernelPath: guest, cmdline: cmdline, cpus: 1, memorySize: 32 << 20)
         console = ConsoleLog(capacity: 4096)
         machine = try Machine(config: config, system: try KVMSystem(), profile: HostProfile.detect(kernelModeProbe: nil),
                               serialOutput: console, rngSeed: [])
@@ -62,6 +62,20 @@ extension KVMGuestSuites {
         #expect(guest.machine.waitForExit(timeoutSeconds: 10) == .stopped)
         #expect(try guest.json("/vm")["state"] as? String == "stopped")
         #expect(guest.api.handle(method: "PUT", uri: "/vm/pause").status == 409)
+    }
+
+    /// Keystrokes through the API reach the guest with flow control (the UART holds 1-16 bytes).
+    @Test func consoleInputIsTypedIntoTheGuest() throws {
+        let guest = try ControlledGuest("mb-echo.elf", cmdline: "")
+        #expect(guest.waitFor("echo: ready"))
+        let text = "typed through the control api"
+        let response = guest.api.handle(method: "POST", uri: "/console/input", body: Array(text.utf8))
+        #expect(response.status == 200)
+        #expect(try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Int] == ["accepted": text.utf8.count])
+        #expect(guest.waitFor(text.uppercased()))
+        _ = guest.api.handle(method: "POST", uri: "/console/input", body: Array("q".utf8))
+        #expect(guest.machine.waitForExit(timeoutSeconds: 30) == .debugExit(value: 0))
+        #expect(guest.api.handle(method: "POST", uri: "/console/input", body: [0x61]).status == 409)
     }
 
     @Test func errorsAreJSONWithTheRightStatus() throws {

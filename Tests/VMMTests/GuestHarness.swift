@@ -71,8 +71,6 @@ enum TestGuests {
 struct BootedGuest {
     let machine: Machine
     let serial: CapturedSerial
-    /// Bumped each time COM1's receive FIFO gets room again.
-    private let inputSpace = Guarded(0)
 
     init(_ guest: String, cmdline: String = "", cpus: Int = 1, memory: UInt64 = 64 << 20, initrd: [UInt8]? = nil,
          configure: (Machine) throws -> Void = { _ in }) throws {
@@ -82,25 +80,17 @@ struct BootedGuest {
         serial = CapturedSerial()
         // Test guests need none of the Linux flags; the profile's exit fixups are what matter.
         let profile = HostProfile.detect(kernelModeProbe: nil)
-        let space = inputSpace
         machine = try Machine(config: config, system: system, profile: profile, serialOutput: serial,
-                              rngSeed: Array(repeating: 0xA5, count: 32), onSerialInputSpace: { space.update { $0 += 1 } })
+                              rngSeed: Array(repeating: 0xA5, count: 32))
         try configure(machine)
         try machine.start()
     }
 
-    /// Types `text` into COM1 with flow control: what the FIFO refuses is sent when the guest makes
-    /// room (the space callback), as the console does. False if the guest stops reading.
+    /// Types `text` into COM1 through the VMM's flow control (what `vireo run`'s console and the
+    /// control API use). False if the guest stopped reading before all of it went in.
     func type(_ text: String, timeoutSeconds: Double = 30) -> Bool {
-        var remaining = Array(text.utf8)[...]
-        while !remaining.isEmpty {
-            let generation = inputSpace.read { $0 }
-            remaining = remaining.dropFirst(machine.sendSerialInput(remaining))
-            if remaining.isEmpty { break }
-            if machine.serial.inputSpace > 0 { continue }
-            guard inputSpace.wait(until: { $0 != generation }, timeoutSeconds: timeoutSeconds, then: { _ in true }) != nil else { return false }
-        }
-        return true
+        let bytes = Array(text.utf8)
+        return machine.typeSerialInput(bytes, timeoutSeconds: timeoutSeconds) == bytes.count
     }
 
     /// Runs to the end (bounded: a hung guest fails the test instead of hanging it).

@@ -60,6 +60,19 @@ enum VireoBinary {
         #expect(result.stdout.contains("hello: vireo test guest"))
     }
 
+    @Test func serialLogKeepsTheGuestOutput() throws {
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-serial-\(getpid()).log").path
+        try? FileManager.default.removeItem(atPath: log)
+        let result = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-hello.elf"), "--memory", "32M", "--serial-log", log])
+        #expect(result.status == 1)
+        let logged = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(logged.contains("hello: vireo test guest"))
+        #expect(logged == result.stdout)
+        let bad = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-hello.elf"), "--serial-log", "/nonexistent/dir/log"])
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("cannot write serial log '/nonexistent/dir/log'"))
+    }
+
     @Test func guestResetExitsZeroByDefault() throws {
         let result = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-reset.elf"), "--memory", "32M"])
         #expect(result.status == 0)
