@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Devices
 
@@ -207,28 +208,34 @@ struct SerialFixture {
     }
 
     /// A host thread feeding input while a vCPU thread drains it: every byte arrives, once, in order.
-    @Test func concurrentInputAndReadsLoseNothing() async {
+    /// Both sides are real threads bounded by a deadline: busy loops on the cooperative pool (two
+    /// threads on a 2-core machine) starved each other when other suites ran in parallel.
+    @Test func concurrentInputAndReadsLoseNothing() {
         let f = SerialFixture()
         f.outb(Reg.fcr, 0x01)
         let message = (0..<4_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
         let uart = f.uart
-        let feeder = Task.detached {
+        let deadline = Date().addingTimeInterval(60)
+        let fed = DispatchSemaphore(value: 0)
+        let feeder = Thread {
             var sent = 0
-            var rounds = 0
-            while sent < message.count && rounds < 10_000_000 {
-                sent += uart.enqueueInput(message[sent...].prefix(5))
-                rounds += 1
+            while sent < message.count && Date() < deadline {
+                let accepted = uart.enqueueInput(message[sent...].prefix(5))
+                sent += accepted
+                if accepted == 0 { sched_yield() }
             }
+            fed.signal()
         }
+        feeder.start()
         var received: [UInt8] = []
-        var polls = 0
-        while received.count < message.count && polls < 50_000_000 {
+        while received.count < message.count && Date() < deadline {
             if uart.read(offset: Reg.lsr, size: 1) & 0x01 != 0 {
                 received.append(UInt8(uart.read(offset: Reg.data, size: 1)))
+            } else {
+                sched_yield()
             }
-            polls += 1
         }
-        await feeder.value
+        fed.wait()
         #expect(received == message)
         #expect(f.inb(Reg.lsr) & 0x02 == 0)
     }
