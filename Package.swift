@@ -12,6 +12,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // C shim over <linux/kvm.h>: fixed-arity ioctl helpers and struct size checks.
@@ -43,6 +44,8 @@ let package = Package(
             "VMM", "VMMControl", "KVM", "Boot", "Devices", "Storage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // The management layer (VM definitions now; the daemon next). Not linked into vireo yet.
+        .target(name: "Manager", dependencies: [.product(name: "Yams", package: "Yams")]),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
@@ -51,6 +54,7 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
         // Includes VMMControl's tests: every guest-booting suite shares one serialized parent.
         .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMControl", "KVM", "Boot", "Devices", "GuestMemory"]),
+        .testTarget(name: "ManagerTests", dependencies: ["Manager"]),
         // Runs the built `vireo` executable as a user would (exit statuses, error lines).
         .testTarget(name: "VireoCLITests", dependencies: ["vireo"]),
     ]

@@ -24,6 +24,11 @@ guest_vars=$(bash scripts/build-linux-guest.sh)
 kernel=$(printf '%s\n' "$guest_vars" | sed -n 's/^VIREO_GUEST_BZIMAGE=//p' | tail -1)
 initrd=$(printf '%s\n' "$guest_vars" | sed -n 's/^VIREO_GUEST_INITRAMFS=//p' | tail -1)
 
+if .build/release/vireo host-check | grep -q "profile.*emulated-kernel-mode"; then
+    echo "boot-linux: note: this host's KVM emulates guest kernel mode. Expect ~30-60 s to /init, and" >&2
+    echo "boot-linux: init dying at its first system call (none reach the kernel here; README, host note)." >&2
+fi
 echo "boot-linux: booting $kernel (Ctrl-A X quits)" >&2
+# panic=-1: a guest that panics resets at once, which ends vireo run instead of hanging.
 exec .build/release/vireo run --kernel "$kernel" --initrd "$initrd" --cpus 2 --memory 512M \
-    --cmdline "console=ttyS0 8250.nr_uarts=1 random.trust_bootloader=on ${mode[*]}" "${extra[@]}"
+    --cmdline "console=ttyS0 8250.nr_uarts=1 random.trust_bootloader=on panic=-1 ${mode[*]}" "${extra[@]}"

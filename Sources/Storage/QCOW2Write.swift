@@ -43,7 +43,7 @@ extension QCOW2Engine {
                 at += g.l2EntryBytes
             }
         } else {
-            clusterBuffer.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+            _ = clusterBuffer.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
         }
         let newOffset = try allocateCluster()
         try file.write(clusterBuffer, at: newOffset)

@@ -1,0 +1,107 @@
+import Foundation
+
+// The Codable form is the native format itself, so what the daemon stores is what a user writes,
+// and decoding it (from a file or from the daemon's own database) validates it the same way.
+// Encoding goes through `nativeValue` (NativeValue.swift), the one place that lists the fields
+// in their documented order for YAML, JSON and any Encoder.
+
+extension VMDefinition: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case name, uuid, memory, currentMemory, vcpus, os, disks, interfaces, console
+        case onPoweroff, onReboot, onCrash, autostart
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.strictContainer(CodingKeys.self)
+        name = try c.required(String.self, .name)
+        uuid = try c.optional(String.self, .uuid).map { try Check.uuid($0, field: c.path(.uuid)) } ?? UUID()
+        guard let memory = try c.size(.memory) else { throw DefinitionError.missing(field: c.path(.memory)) }
+        self.memory = memory
+        currentMemory = try c.size(.currentMemory) ?? memory
+        vcpus = try c.optional(Int.self, .vcpus) ?? 1
+        os = try c.required(OSBoot.self, .os)
+        disks = try c.boundedList(Disk.self, .disks, limit: DefinitionLimits.maxDisks, noun: "disks")
+        interfaces = try c.boundedList(
+            NetworkInterface.self, .interfaces, limit: DefinitionLimits.maxInterfaces, noun: "interfaces")
+        console = try c.optional(SerialConsole.self, .console) ?? SerialConsole()
+        onPoweroff = try c.choice(LifecycleAction.self, .onPoweroff, noun: "action", default: .destroy)
+        onReboot = try c.choice(LifecycleAction.self, .onReboot, noun: "action", default: .restart)
+        onCrash = try c.choice(LifecycleAction.self, .onCrash, noun: "action", default: .destroy)
+        autostart = try c.optional(Bool.self, .autostart) ?? false
+        try validate()
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try nativeValue.encode(to: encoder)
+    }
+}
+
+extension OSBoot: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable { case kernel, initrd, cmdline }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.strictContainer(CodingKeys.self)
+        kernel = try c.required(String.self, .kernel)
+        initrd = try c.optional(String.self, .initrd)
+        cmdline = try c.optional(String.self, .cmdline) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try nativeValue.encode(to: encoder)
+    }
+}
+
+extension Disk: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable { case source, type, device, format, target, readonly, serial }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.strictContainer(CodingKeys.self)
+        source = try c.required(String.self, .source)
+        type = try c.choice(SourceType.self, .type, noun: "type", default: .file)
+        device = try c.choice(Device.self, .device, noun: "device", default: .disk)
+        format = try c.choice(Format.self, .format, noun: "format", default: .raw)
+        target = try c.required(String.self, .target)
+        readonly = try c.optional(Bool.self, .readonly) ?? (device == .cdrom)
+        serial = try c.optional(String.self, .serial)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try nativeValue.encode(to: encoder)
+    }
+}
+
+extension NetworkInterface: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable { case type, source, mac, model }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.strictContainer(CodingKeys.self)
+        type = try Check.oneOf(try c.required(String.self, .type), Kind.self, noun: "type", field: c.path(.type))
+        source = try c.required(String.self, .source)
+        if let text = try c.optional(String.self, .mac) {
+            guard let mac = MACAddress(text) else {
+                throw DefinitionError.invalidValue(field: c.path(.mac), reason: "\(quoted(text)) is not a MAC address")
+            }
+            self.mac = mac
+        } else {
+            mac = .random()
+        }
+        model = try c.choice(Model.self, .model, noun: "model", default: .virtio)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try nativeValue.encode(to: encoder)
+    }
+}
+
+extension SerialConsole: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable { case type }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.strictContainer(CodingKeys.self)
+        type = try c.choice(Kind.self, .type, noun: "console type", default: .pty)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try nativeValue.encode(to: encoder)
+    }
+}
