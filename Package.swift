@@ -25,6 +25,7 @@ let package = Package(
 
         .target(name: "KVM", dependencies: ["CKVM"]),
         .target(name: "GuestMemory"),
+        .target(name: "Virtio", dependencies: ["GuestMemory"]),
         .target(name: "Boot", dependencies: ["GuestMemory", "CZlib", "CLZMA", "CLZ4", "CZstd"]),
         .target(name: "Devices"),
         .target(name: "Storage", dependencies: ["CZlib", "CZstd"]),
@@ -48,6 +49,7 @@ let package = Package(
         .target(name: "Manager", dependencies: [.product(name: "Yams", package: "Yams")]),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
