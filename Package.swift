@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         // C shim over <linux/kvm.h>: fixed-arity ioctl helpers and struct size checks.
@@ -46,7 +47,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The management layer (VM definitions now; the daemon next). Not linked into vireo yet.
-        .target(name: "Manager", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(name: "Manager", dependencies: [
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),

@@ -11,7 +11,7 @@ fi
 
 packages=(
     # build: C libraries behind the bzImage decompressors, compiler for the C shim and test guests
-    make gcc gcc-multilib binutils pkg-config zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
+    make gcc gcc-multilib binutils pkg-config zlib1g-dev liblzma-dev liblz4-dev libzstd-dev libsqlite3-dev
     # test guests: compressors the synthetic bzImages are built with
     gzip xz-utils lz4 zstd bzip2
     # storage interop tests and benchmarks compare with the real qemu-img; VMM benchmark with QEMU
