@@ -115,6 +115,12 @@ if [ "$kernel_kind" = bzImage ]; then
     fi
 fi
 
+# Vireo's legacy devices as a real Linux driver sees them (both cases).
+if has 'ttyS0 at I/O 0x3f8 \(irq = 4.* is a 16550A'; then pass "kernel: $(first 'ttyS0 at I/O 0x3f8' | sed 's/^\[[^]]*\] //')"
+else fail "kernel: the 8250 driver did not detect a 16550A on COM1 (got: '$(first 'serial8250:' || echo none)')"; fi
+if has 'serio: i8042 KBD port at 0x60,0x64'; then pass "kernel: $(first 'serio: i8042 KBD port' | sed 's/^\[[^]]*\] //')"
+else fail "kernel: the i8042 driver found no controller (got: '$(first 'i8042:' || echo none)')"; fi
+
 if has '^VIREO-INIT: started'; then
     note "case: full (the 32-bit /init made system calls through int \$0x80 and printed)"
     pass "init marker: VIREO-INIT: started"
@@ -157,6 +163,11 @@ else
     fail "kernel: wanted 'rtc_cmos ...: setting system clock to <within a day of today>', got '${rtc_line:-none}'"
 fi
 pass "kernel: $(first 'Run /init as init process' | sed 's/^\[[^]]*\] //')"
+# panic=-1 with reboot=k: the dying guest resets through the i8042, which must end vireo run with 0.
+if has 'Kernel panic'; then
+    if [ $rc -eq 0 ] && has '^vireo: guest reset; exit status 0'; then pass "guest reset through the i8042 ended vireo run with status 0"
+    else fail "after the guest's panic, wanted a reset and status 0, got status $rc"; fi
+fi
 
 # Why the full case was not reached, in the guest's and Vireo's own words.
 after_init=$(printf '%s\n' "$clean" | sed -n '/Run \/init as init process/,$p')
