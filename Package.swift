@@ -26,12 +26,12 @@ let package = Package(
 
         .target(name: "KVM", dependencies: ["CKVM"]),
         .target(name: "GuestMemory"),
-        .target(name: "Virtio", dependencies: ["GuestMemory"]),
+        .target(name: "Virtio", dependencies: ["GuestMemory", "Devices", "Storage"]),
         .target(name: "Boot", dependencies: ["GuestMemory", "CZlib", "CLZMA", "CLZ4", "CZstd"]),
         .target(name: "Devices"),
         .target(name: "Storage", dependencies: ["CZlib", "CZstd"]),
         .target(name: "VMM", dependencies: [
-            "KVM", "GuestMemory", "Boot", "Devices",
+            "KVM", "GuestMemory", "Boot", "Devices", "Virtio", "Storage",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The per-VM control API (HTTP over a Unix socket), kept out of the VMM core.
@@ -43,24 +43,33 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
         .executableTarget(name: "vireo", dependencies: [
-            "VMM", "VMMControl", "KVM", "Boot", "Devices", "Storage",
+            "VMM", "VMMControl", "KVM", "Boot", "Devices", "Storage", "Manager",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        // The management layer (VM definitions now; the daemon next). Not linked into vireo yet.
+        // The management layer: definitions, state store, the daemon and its REST API.
         .target(name: "Manager", dependencies: [
             .product(name: "Yams", package: "Yams"),
             .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory", "Devices", "Storage"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
         // Includes VMMControl's tests: every guest-booting suite shares one serialized parent.
         .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMControl", "KVM", "Boot", "Devices", "GuestMemory"]),
-        .testTarget(name: "ManagerTests", dependencies: ["Manager"]),
+        .testTarget(name: "ManagerTests", dependencies: [
+            "Manager",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         // Runs the built `vireo` executable as a user would (exit statuses, error lines).
         .testTarget(name: "VireoCLITests", dependencies: ["vireo"]),
     ]
