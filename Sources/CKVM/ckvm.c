@@ -5,6 +5,14 @@
 #include <signal.h>
 #include <pthread.h>
 #include <sys/prctl.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <errno.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+#include <linux/sockios.h>
+#include <sys/socket.h>
+#include <sys/eventfd.h>
 
 // Layout checks: the Swift side relies on these ABI sizes.
 _Static_assert(sizeof(struct kvm_regs) == 144, "kvm_regs size");
@@ -56,6 +64,7 @@ const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK;
 const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
 const unsigned long CKVM_IOEVENTFD = KVM_IOEVENTFD;
 const unsigned long CKVM_IRQFD = KVM_IRQFD;
+const unsigned long CKVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
 
 uint32_t ckvm_run_exit_reason(const struct kvm_run *run) { return run->exit_reason; }
 
@@ -153,3 +162,84 @@ int ckvm_unblock_kick_signal(void) {
 }
 
 int ckvm_set_thread_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
+
+struct kvm_irq_routing *ckvm_irq_routing_alloc(uint32_t nr) {
+    struct kvm_irq_routing *routing = calloc(1, sizeof(*routing) + nr * sizeof(struct kvm_irq_routing_entry));
+    if (routing) routing->nr = nr;
+    return routing;
+}
+
+void ckvm_irq_routing_set_irqchip(struct kvm_irq_routing *routing, uint32_t index, uint32_t gsi, uint32_t chip, uint32_t pin) {
+    struct kvm_irq_routing_entry *entry = &routing->entries[index];
+    memset(entry, 0, sizeof(*entry));
+    entry->gsi = gsi;
+    entry->type = KVM_IRQ_ROUTING_IRQCHIP;
+    entry->u.irqchip.irqchip = chip;
+    entry->u.irqchip.pin = pin;
+}
+
+void ckvm_irq_routing_set_msi(struct kvm_irq_routing *routing, uint32_t index, uint32_t gsi, uint64_t address, uint32_t data) {
+    struct kvm_irq_routing_entry *entry = &routing->entries[index];
+    memset(entry, 0, sizeof(*entry));
+    entry->gsi = gsi;
+    entry->type = KVM_IRQ_ROUTING_MSI;
+    entry->u.msi.address_lo = (uint32_t)address;
+    entry->u.msi.address_hi = (uint32_t)(address >> 32);
+    entry->u.msi.data = data;
+}
+
+const unsigned int CKVM_TUN_F_CSUM = TUN_F_CSUM, CKVM_TUN_F_TSO4 = TUN_F_TSO4, CKVM_TUN_F_TSO6 = TUN_F_TSO6,
+    CKVM_TUN_F_TSO_ECN = TUN_F_TSO_ECN, CKVM_TUN_F_UFO = TUN_F_UFO;
+
+int ckvm_tap_open(const char *name, char *actual_name) {
+    if (strlen(name) >= IFNAMSIZ) { errno = ENAMETOOLONG; return -1; }
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct ifreq request;
+    memset(&request, 0, sizeof(request));
+    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (ioctl(fd, TUNSETIFF, &request) < 0) { int saved = errno; close(fd); errno = saved; return -1; }
+    memcpy(actual_name, request.ifr_name, IFNAMSIZ);
+    actual_name[IFNAMSIZ - 1] = 0;
+    return fd;
+}
+
+int ckvm_tap_features(int fd, unsigned int *features) { return ioctl(fd, TUNGETFEATURES, features); }
+int ckvm_tap_set_vnet_header_size(int fd, int size) { return ioctl(fd, TUNSETVNETHDRSZ, &size); }
+int ckvm_tap_set_offload(int fd, unsigned int flags) { return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags); }
+
+static int ckvm_control_socket(void) { return socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); }
+
+int ckvm_interface_up(const char *name) {
+    if (strlen(name) >= IFNAMSIZ) { errno = ENAMETOOLONG; return -1; }
+    int sock = ckvm_control_socket();
+    if (sock < 0) return -1;
+    struct ifreq request;
+    memset(&request, 0, sizeof(request));
+    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    int result = ioctl(sock, SIOCGIFFLAGS, &request);
+    if (result == 0) {
+        request.ifr_flags |= IFF_UP;
+        result = ioctl(sock, SIOCSIFFLAGS, &request);
+    }
+    int saved = errno; close(sock); errno = saved;
+    return result;
+}
+
+int ckvm_bridge_add_interface(const char *bridge, const char *name) {
+    if (strlen(bridge) >= IFNAMSIZ) { errno = ENAMETOOLONG; return -1; }
+    unsigned int index = if_nametoindex(name);
+    if (index == 0) return -1;
+    int sock = ckvm_control_socket();
+    if (sock < 0) return -1;
+    struct ifreq request;
+    memset(&request, 0, sizeof(request));
+    strncpy(request.ifr_name, bridge, IFNAMSIZ - 1);
+    request.ifr_ifindex = (int)index;
+    int result = ioctl(sock, SIOCBRADDIF, &request);
+    int saved = errno; close(sock); errno = saved;
+    return result;
+}
+
+int ckvm_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }

@@ -52,6 +52,33 @@ extern const unsigned long CKVM_GET_CLOCK;
 extern const unsigned long CKVM_SET_CLOCK;
 extern const unsigned long CKVM_IOEVENTFD;
 extern const unsigned long CKVM_IRQFD;
+extern const unsigned long CKVM_SET_GSI_ROUTING;
+
+// kvm_irq_routing has a flexible array member; the entries are filled through these.
+struct kvm_irq_routing *ckvm_irq_routing_alloc(uint32_t nr);
+// Entry `index`: an in-kernel irqchip pin (chip: 0 PIC master, 1 PIC slave, 2 IOAPIC).
+void ckvm_irq_routing_set_irqchip(struct kvm_irq_routing *routing, uint32_t index, uint32_t gsi, uint32_t chip, uint32_t pin);
+// Entry `index`: an MSI message.
+void ckvm_irq_routing_set_msi(struct kvm_irq_routing *routing, uint32_t index, uint32_t gsi, uint64_t address, uint32_t data);
+
+// eventfd(2), non-blocking and close-on-exec (glibc's header is not in Swift's Glibc module).
+int ckvm_eventfd(void);
+
+// TAP devices (linux/if_tun.h) and bridges: fixed-arity wrappers over the ioctls.
+// Opens /dev/net/tun and attaches to (or creates) TAP `name` (may be empty: the kernel picks one)
+// with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR; the actual name is copied to `actual_name` (IFNAMSIZ
+// bytes). Returns the fd or -1 with errno set.
+int ckvm_tap_open(const char *name, char *actual_name);
+// TUNGETFEATURES; -1 with errno on failure.
+int ckvm_tap_features(int fd, unsigned int *features);
+int ckvm_tap_set_vnet_header_size(int fd, int size);
+// TUNSETOFFLOAD with TUN_F_* flags.
+int ckvm_tap_set_offload(int fd, unsigned int flags);
+// Brings interface `name` up (SIOCSIFFLAGS IFF_UP).
+int ckvm_interface_up(const char *name);
+// Adds interface `name` to bridge `bridge` (SIOCBRADDIF).
+int ckvm_bridge_add_interface(const char *bridge, const char *name);
+extern const unsigned int CKVM_TUN_F_CSUM, CKVM_TUN_F_TSO4, CKVM_TUN_F_TSO6, CKVM_TUN_F_TSO_ECN, CKVM_TUN_F_UFO;
 
 // Accessors for the kvm_run exit union (anonymous unions import awkwardly).
 struct ckvm_io_exit { uint8_t direction; uint8_t size; uint16_t port; uint32_t count; uint64_t data_offset; };
