@@ -21,6 +21,8 @@ public enum BootError: Error, Equatable, CustomStringConvertible {
     case rngSeedTooLong(length: Int, maximum: Int)
     /// A guest memory write the loader had already range-checked failed anyway (layout bug).
     case memoryAccess(String)
+    /// The ACPI platform description cannot be expressed in tables (windows overlap, sizes wrap, ...).
+    case acpi(String)
 
     public var description: String {
         switch self {
@@ -50,6 +52,7 @@ public enum BootError: Error, Equatable, CustomStringConvertible {
         case let .rngSeedTooLong(length, maximum):
             return "RNG seed of \(length) bytes is longer than the \(maximum) bytes the loader passes"
         case .memoryAccess(let why): return "guest memory write failed: \(why)"
+        case .acpi(let why): return "cannot build ACPI tables: \(why)"
         }
     }
 }

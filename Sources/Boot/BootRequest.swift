@@ -30,13 +30,16 @@ public struct BootRequest: Sendable {
     /// Flags appended to `cmdline` only when the kernel is booted through a Linux protocol
     /// (bzImage, vmlinux, PVH) — e.g. a host profile's workarounds, meaningless to Multiboot kernels.
     public var linuxCmdlineExtras: [String]
+    /// The machine to describe in ACPI tables (RSDP at `X86Layout.acpiRSDPAddress`, passed in
+    /// boot_params.acpi_rsdp_addr and hvm_start_info.rsdp_paddr). nil: MP table only, no ACPI.
+    public var acpi: ACPIPlatform?
 
     /// The command line a Linux-protocol kernel gets.
     public var linuxCmdline: String { ([cmdline] + linuxCmdlineExtras).filter { !$0.isEmpty }.joined(separator: " ") }
 
     public init(kernel: [UInt8], kernelName: String, initrd: [UInt8]? = nil, initrdName: String = "initrd",
                 cmdline: String = "", vcpuCount: Int = 1, rngSeed: [UInt8] = [], bootProtocol: BootProtocol = .auto,
-                hostDecompression: Bool = true, linuxCmdlineExtras: [String] = []) {
+                hostDecompression: Bool = true, linuxCmdlineExtras: [String] = [], acpi: ACPIPlatform? = nil) {
         self.kernel = kernel
         self.kernelName = kernelName
         self.initrd = initrd
@@ -47,6 +50,7 @@ public struct BootRequest: Sendable {
         self.bootProtocol = bootProtocol
         self.hostDecompression = hostDecompression
         self.linuxCmdlineExtras = linuxCmdlineExtras
+        self.acpi = acpi
     }
 }
 

@@ -17,6 +17,15 @@ public enum KernelLoader {
         guard lowEnd >= minimumLowMemory else {
             throw .memoryTooSmall(needed: minimumLowMemory, available: lowEnd, what: "the boot tables and a kernel at 1 MiB")
         }
+        // Built before anything is loaded so a bad platform description fails without side effects.
+        var acpiTables: ACPITables?
+        if let platform = request.acpi {
+            guard platform.vcpuCount == request.vcpuCount else {
+                throw .acpi("the ACPI platform describes \(platform.vcpuCount) vCPU(s) but the machine has \(request.vcpuCount)")
+            }
+            try platform.validate(against: memory)
+            acpiTables = try ACPITables.build(platform)
+        }
         let writer = GuestWriter(memory: memory)
         let file = request.kernel
         var notes: [String] = []
@@ -38,6 +47,10 @@ public enum KernelLoader {
         try MPTable.write(vcpuCount: request.vcpuCount, with: writer)
         var result = plan
         result.notes.append("MP table: \(request.vcpuCount) CPU(s), I/O APIC id \(request.vcpuCount) at \(hex(X86Layout.mpTableAddress))")
+        if let acpiTables {
+            try acpiTables.write(with: writer)
+            result.notes.append("ACPI: RSDP at \(hex(acpiTables.rsdpAddress)), \(acpiTables.bytes.count) bytes of tables (XSDT, FADT, MADT, MCFG, DSDT)")
+        }
         return result
     }
 

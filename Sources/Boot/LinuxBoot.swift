@@ -106,7 +106,8 @@ enum LinuxBoot {
             zeroPage.setSetupData(address: X86Layout.setupDataAddress)
             notes.append("RNG seed: \(request.rngSeed.count) bytes as setup_data SETUP_RNG_SEED")
         }
-        zeroPage.setE820(X86Layout.e820Map(of: writer.memory))
+        zeroPage.setE820(X86Layout.e820Map(of: writer.memory, acpi: request.acpi))
+        if request.acpi != nil { zeroPage.setACPIRSDP(address: X86Layout.acpiRSDPAddress) }
         try writer.write(zeroPage.bytes, at: X86Layout.zeroPageAddress, "boot_params")
         try writer.writeCPUTables(pageTables: true)
         return BootPlan(entry: .longMode(entry: loaded.entry, zeroPage: X86Layout.zeroPageAddress), format: format,

@@ -31,6 +31,7 @@ enum PVHBoot {
         startInfo.put(startInfoMagic, at: 0x00)
         startInfo.put(UInt32(1), at: 0x04)                      // version 1: has the memmap fields
         startInfo.put(X86Layout.cmdlineAddress, at: 0x18)
+        if request.acpi != nil { startInfo.put(X86Layout.acpiRSDPAddress, at: 0x20) }   // rsdp_paddr
 
         var initrd: (start: GuestAddress, size: UInt64)?
         if let image = request.initrd, !image.isEmpty {
@@ -47,7 +48,7 @@ enum PVHBoot {
             notes.append("initrd: \(image.count) bytes at \(hex(start)) as PVH module 0")
         }
 
-        let map = X86Layout.e820Map(of: writer.memory).prefix(maximumMemmapEntries)
+        let map = X86Layout.e820Map(of: writer.memory, acpi: request.acpi).prefix(maximumMemmapEntries)
         var memmap = [UInt8](repeating: 0, count: map.count * memmapEntrySize)
         for (index, entry) in map.enumerated() {
             memmap.put(entry.address, at: index * memmapEntrySize)

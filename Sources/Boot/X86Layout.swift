@@ -10,9 +10,12 @@ import GuestMemory
 /// 0x06000  PVH start_info / Multiboot info + tables          0x20000  command line(s), up to 64 KiB
 /// 0x07000  Linux boot_params ("zero page")                   0x30000  setup_data (RNG seed)
 /// 0x08FF0  initial stack pointer                             0x9FC00  EBDA: MP floating pointer + table
+///                                                            0xE0000  ACPI: RSDP, then the tables
 ///                                                            0xF0000  copy of the MP floating pointer
 /// ```
 /// Kernels load at or above `highMemoryStart`; RAM between `mmioHoleStart` and 4 GiB moves above 4 GiB.
+/// The hole holds the 32-bit PCI MMIO window (0xC000_0000-0xDFFF_FFFF), the PCI ECAM (0xE000_0000,
+/// 1 MiB: bus 0), the I/O APIC and the local APIC.
 public enum X86Layout {
     public static let mmioHoleStart: UInt64 = 0xC000_0000
     public static let mmioHoleEnd: UInt64 = 0x1_0000_0000
@@ -39,6 +42,26 @@ public enum X86Layout {
     public static let mpTableAddress: UInt64 = ebdaStart
     /// Second MP floating pointer, in the BIOS ROM range that MP-spec searches always scan.
     public static let mpFloatingPointerCopyAddress: UInt64 = 0xF0000
+    /// ACPI RSDP: 16-byte aligned in 0xE0000-0xFFFFF, where Linux's and every OS's legacy scan
+    /// looks when the boot protocol does not pass its address. The other tables follow it.
+    public static let acpiRSDPAddress: UInt64 = 0xE0000
+    /// End (exclusive) of the ACPI table area: the MP floating pointer copy starts here.
+    public static let acpiAreaEnd: UInt64 = mpFloatingPointerCopyAddress
+    /// ACPI fixed-hardware PM registers (Devices.ACPIPM): PM1a event block (PM1_STS, PM1_EN),
+    /// PM1a control block and the 32-bit PM timer, all in I/O space.
+    public static let acpiPM1EventPort: UInt16 = 0x600
+    public static let acpiPM1ControlPort: UInt16 = 0x604
+    public static let acpiPMTimerPort: UInt16 = 0x608
+    /// The SCI: ISA IRQ 9, level-triggered active-high (a MADT interrupt source override says so).
+    public static let acpiSCIInterrupt: UInt8 = 9
+    /// PCI Express enhanced configuration space (ECAM, MCFG): 1 MiB per bus, bus 0 only.
+    public static let pciECAMBase: UInt64 = 0xE000_0000
+    public static let pciECAMSize: UInt64 = 1 << 20
+    /// 32-bit PCI MMIO window (BARs below 4 GiB), from the start of the hole up to the ECAM.
+    public static let pciMMIO32Start: UInt64 = mmioHoleStart
+    public static let pciMMIO32End: UInt64 = pciECAMBase
+    /// PCI I/O window: everything above the legacy ISA ports, fw_cfg (0x510) and ACPI PM (0x600).
+    public static let pciIOWindow: ClosedRange<UInt16> = 0x1000...0xFFFF
     public static let highMemoryStart: UInt64 = 0x10_0000
     /// Where a bzImage's protected-mode code goes when it decompresses itself (its code32_start).
     public static let bzImageLoadAddress: UInt64 = 0x10_0000
@@ -107,5 +130,14 @@ extension X86Layout {
 
     public static func e820Map(of memory: GuestMemory) -> [E820Entry] {
         e820Map(ranges: memory.regions.map { ($0.start, $0.size) })
+    }
+
+    /// The map for a machine with ACPI: the PCI ECAM is also reported reserved, as SeaBIOS does,
+    /// because Linux only uses MMCONFIG early in boot when e820 reserves it.
+    public static func e820Map(of memory: GuestMemory, acpi: ACPIPlatform?) -> [E820Entry] {
+        var map = e820Map(of: memory)
+        guard let acpi, acpi.pciECAMSize > 0 else { return map }
+        map.append(E820Entry(address: acpi.pciECAMBase, size: acpi.pciECAMSize, type: E820Entry.reserved))
+        return map.sorted { $0.address < $1.address }
     }
 }

@@ -2,6 +2,7 @@
 /// arch/x86/include/uapi/asm/bootparam.h.
 struct ZeroPage {
     enum Offset {
+        static let acpiRSDPAddress = 0x070
         static let extRamdiskImage = 0x0C0, extRamdiskSize = 0x0C4, extCmdLinePtr = 0x0C8
         static let e820Entries = 0x1E8, e820Table = 0x2D0
     }
@@ -57,6 +58,11 @@ struct ZeroPage {
 
     mutating func setCode32Start(_ address: UInt64) {
         bytes.put(UInt32(truncatingIfNeeded: address), at: SetupHeader.Offset.code32Start)
+    }
+
+    /// boot_params.acpi_rsdp_addr: Linux uses it instead of scanning for the RSDP.
+    mutating func setACPIRSDP(address: UInt64) {
+        bytes.put(address, at: Offset.acpiRSDPAddress)
     }
 
     mutating func setSetupData(address: UInt64) {

@@ -1,0 +1,106 @@
+/// The complete ACPI table set, laid out as one contiguous image:
+/// ```
+/// RSDP (36 bytes, 16-aligned) -> XSDT -> FADT, MADT, MCFG     (and an RSDT with the same entries)
+///                                FADT -> DSDT, FACS (64-aligned)
+/// ```
+/// Every table starts 8-byte aligned. Both an XSDT (revision 2 RSDP) and an RSDT are provided:
+/// ACPICA prefers the XSDT, and `acpi=rsdt` or ACPI 1.0 readers still find everything.
+public struct ACPITables: Sendable {
+    /// Guest-physical address of the first byte of `bytes` (the RSDP).
+    public let address: UInt64
+    public let bytes: [UInt8]
+    /// Where each table landed, by signature ("RSD PTR ", "XSDT", "RSDT", "FACP", "FACS", "APIC",
+    /// "MCFG", "DSDT"), for notes and tests.
+    public let tableAddresses: [String: UInt64]
+
+    public var rsdpAddress: UInt64 { address }
+
+    static let rsdpLength = 36
+    static let rsdpRevision: UInt8 = 2
+    static let tableAlignment: UInt64 = 8
+    static let rsdpAlignment: UInt64 = 16
+
+    /// Builds the tables for `platform`, to be placed at `base` (16-byte aligned; the whole image
+    /// must stay below 4 GiB because the RSDT and FADT hold 32-bit addresses).
+    public static func build(_ platform: ACPIPlatform, at base: UInt64) throws(BootError) -> ACPITables {
+        try platform.validate()
+        guard base % rsdpAlignment == 0 else { throw .acpi("RSDP address \(hex(base)) is not 16-byte aligned") }
+        let dsdt: [UInt8]
+        do {
+            dsdt = try DSDT.build(platform)
+        } catch {
+            throw .acpi("DSDT: \(error)")
+        }
+        let madt = MADT.build(platform)
+        let mcfg = MCFG.build(platform)
+        let facs = FACS.build()
+        let pointed = ["FACP", "APIC", "MCFG"]
+        // Sizes are known before addresses, so lay out first, then fill in the pointers.
+        let sizes: [(String, Int, UInt64)] = [
+            ("RSD PTR ", rsdpLength, rsdpAlignment),
+            ("XSDT", ACPITableHeader.size + 8 * pointed.count, tableAlignment),
+            ("RSDT", ACPITableHeader.size + 4 * pointed.count, tableAlignment),
+            ("FACP", FADT.length, tableAlignment),
+            ("FACS", FACS.length, FACS.alignment),
+            ("APIC", madt.count, tableAlignment),
+            ("MCFG", mcfg.count, tableAlignment),
+            ("DSDT", dsdt.count, tableAlignment),
+        ]
+        var addresses: [String: UInt64] = [:]
+        var cursor = base
+        for (signature, size, alignment) in sizes {
+            guard let start = alignUp(cursor, alignment), start.addingReportingOverflow(UInt64(size)).overflow == false else {
+                throw .acpi("tables at \(hex(base)) wrap the address space")
+            }
+            addresses[signature] = start
+            cursor = start + UInt64(size)
+        }
+        guard cursor <= UInt64(UInt32.max) + 1 else {
+            throw .acpi("tables at \(hex(base))-\(hex(cursor)) must lie below 4 GiB")
+        }
+        let address = { (signature: String) -> UInt64 in addresses[signature] ?? 0 }
+        let fadt = FADT.build(dsdt: address("DSDT"), facs: address("FACS"))
+        let entries = pointed.map(address)
+        let xsdt = ACPITableHeader.table("XSDT", revision: 1, body: entries.flatMap { AML.littleEndian($0, count: 8) })
+        let rsdt = ACPITableHeader.table("RSDT", revision: 1, body: entries.flatMap { AML.littleEndian($0, count: 4) })
+        let rsdp = buildRSDP(xsdt: address("XSDT"), rsdt: address("RSDT"))
+        let contents: [String: [UInt8]] = [
+            "RSD PTR ": rsdp, "XSDT": xsdt, "RSDT": rsdt, "FACP": fadt, "FACS": facs, "APIC": madt, "MCFG": mcfg,
+            "DSDT": dsdt,
+        ]
+        var image = [UInt8](repeating: 0, count: Int(cursor - base))
+        for (signature, _, _) in sizes {
+            image.put(bytes: contents[signature] ?? [], at: Int(address(signature) - base))
+        }
+        return ACPITables(address: base, bytes: image, tableAddresses: addresses)
+    }
+
+    /// RSDP (5.2.5.3), revision 2: the first 20 bytes have their own checksum, all 36 the extended one.
+    static func buildRSDP(xsdt: UInt64, rsdt: UInt64) -> [UInt8] {
+        var rsdp = [UInt8](repeating: 0, count: rsdpLength)
+        rsdp.put(bytes: Array("RSD PTR ".utf8), at: 0)
+        rsdp.put(bytes: ACPITableHeader.oemID, at: 9)
+        rsdp[15] = rsdpRevision
+        rsdp.put(UInt32(truncatingIfNeeded: rsdt), at: 16)
+        rsdp.put(UInt32(rsdpLength), at: 20)
+        rsdp.put(xsdt, at: 24)
+        rsdp[8] = checksumByte(rsdp[0..<20])
+        rsdp[32] = checksumByte(rsdp)
+        return rsdp
+    }
+
+    /// Builds the tables for Vireo's fixed ACPI area (`X86Layout.acpiRSDPAddress`), refusing an
+    /// image that would run into the MP floating pointer copy at `X86Layout.acpiAreaEnd`.
+    public static func build(_ platform: ACPIPlatform) throws(BootError) -> ACPITables {
+        let tables = try build(platform, at: X86Layout.acpiRSDPAddress)
+        let room = X86Layout.acpiAreaEnd - X86Layout.acpiRSDPAddress
+        guard UInt64(tables.bytes.count) <= room else {
+            throw .acpi("\(tables.bytes.count) bytes of tables exceed the \(room)-byte area at \(hex(X86Layout.acpiRSDPAddress))")
+        }
+        return tables
+    }
+
+    func write(with writer: GuestWriter) throws(BootError) {
+        try writer.write(bytes, at: address, "ACPI tables")
+    }
+}
