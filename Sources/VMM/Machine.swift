@@ -48,11 +48,15 @@ public final class Machine: @unchecked Sendable {
     public let i8042: I8042
     public let debugExit: DebugExit
     public let fwCfg: FwCfg
+    /// ACPI fixed hardware: the power button and the S5 (power-off) register.
+    public let acpiPM: ACPIPM
     public let memory: GuestMemory
+    /// The PCI root complex and the virtio functions on it.
+    let pci: PCIPlatform
 
     let vm: VirtualMachine
     private let latch = ExitLatch()
-    /// Bumped whenever COM1's receive FIFO gets room again (flow control for host input).
+    /// Bumped whenever COM1's or hvc0's receive FIFO gets room again (flow control for host input).
     private let serialInputSpace = Guarded<UInt64>(0)
     private var runners: [VCPURunner] = []
     /// Read by control-API threads, so atomic.
@@ -69,9 +73,11 @@ public final class Machine: @unchecked Sendable {
     ///   - serialOutput: where COM1's output goes.
     ///   - restoringCMOS: CMOS contents carried across a guest reset (NVRAM survives, as on a PC).
     ///   - onSerialInputSpace: called when COM1's receive FIFO has room again.
+    ///   - log: one-line device warnings (a guest driver error, a missing ioeventfd).
     public init(config: VMConfig, system: KVMSystem, profile: HostProfile, serialOutput: any SerialOutput,
                 restoringCMOS: CMOSRTCState? = nil, rngSeed: [UInt8],
-                onSerialInputSpace: (@Sendable () -> Void)? = nil) throws {
+                onSerialInputSpace: (@Sendable () -> Void)? = nil,
+                log: @escaping @Sendable (String) -> Void = { _ in }) throws {
         self.config = config
         self.profile = profile
         try system.requireCapabilities()
@@ -113,12 +119,20 @@ public final class Machine: @unchecked Sendable {
         try pioBus.insert(rtc, base: 0x70, length: 2)
         try pioBus.insert(debugExit, base: DebugExit.defaultPort, length: DebugExit.portCount)
         try pioBus.insert(fwCfg, base: 0x510, length: 2)
+        acpiPM = ACPIPM(events: latch, sci: KVMInterruptLine(vm: vm, gsi: UInt32(X86Layout.acpiSCIInterrupt)))
+        try pioBus.insert(acpiPM, base: UInt64(X86Layout.acpiPM1EventPort), length: ACPIPM.portCount)
+
+        // PCI with the virtio devices; their I/O threads start with the vCPUs.
+        pci = try PCIPlatform(vm: vm, memory: memory, options: config.devices, pioBus: pioBus, mmioBus: mmioBus,
+                              events: latch, consoleOutput: serialOutput,
+                              onConsoleInputSpace: { inputSpace.update { $0 &+= 1 } }, log: log)
 
         // The host profile's flags go to Linux-protocol kernels only (Multiboot kernels don't know them).
         let request = BootRequest(kernel: config.kernel, kernelName: config.kernelPath, initrd: config.initrd,
                                   initrdName: config.initrdPath ?? "initrd", cmdline: config.cmdline,
                                   vcpuCount: config.cpus, rngSeed: rngSeed, bootProtocol: config.bootProtocol,
-                                  linuxCmdlineExtras: profile.linuxGuestFlags.map(\.flag))
+                                  linuxCmdlineExtras: profile.linuxGuestFlags.map(\.flag),
+                                  acpi: ACPIPlatform(vcpuCount: config.cpus))
         bootPlan = try KernelLoader.load(request, into: memory)
         effectiveCmdline = bootPlan.format == .multiboot ? config.cmdline : request.linuxCmdline
         try fwCfg.addFile(name: "etc/vireo/cmdline", data: Array(effectiveCmdline.utf8))
@@ -159,6 +173,7 @@ public final class Machine: @unchecked Sendable {
     public func start() throws {
         guard startedFlag.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
         VCPUKicker.installSignalHandler()
+        do { try pci.start() } catch { latch.request(.failed("\(error)")) }
         for runner in runners where !runner.start() {
             latch.request(.failed("cannot start a vCPU thread"))
         }
@@ -194,6 +209,7 @@ public final class Machine: @unchecked Sendable {
         guard first else { return }
         for runner in runners { runner.request(.stop) }
         for runner in runners { runner.join() }
+        pci.stop()
     }
 
     /// Parks every vCPU outside the guest at an instruction boundary with I/O completed.
@@ -220,17 +236,41 @@ public final class Machine: @unchecked Sendable {
         return try runners.map { try $0.vcpu.captureState() }
     }
 
+    /// Block, network, console and entropy counters of the virtio devices.
+    public var deviceStatistics: DeviceStatistics { pci.statistics }
+
+    /// Presses the ACPI power button: an ACPI-aware guest shuts down in order and powers off (S5).
+    public func pressPowerButton() { acpiPM.pressPowerButton() }
+
+    /// Whether the guest has ACPI power-button events enabled (its ACPI driver is listening).
+    public var powerButtonEnabled: Bool { acpiPM.powerButtonEnabled }
+
+    /// A power-button press the guest has not acknowledged (cleared) yet.
+    public var powerButtonPending: Bool { acpiPM.powerButtonPending }
+
+    /// The console the user types into: hvc0 when the machine has a virtio console, else COM1.
+    public func typeConsoleInput(_ bytes: [UInt8], timeoutSeconds: Double = 5) -> Int {
+        guard let console = pci.console else { return typeSerialInput(bytes, timeoutSeconds: timeoutSeconds) }
+        return typeInput(bytes, timeoutSeconds: timeoutSeconds, enqueue: { console.enqueueInput($0) }, space: { console.inputSpace })
+    }
+
     /// Feeds host keystrokes to COM1; returns how many bytes the FIFO accepted (never blocks).
     public func sendSerialInput(_ bytes: some Collection<UInt8>) -> Int { serial.enqueueInput(bytes) }
 
     /// Types `bytes` into COM1 with flow control: what the FIFO refuses is sent as the guest reads,
     /// waiting at most `timeoutSeconds` for room each time. Returns how many bytes went in.
     public func typeSerialInput(_ bytes: [UInt8], timeoutSeconds: Double = 5) -> Int {
+        typeInput(bytes, timeoutSeconds: timeoutSeconds, enqueue: { serial.enqueueInput($0) }, space: { serial.inputSpace })
+    }
+
+    /// Sends what the device's FIFO takes, then waits (bounded) for the guest to make room.
+    private func typeInput(_ bytes: [UInt8], timeoutSeconds: Double, enqueue: (ArraySlice<UInt8>) -> Int,
+                           space: () -> Int) -> Int {
         var remaining = bytes[...]
         while !remaining.isEmpty, !latch.hasOutcome {
             let generation = serialInputSpace.read { $0 }
-            remaining = remaining.dropFirst(serial.enqueueInput(remaining))
-            if remaining.isEmpty || serial.inputSpace > 0 { continue }
+            remaining = remaining.dropFirst(enqueue(remaining))
+            if remaining.isEmpty || space() > 0 { continue }
             guard serialInputSpace.wait(until: { $0 != generation }, timeoutSeconds: timeoutSeconds, then: { _ in true }) != nil else { break }
         }
         return bytes.count - remaining.count

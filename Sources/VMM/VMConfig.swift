@@ -15,6 +15,7 @@ public enum ConfigError: Error, Equatable, CustomStringConvertible {
     case memoryTooLarge(UInt64)
     case unreadableFile(kind: String, path: String, reason: String)
     case unwritableFile(kind: String, path: String, reason: String)
+    case tooManyDevices(Int, maximum: Int)
 
     public var description: String {
         switch self {
@@ -30,6 +31,8 @@ public enum ConfigError: Error, Equatable, CustomStringConvertible {
             return "cannot read \(kind) '\(path)': \(reason)"
         case let .unwritableFile(kind, path, reason):
             return "cannot write \(kind) '\(path)': \(reason)"
+        case let .tooManyDevices(count, maximum):
+            return "\(count) PCI devices requested; at most \(maximum) fit on bus 0"
         }
     }
 }
@@ -47,6 +50,8 @@ public struct VMConfig: Sendable {
     public var bootProtocol: BootProtocol
     /// nil = detect; otherwise force a profile (tests, or a user who knows better).
     public var hostProfile: HostProfile?
+    /// Virtio devices on the PCI bus (none: the machine has no PCI devices besides the host bridge).
+    public var devices: DeviceOptions
 
     public static let minimumMemory: UInt64 = 16 << 20
     public static let maximumMemory: UInt64 = 1 << 40
@@ -56,7 +61,7 @@ public struct VMConfig: Sendable {
     public init(kernel: [UInt8], kernelPath: String, initrd: [UInt8]? = nil, initrdPath: String? = nil,
                 cmdline: String = "", cpus: Int = 1, memorySize: UInt64 = 512 << 20,
                 onReboot: RebootAction = .exit, bootProtocol: BootProtocol = .auto,
-                hostProfile: HostProfile? = nil) throws(ConfigError) {
+                hostProfile: HostProfile? = nil, devices: DeviceOptions = DeviceOptions()) throws(ConfigError) {
         guard (1...Self.maximumCPUs).contains(cpus) else { throw ConfigError.invalidCPUCount(cpus, maximum: Self.maximumCPUs) }
         guard memorySize >= Self.minimumMemory else { throw ConfigError.memoryTooSmall(memorySize, minimum: Self.minimumMemory) }
         guard memorySize <= Self.maximumMemory else { throw ConfigError.memoryTooLarge(memorySize) }
@@ -65,6 +70,10 @@ public struct VMConfig: Sendable {
         // KVM slots and our page tables want whole pages.
         self.memorySize = (memorySize + 0xFFF) & ~0xFFF
         self.onReboot = onReboot; self.bootProtocol = bootProtocol; self.hostProfile = hostProfile
+        guard devices.deviceCount <= DeviceOptions.maximumDevices else {
+            throw ConfigError.tooManyDevices(devices.deviceCount, maximum: DeviceOptions.maximumDevices)
+        }
+        self.devices = devices
     }
 
     /// Parses "512M", "2G", "1048576" (bytes), "4096K". Overflow and junk are refused.

@@ -9,10 +9,10 @@ import VMM
 /// PUT  /vm/pause           park every vCPU (consistent point)       204
 /// PUT  /vm/resume                                                   204
 /// PUT  /vm/stop            hard stop (like pulling the plug)        204
-/// PUT  /vm/shutdown        graceful: needs ACPI (not yet)           501 JSON
+/// PUT  /vm/shutdown        ACPI power button (guest shuts down)     202 JSON
 /// GET  /console            recent serial output (bounded ring)      200 bytes
 /// GET  /console?follow=1   recent output, then live as it comes     200 chunked
-/// POST /console/input      body typed into COM1, flow-controlled    200 {"accepted": n}
+/// POST /console/input      typed into hvc0 or COM1, flow-controlled 200 {"accepted": n}
 /// ```
 /// Errors are JSON `{"error": "..."}` with 400/404/405/409/500.
 public struct ControlAPI: Sendable {
@@ -42,10 +42,26 @@ public struct ControlAPI: Sendable {
         let cmdline: String
         let hostProfile: String
         let outcome: String?
+        /// The guest's ACPI driver enabled power-button events.
+        let powerButtonEnabled: Bool
+        /// A press the guest has not acknowledged yet (PWRBTN_STS still set).
+        let powerButtonPending: Bool
         enum CodingKeys: String, CodingKey {
             case state, vcpus, boot, cmdline, outcome
             case memoryBytes = "memory_bytes"
             case hostProfile = "host_profile"
+            case powerButtonEnabled = "power_button_enabled"
+            case powerButtonPending = "power_button_pending"
+        }
+    }
+
+    struct PowerButton: Encodable {
+        let pressed: Bool
+        /// Whether the guest had enabled power-button events (an ACPI OS that will act on it).
+        let guestListening: Bool
+        enum CodingKeys: String, CodingKey {
+            case pressed
+            case guestListening = "guest_listening"
         }
     }
 
@@ -54,8 +70,9 @@ public struct ControlAPI: Sendable {
         let cpuUserSeconds: Double
         let cpuSystemSeconds: Double
         let rssBytes: UInt64
+        let devices: DeviceStatistics
         enum CodingKeys: String, CodingKey {
-            case exits
+            case exits, devices
             case cpuUserSeconds = "cpu_user_seconds"
             case cpuSystemSeconds = "cpu_system_seconds"
             case rssBytes = "rss_bytes"
@@ -93,9 +110,10 @@ public struct ControlAPI: Sendable {
             return .json(200, VMInfo(state: machine.runState.rawValue, vcpus: machine.config.cpus,
                                      memoryBytes: machine.config.memorySize, boot: machine.bootPlan.format.description,
                                      cmdline: machine.effectiveCmdline, hostProfile: machine.profile.kind.rawValue,
-                                     outcome: outcome))
+                                     outcome: outcome, powerButtonEnabled: machine.powerButtonEnabled,
+                                     powerButtonPending: machine.powerButtonPending))
         case "/vm/stats":
-            return .json(200, Self.stats(exits: machine.exitCount))
+            return .json(200, Self.stats(exits: machine.exitCount, devices: machine.deviceStatistics))
         case "/vm/pause":
             guard machine.runState == .running || machine.runState == .paused else {
                 return .error(409, "cannot pause a VM that is \(machine.runState.rawValue)")
@@ -110,12 +128,18 @@ public struct ControlAPI: Sendable {
             guard machine.runState == .running || machine.runState == .paused else {
                 return .error(409, "cannot type into a VM that is \(machine.runState.rawValue)")
             }
-            return .json(200, ["accepted": machine.typeSerialInput(body)])
+            return .json(200, ["accepted": machine.typeConsoleInput(body)])
         case "/vm/stop":
             machine.requestStop()
             return .noContent
         default: // /vm/shutdown
-            return .error(501, "graceful shutdown needs the ACPI power button, which this VMM does not emulate yet; use PUT /vm/stop, or shut the guest down from inside")
+            guard machine.runState == .running else {
+                return .error(409, "cannot shut down a VM that is \(machine.runState.rawValue) (resume it first)")
+            }
+            // Like pressing the button on a PC: the guest decides; the caller watches the state.
+            let listening = machine.powerButtonEnabled
+            machine.pressPowerButton()
+            return .json(202, PowerButton(pressed: true, guestListening: listening))
         }
     }
 
@@ -132,13 +156,13 @@ public struct ControlAPI: Sendable {
     }
 
     /// Whole-process figures: this process is one VM.
-    static func stats(exits: UInt64) -> Stats {
+    static func stats(exits: UInt64, devices: DeviceStatistics) -> Stats {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let pages = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8))?.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } ?? 0
         return Stats(exits: exits,
                      cpuUserSeconds: Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
                      cpuSystemSeconds: Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6,
-                     rssBytes: pages * UInt64(sysconf(Int32(_SC_PAGESIZE))))
+                     rssBytes: pages * UInt64(sysconf(Int32(_SC_PAGESIZE))), devices: devices)
     }
 }

@@ -5,7 +5,7 @@
    wait_for_irq() as if hlt had finished (with IF=0, as the interrupt gate left it). */
     .code32
     .section .text
-    .globl wait_for_irq, uart_isr_entry, spurious_isr_entry
+    .globl wait_for_irq, uart_isr_entry, sci_isr_entry, spurious_isr_entry
 
 wait_for_irq:                  /* void wait_for_irq(void): call with IF=0, returns with IF=0 */
     pushl %ebp
@@ -22,6 +22,12 @@ uart_isr_entry:
     movl irq_resume_esp, %esp  /* abandon the frame of the interrupted hlt */
     cld
     call uart_isr              /* drains the receiver, sends the LAPIC EOI */
+    jmp resume
+
+sci_isr_entry:
+    movl irq_resume_esp, %esp
+    cld
+    call sci_isr               /* acknowledges the power button, sends the LAPIC EOI */
     jmp resume
 
 spurious_isr_entry:            /* the LAPIC wants no EOI for its spurious vector */

@@ -8,7 +8,7 @@
 const char *guest_prefix = "user";
 
 #define TEST_PORT 0xE0
-#define TEST_MMIO 0xD0000000u
+#define TEST_MMIO 0xE8000000u  /* unclaimed: above the PCI window and ECAM, below the IOAPIC */
 #define DEFAULT_ITERS 100000u
 /* ~50 ms of dec/jnz at native speed on an idle development host (100M iterations took 26 ms);
    several times longer on a loaded one. spin=N overrides it. */

@@ -78,11 +78,26 @@ extension KVMGuestSuites {
         #expect(guest.api.handle(method: "POST", uri: "/console/input", body: [0x61]).status == 409)
     }
 
+    /// Graceful shutdown is the ACPI power button: an ACPI guest (mb-echo acpi) acknowledges it,
+    /// powers off through S5, and GET /vm reports the button state along the way.
+    @Test func shutdownPressesThePowerButton() throws {
+        let guest = try ControlledGuest("mb-echo.elf", cmdline: "acpi")
+        #expect(guest.waitFor("echo: ready"))
+        #expect(try guest.json("/vm")["power_button_enabled"] as? Bool == true)
+        let response = guest.api.handle(method: "PUT", uri: "/vm/shutdown")
+        #expect(response.status == 202)
+        let body = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Bool]
+        #expect(body == ["pressed": true, "guest_listening": true])
+        #expect(guest.machine.waitForExit(timeoutSeconds: 30) == .powerOff)
+        #expect(try guest.json("/vm")["power_button_pending"] as? Bool == false)
+        #expect(guest.api.handle(method: "PUT", uri: "/vm/shutdown").status == 409)
+    }
+
     @Test func errorsAreJSONWithTheRightStatus() throws {
         let guest = try ControlledGuest(cmdline: "ticks=100000")
         defer { guest.machine.stop() }
         for (method, uri, status) in [("GET", "/nope", 404), ("POST", "/vm/pause", 405), ("GET", "/vm/pause", 405),
-                                      ("PUT", "/vm/shutdown", 501)] {
+                                      ("GET", "/vm/shutdown", 405)] {
             let response = guest.api.handle(method: method, uri: uri)
             #expect(response.status == status, "\(method) \(uri)")
             let object = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]

@@ -73,10 +73,11 @@ struct BootedGuest {
     let serial: CapturedSerial
 
     init(_ guest: String, cmdline: String = "", cpus: Int = 1, memory: UInt64 = 64 << 20, initrd: [UInt8]? = nil,
-         configure: (Machine) throws -> Void = { _ in }) throws {
+         devices: DeviceOptions = DeviceOptions(), configure: (Machine) throws -> Void = { _ in }) throws {
         let system = try KVMSystem()
         let config = try VMConfig(kernel: try TestGuests.bytes(guest), kernelPath: guest, initrd: initrd,
-                                  initrdPath: initrd == nil ? nil : "initrd", cmdline: cmdline, cpus: cpus, memorySize: memory)
+                                  initrdPath: initrd == nil ? nil : "initrd", cmdline: cmdline, cpus: cpus, memorySize: memory,
+                                  devices: devices)
         serial = CapturedSerial()
         // Test guests need none of the Linux flags; the profile's exit fixups are what matter.
         let profile = HostProfile.detect(kernelModeProbe: nil)

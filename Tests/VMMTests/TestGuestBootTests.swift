@@ -77,7 +77,7 @@ extension KVMGuestSuites { @Suite struct TestGuestBootTests {
         let mmio = RecordingDevice(readValue: 0x5EED_0000)
         let guest = try BootedGuest("mb-user.elf", cmdline: "iters=1000") { machine in
             try machine.pioBus.insert(port, base: 0xE0, length: 4)
-            try machine.mmioBus.insert(mmio, base: 0xD000_0000, length: 8)
+            try machine.mmioBus.insert(mmio, base: 0xE800_0000, length: 8)
         }
         let outcome = guest.finish()
         let text = guest.serial.text
@@ -134,8 +134,9 @@ extension KVMGuestSuites { @Suite struct TestGuestBootTests {
         #expect(outcome == .debugExit(value: 0), "guest output:\n\(text)")
         #expect(guest.machine.memory.regions.map(\.start.raw) == [0, 0x1_0000_0000])
         #expect(guest.machine.memory.regions.map(\.size) == [0xC000_0000, 0x4000_0000])
-        // 639 KiB + (3 GiB - 1 MiB) + 1 GiB of RAM in 3 RAM entries and 1 reserved one.
-        #expect(text.contains("probe: e820 entries=4 ram=4095"))
+        // 639 KiB + (3 GiB - 1 MiB) + 1 GiB of RAM in 3 RAM entries, plus the reserved BIOS area and
+        // the PCI ECAM window (reserved so Linux trusts the MCFG).
+        #expect(text.contains("probe: e820 entries=5 ram=4095"))
     }
 
     @Test func pvhEntryGetsStartInfo() throws {
