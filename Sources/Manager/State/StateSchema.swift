@@ -25,6 +25,15 @@ enum StateSchema {
                 );
                 """)
         }
+        // The daemon's process identity for each running VM: the pid alone can be reused once the
+        // VM exits, its start time (clock ticks since boot) cannot. The status file is where
+        // `vireo run --status-file` writes how it ended, for a daemon that is not its parent.
+        migrator.registerMigration("v2-process-identity") { db in
+            try db.execute(sql: """
+                ALTER TABLE vm_state ADD COLUMN process_start_ticks INTEGER;
+                ALTER TABLE vm_state ADD COLUMN status_file TEXT;
+                """)
+        }
         return migrator
     }
 }

@@ -1,0 +1,220 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Serves the daemon's REST API over HTTP/1.1 on a Unix socket (mode 0600: the file mode is the
+/// access control) or on TCP, where every request must carry `Authorization: Bearer <token>`.
+final class APIServer: @unchecked Sendable {
+    private let daemon: Daemon
+    private let requiredToken: [UInt8]?
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private var channel: Channel?
+    private var socketPath: String?
+
+    init(daemon: Daemon, requiredToken: String?) {
+        self.daemon = daemon
+        self.requiredToken = requiredToken.map { Array($0.utf8) }
+    }
+
+    var boundPort: Int? { socketPath == nil ? channel?.localAddress?.port : nil }
+
+    private var bootstrap: ServerBootstrap {
+        let daemon = self.daemon, token = self.requiredToken
+        return ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 128)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
+                    channel.pipeline.addHandler(APIHandler(daemon: daemon, requiredToken: token))
+                }
+            }
+    }
+
+    /// Refuses a path that is not a socket or that another daemon still answers on; removes a
+    /// socket file left by a daemon that was killed.
+    static func claim(unixSocket path: String) throws {
+        var info = stat()
+        if lstat(path, &info) == 0 {
+            guard (info.st_mode & S_IFMT) == S_IFSOCK else {
+                throw APIError(500, "\(path) exists and is not a socket; refusing to replace it")
+            }
+            // A socket file that still answers belongs to a running daemon; one that does not is
+            // left over from a daemon that was killed.
+            if (try? HTTPClient(endpoint: .unix(path: path), timeoutSeconds: 2).request("GET", "/v1/vms")) != nil {
+                throw APIError(500, "another vireo daemon is listening on \(path)")
+            }
+            unlink(path)
+        }
+    }
+
+    func listen(unixSocket path: String) throws {
+        try Self.claim(unixSocket: path)
+        // Created 0600 from the start: no window in which another user could connect.
+        let previous = umask(0o077)
+        defer { umask(previous) }
+        do {
+            channel = try bootstrap.bind(unixDomainSocketPath: path).wait()
+        } catch {
+            throw APIError(500, "cannot listen on \(path): \(error)")
+        }
+        chmod(path, 0o600)
+        socketPath = path
+    }
+
+    func listen(host: String, port: Int) throws {
+        do {
+            channel = try bootstrap.bind(host: host, port: port).wait()
+        } catch {
+            throw APIError(500, "cannot listen on \(host):\(port): \(error)")
+        }
+    }
+
+    func close() {
+        try? channel?.close().wait()
+        channel = nil
+        try? group.syncShutdownGracefully()
+        if let socketPath { unlink(socketPath) }
+    }
+}
+
+/// One connection: frames a request, checks the token, hands it to the daemon, writes the answer
+/// (whole, or chunked for streams until either side ends it).
+final class APIHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Definitions are at most 1 MiB; nothing else sends more than a console line.
+    static let maximumBody = 2 << 20
+
+    private let daemon: Daemon
+    private let requiredToken: [UInt8]?
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var bodyBytes = 0
+    private var closeHandlers: [@Sendable () -> Void] = []
+
+    init(daemon: Daemon, requiredToken: [UInt8]?) {
+        self.daemon = daemon
+        self.requiredToken = requiredToken
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let requestHead):
+            head = requestHead
+            body = []
+            bodyBytes = 0
+        case .body(let buffer):
+            bodyBytes += buffer.readableBytes
+            if bodyBytes <= Self.maximumBody { body += buffer.readableBytesView }
+        case .end:
+            guard let request = head else { return }
+            head = nil
+            guard authorized(request) else {
+                write(.error(APIError(401, "missing or wrong bearer token")), keepAlive: false, context: context,
+                      extraHeaders: [("www-authenticate", "Bearer")])
+                return
+            }
+            guard bodyBytes <= Self.maximumBody else {
+                write(.error(APIError(413, "request body larger than \(Self.maximumBody) bytes")), keepAlive: false, context: context)
+                return
+            }
+            let keepAlive = request.isKeepAlive
+            let loop = context.eventLoop
+            let bound = NIOLoopBound((self, context), eventLoop: loop)
+            let apiRequest = APIRequest(method: request.method.rawValue, uri: request.uri, body: body)
+            body = []
+            daemon.handle(apiRequest) { response in
+                loop.execute {
+                    let (handler, context) = bound.value
+                    handler.write(response, keepAlive: keepAlive, context: context)
+                }
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let handlers = closeHandlers
+        closeHandlers = []
+        for handler in handlers { handler() }
+        context.fireChannelInactive()
+    }
+
+    /// Constant-time comparison, so response timing says nothing about how much of a guess matched.
+    private func authorized(_ request: HTTPRequestHead) -> Bool {
+        guard let requiredToken else { return true }
+        guard let header = request.headers.first(name: "authorization"), header.hasPrefix("Bearer ") else { return false }
+        let offered = Array(header.utf8.dropFirst("Bearer ".utf8.count))
+        var difference = UInt8(offered.count == requiredToken.count ? 0 : 1)
+        for index in 0..<requiredToken.count {
+            difference |= requiredToken[index] ^ (index < offered.count ? offered[index] : 0)
+        }
+        return difference == 0
+    }
+
+    private func write(_ response: APIResponse, keepAlive: Bool, context: ChannelHandlerContext,
+                       extraHeaders: [(String, String)] = []) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: response.contentType)
+        for (name, value) in extraHeaders { headers.add(name: name, value: value) }
+        let status = HTTPResponseStatus(statusCode: response.status)
+        switch response.body {
+        case .bytes(let bytes):
+            headers.add(name: "content-length", value: String(bytes.count))
+            if !keepAlive { headers.add(name: "connection", value: "close") }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            if !bytes.isEmpty {
+                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+            }
+            let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            if !keepAlive {
+                let channel = context.channel
+                done.whenComplete { _ in channel.close(promise: nil) }
+            }
+        case .stream(let start):
+            headers.add(name: "transfer-encoding", value: "chunked")
+            headers.add(name: "cache-control", value: "no-cache")
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            start(streamWriter(context: context))
+        }
+    }
+
+    /// A writer that hops onto the event loop; a client too slow to keep up with its stream
+    /// (4 MiB queued) is disconnected rather than buffered without bound.
+    private func streamWriter(context: ChannelHandlerContext) -> StreamWriter {
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let channel = context.channel
+        return StreamWriter(
+            write: { bytes in
+                loop.execute {
+                    let (handler, context) = bound.value
+                    guard channel.isActive else { return }
+                    guard channel.isWritable else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    context.writeAndFlush(handler.wrapOutboundOut(.body(.byteBuffer(channel.allocator.buffer(bytes: bytes)))), promise: nil)
+                }
+            },
+            finish: {
+                loop.execute {
+                    let (handler, context) = bound.value
+                    guard channel.isActive else { return }
+                    context.writeAndFlush(handler.wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+                }
+            },
+            onClose: { handler in
+                loop.execute {
+                    let (apiHandler, _) = bound.value
+                    if channel.isActive { apiHandler.closeHandlers.append(handler) } else { handler() }
+                }
+            })
+    }
+}

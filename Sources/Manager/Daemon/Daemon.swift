@@ -1,0 +1,176 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How `vireo daemon` was asked to run.
+public struct DaemonConfiguration: Sendable {
+    public var stateDirectory: String
+    public var socketPath: String
+    /// Optional TCP listener ("HOST:PORT"); requires `token`.
+    public var listen: (host: String, port: Int)?
+    public var token: String?
+    /// The `vireo` executable VMs run as.
+    public var executable: String
+
+    public init(stateDirectory: String, socketPath: String, listen: (host: String, port: Int)? = nil,
+                token: String? = nil, executable: String) {
+        self.stateDirectory = stateDirectory
+        self.socketPath = socketPath
+        self.listen = listen
+        self.token = token
+        self.executable = executable
+    }
+}
+
+/// The management daemon: the VM registry over the state store, one `vireo run` process per
+/// running VM, and the REST API. VMs are separate sessions, so they outlive the daemon; a new
+/// daemon re-attaches to them.
+public final class Daemon: @unchecked Sendable {
+    public let configuration: DaemonConfiguration
+    let environment: DaemonEnvironment
+    private let lock = NSLock()
+    private var controllers: [String: VMController] = [:]
+    private var servers: [APIServer] = []
+    private var lockDescriptor: Int32 = -1
+
+    public init(configuration: DaemonConfiguration, log: @escaping @Sendable (String) -> Void) throws {
+        self.configuration = configuration
+        let store = try StateStore(stateDirectory: configuration.stateDirectory)
+        environment = DaemonEnvironment(store: store, events: EventBus(), stateDirectory: configuration.stateDirectory,
+                                        executable: configuration.executable, log: log)
+    }
+
+    var store: StateStore { environment.store }
+    var events: EventBus { environment.events }
+
+    /// Re-attaches to surviving VMs, starts autostart VMs, then listens.
+    public func start() throws {
+        // Before touching any VM: a second daemon on the same socket must not re-attach to (or
+        // autostart) the first one's VMs.
+        try lockStateDirectory()
+        try APIServer.claim(unixSocket: configuration.socketPath)
+        if configuration.listen != nil, configuration.token?.isEmpty ?? true {
+            throw APIError(400, "--listen needs --token-file")
+        }
+        reattach()
+        autostart()
+        let unix = APIServer(daemon: self, requiredToken: nil)
+        try unix.listen(unixSocket: configuration.socketPath)
+        servers.append(unix)
+        if let listen = configuration.listen {
+            guard let token = configuration.token, !token.isEmpty else { throw APIError(400, "--listen needs --token-file") }
+            let tcp = APIServer(daemon: self, requiredToken: token)
+            try tcp.listen(host: listen.host, port: listen.port)
+            servers.append(tcp)
+        }
+    }
+
+    /// Stops listening. VMs keep running: they are not the daemon's to end.
+    public func stop() {
+        for server in servers { server.close() }
+        servers = []
+        if lockDescriptor >= 0 { close(lockDescriptor) }
+        lockDescriptor = -1
+    }
+
+    /// One daemon per state dir: two would both start and reap the same VMs. The lock dies with
+    /// the process (kill -9 included), and is O_CLOEXEC so no VM inherits it.
+    private func lockStateDirectory() throws {
+        let path = configuration.stateDirectory + "/daemon.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw APIError(500, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw APIError(500, "another vireo daemon is using the state directory \(configuration.stateDirectory)")
+        }
+        lockDescriptor = fd
+    }
+
+    /// The TCP port actually bound (for port 0 in tests).
+    public var tcpPort: Int? { servers.compactMap(\.boundPort).first }
+
+    /// The controller of a defined VM (created on first use, then kept, so one VM name always
+    /// has one queue even across undefine and define).
+    func controller(_ name: String) throws -> VMController {
+        _ = try store.state(named: name)
+        return controllerEvenIfUndefined(name)
+    }
+
+    private func controllerEvenIfUndefined(_ name: String) -> VMController {
+        lock.lock(); defer { lock.unlock() }
+        if let existing = controllers[name] { return existing }
+        let created = VMController(name: name, environment: environment)
+        controllers[name] = created
+        return created
+    }
+
+    /// For every VM recorded with a process: the same process (pid and start time) still runs and
+    /// its control socket answers → re-attach; otherwise record how it ended.
+    func reattach() {
+        guard let states = try? store.allStates() else {
+            environment.log("cannot read VM states; nothing re-attached")
+            return
+        }
+        for state in states where state.state.isActive {
+            let controller = controllerEvenIfUndefined(state.name)
+            let identity = try? store.processIdentity(name: state.name)
+            guard let identity, ProcessSnapshot.isSameProcessRunning(pid: identity.pid, startTicks: identity.startTicks) else {
+                let status = identity.flatMap { RunStatus.read(from: $0.statusFile) }
+                var reason = ExitClassifier.reason(intent: .none, status: status, waitStatus: nil)
+                if reason == .unknown { reason = .crashed }
+                try? store.setInactive(name: state.name, state: .shutoff, reason: reason)
+                environment.log("VM '\(state.name)' ended while the daemon was away: \(reason.rawValue)")
+                events.publish(.stopped, name: state.name, reason: reason)
+                continue
+            }
+            let running = VMProcess(identity: identity, isChild: false)
+            guard let vmState = Self.vmmState(running) else {
+                // Ours (same start time) but deaf: it cannot be managed, so it is ended, not leaked.
+                environment.log("VM '\(state.name)' (pid \(identity.pid)) does not answer on \(identity.controlSocket); killing it")
+                running.kill()
+                try? store.setInactive(name: state.name, state: .shutoff, reason: .crashed)
+                events.publish(.stopped, name: state.name, reason: .crashed)
+                continue
+            }
+            let paused = vmState == "paused"
+            do {
+                try controller.adopt(running, state: paused ? .paused : .running, reason: paused ? .user : state.reason)
+                environment.log("re-attached to VM '\(state.name)' (pid \(identity.pid), \(vmState))")
+            } catch {
+                environment.log("VM '\(state.name)': cannot re-attach: \(error)")
+            }
+        }
+    }
+
+    /// The VMM's own run state ("running", "paused"), retried briefly: a busy VMM may be slow.
+    private static func vmmState(_ running: VMProcess) -> String? {
+        for _ in 0..<10 {
+            if let answer = try? running.control.request("GET", "/vm"), answer.status == 200,
+               let object = try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any],
+               let state = object["state"] as? String {
+                return state
+            }
+            usleep(200_000)
+        }
+        return nil
+    }
+
+    private func autostart() {
+        guard let names = try? store.autostartNames() else { return }
+        for name in names {
+            let controller = controllerEvenIfUndefined(name)
+            controller.enqueue({ () throws -> Bool in
+                guard controller.process == nil else { return false }
+                _ = try controller.start()
+                return true
+            }, completion: { [environment] result in
+                switch result {
+                case .success(true): environment.log("autostarted VM '\(name)'")
+                case .success: break
+                case .failure(let error): environment.log("autostart of VM '\(name)' failed: \(error.message)")
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+
+// The REST API's handlers (routes in `Route.all`, documented in docs/api/openapi.yaml).
+// Lifecycle calls run on the VM's serial queue; reads go to the store directly (it is consistent
+// on its own: each write is one transaction).
+extension Daemon {
+    func handle(_ request: APIRequest, respond: @escaping @Sendable (APIResponse) -> Void) {
+        switch Route.resolve(method: request.method, path: request.path) {
+        case .notFound:
+            respond(.error(APIError(404, "no such resource: \(sanitizedPath(request.path))")))
+        case .wrongMethod(let allowed):
+            respond(.error(APIError(405, "\(request.method) is not allowed on \(sanitizedPath(request.path)) (use \(allowed.joined(separator: ", ")))")))
+        case .found(let route, let parameters):
+            let name = parameters["name"] ?? ""
+            let vmAction = route.method == "POST" && route.template.hasPrefix("/v1/vms/{name}/") && !route.template.hasSuffix("/console/input")
+            if vmAction {
+                lifecycle(action: String(route.template.split(separator: "/").last ?? ""), name: name, respond: respond)
+                return
+            }
+            DispatchQueue.global().async { [self] in
+                do {
+                    respond(try answer(route, name: name, request: request))
+                } catch {
+                    respond(.error(APIError.from(error)))
+                }
+            }
+        }
+    }
+
+    private func answer(_ route: Route, name: String, request: APIRequest) throws -> APIResponse {
+        switch (route.method, route.template) {
+        case ("GET", "/v1/vms"):
+            return .json(200, try store.all().map { try summary(of: $0) })
+        case ("POST", "/v1/vms"):
+            let (definition, unsupported) = try Self.parseDefinition(request.body, format: request.query["format"])
+            return try define(definition, unsupported: unsupported)
+        case ("GET", "/v1/vms/{name}"):
+            return .json(200, try summary(of: try store.record(named: name)))
+        case ("DELETE", "/v1/vms/{name}"):
+            let controller = try controller(name)
+            try controller.queue.sync { try controller.undefine() }
+            return .json(200, ["message": "Domain '\(name)' has been undefined"])
+        case ("GET", "/v1/vms/{name}/definition"):
+            return try definitionDocument(name: name, format: request.query["format"] ?? "yaml")
+        case ("PUT", "/v1/vms/{name}/definition"):
+            let (definition, unsupported) = try Self.parseDefinition(request.body, format: request.query["format"])
+            guard definition.name == name else {
+                throw APIError(400, "name: '\(definition.name)' differs from the VM being replaced ('\(name)')", field: "name")
+            }
+            return try define(definition, unsupported: unsupported)
+        case ("PUT", "/v1/vms/{name}/autostart"):
+            guard let body = try? JSONDecoder().decode(AutostartBody.self, from: Data(request.body)) else {
+                throw APIError(400, "body must be {\"enabled\": true|false}", field: "enabled")
+            }
+            try store.setAutostart(name: name, on: body.enabled)
+            return .json(200, ["message": body.enabled ? "Domain '\(name)' marked as autostarted" : "Domain '\(name)' unmarked as autostarted"])
+        case ("GET", "/v1/vms/{name}/state"):
+            let state = try store.state(named: name)
+            return .json(200, VMStateBody(state: state.state.rawValue, reason: state.reason.rawValue))
+        case ("GET", "/v1/vms/{name}/stats"):
+            return .json(200, try stats(of: try store.record(named: name)))
+        case ("GET", "/v1/vms/{name}/console"):
+            return try console(name: name, follow: request.query["follow"] == "1")
+        case ("POST", "/v1/vms/{name}/console/input"):
+            guard let running = try controller(name).process else { throw APIError(409, "domain '\(name)' is not running") }
+            let answer = try running.control.request("POST", "/console/input", body: request.body)
+            return APIResponse(status: answer.status, contentType: "application/json", body: .bytes(answer.body))
+        case ("GET", "/v1/events"):
+            return eventStream()
+        case ("GET", "/metrics"):
+            return .text(200, try metricsText(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+        default:
+            throw APIError(500, "route \(route) has no handler")
+        }
+    }
+
+    private func lifecycle(action: String, name: String, respond: @escaping @Sendable (APIResponse) -> Void) {
+        let controller: VMController
+        do { controller = try self.controller(name) } catch {
+            respond(.error(APIError.from(error)))
+            return
+        }
+        let operation: @Sendable () throws -> ActionResult = switch action {
+        case "start": controller.start
+        case "shutdown": controller.shutdown
+        case "destroy": controller.destroy
+        case "reboot": controller.reboot
+        case "suspend": controller.suspend
+        default: controller.resume
+        }
+        controller.enqueue(operation) { result in
+            switch result {
+            case .success(let answer): respond(.json(200, answer))
+            case .failure(let error): respond(.error(error))
+            }
+        }
+    }
+
+    private func define(_ definition: VMDefinition, unsupported: [String]) throws -> APIResponse {
+        let existed = (try? store.record(named: definition.name)) != nil
+        let record = try store.define(definition)
+        events.publish(.defined, name: record.name)
+        return .json(existed ? 200 : 201, DefineResult(vm: try summary(of: record), unsupported: unsupported))
+    }
+
+    /// A native YAML/JSON document, or libvirt XML (`?format=xml`, or a body that starts with '<').
+    static func parseDefinition(_ body: [UInt8], format: String?) throws -> (VMDefinition, [String]) {
+        let firstByte = body.first { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }
+        if format == "xml" || (format == nil && firstByte == UInt8(ascii: "<")) {
+            let imported = try ImportResult(libvirtXML: Data(body))
+            return (imported.definition, imported.unsupported)
+        }
+        guard format == nil || format == "yaml" || format == "json" else {
+            throw APIError(400, "format: '\(format ?? "")' is not one of xml, yaml, json", field: "format")
+        }
+        return (try VMDefinition(yaml: Data(body)), [])
+    }
+
+    private func definitionDocument(name: String, format: String) throws -> APIResponse {
+        let definition = try store.record(named: name).definition
+        switch format {
+        case "xml": return .text(200, definition.libvirtXML(), contentType: "application/xml")
+        case "json": return .text(200, definition.json(), contentType: "application/json")
+        case "yaml": return .text(200, try definition.yaml(), contentType: "application/yaml")
+        default: throw APIError(400, "format: '\(format.prefix(16))' is not one of xml, yaml, json", field: "format")
+        }
+    }
+
+    func summary(of record: VMRecord) throws -> VMSummary {
+        let state = try store.state(named: record.name)
+        let running = state.state.isActive ? try? controller(record.name).process : nil
+        let snapshot = running.flatMap { ProcessSnapshot.read(pid: $0.identity.pid) }
+        let cpu = snapshot.map { UInt64(($0.userSeconds + $0.systemSeconds) * 1e9) } ?? 0
+        return VMSummary(name: record.name, uuid: record.uuid.uuidString.lowercased(), state: state.state.rawValue,
+                         reason: state.reason.rawValue, id: running?.identity.pid, autostart: record.autostart,
+                         persistent: true, vcpus: record.definition.vcpus, memoryBytes: record.definition.memory,
+                         currentMemoryBytes: record.definition.currentMemory, cpuTimeNanoseconds: cpu)
+    }
+
+    func stats(of record: VMRecord) throws -> VMStats {
+        let state = try store.state(named: record.name)
+        let running = state.state.isActive ? try? controller(record.name).process : nil
+        let snapshot = running.flatMap { ProcessSnapshot.read(pid: $0.identity.pid) }
+        let user = snapshot?.userSeconds ?? 0, system = snapshot?.systemSeconds ?? 0
+        let devices = deviceCounters(running)
+        return VMStats(name: record.name, state: state.state.rawValue, stateCode: VMStats.code(for: state.state),
+                       reason: state.reason.rawValue, cpuUserSeconds: user, cpuSystemSeconds: system,
+                       cpuTimeNanoseconds: UInt64((user + system) * 1e9), memoryMaxBytes: record.definition.memory,
+                       memoryCurrentBytes: record.definition.currentMemory,
+                       rssBytes: running.flatMap { ProcessSnapshot.residentBytes(pid: $0.identity.pid) } ?? 0,
+                       vcpus: record.definition.vcpus,
+                       block: devices.block, net: devices.net)
+    }
+
+    /// Block and network counters from the VMM's `GET /vm/stats` (`devices.disks`, `devices.nets`),
+    /// named as virsh domstats names them. Read loosely: a VMM without them yields none.
+    func deviceCounters(_ running: VMProcess?) -> (block: [DeviceCounters], net: [DeviceCounters]) {
+        guard let running, let answer = try? running.control.request("GET", "/vm/stats"), answer.status == 200,
+              let object = try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any],
+              let devices = object["devices"] as? [String: Any] else { return ([], []) }
+        func counters(_ entries: Any?, nameKey: String, keys: [(String, String)]) -> [DeviceCounters] {
+            (entries as? [[String: Any]] ?? []).map { entry in
+                var values: [String: UInt64] = [:]
+                for (theirs, ours) in keys { if let value = entry[theirs] as? NSNumber { values[ours] = value.uint64Value } }
+                return DeviceCounters(name: entry[nameKey] as? String ?? "", counters: values)
+            }
+        }
+        let block = counters(devices["disks"], nameKey: "path", keys: [
+            ("read_requests", "rd.reqs"), ("read_bytes", "rd.bytes"), ("write_requests", "wr.reqs"),
+            ("write_bytes", "wr.bytes"), ("flush_requests", "fl.reqs"), ("errors", "errs")])
+        let net = counters(devices["nets"], nameKey: "interface", keys: [
+            ("rx_bytes", "rx.bytes"), ("rx_packets", "rx.pkts"), ("rx_dropped", "rx.drop"),
+            ("tx_bytes", "tx.bytes"), ("tx_packets", "tx.pkts"), ("tx_errors", "tx.errs")])
+        return (block, net)
+    }
+
+    /// Recent serial output (from the running VMM's ring, or the serial log of a stopped VM), and
+    /// with follow=1 everything after it as it comes.
+    private func console(name: String, follow: Bool) throws -> APIResponse {
+        let controller = try controller(name)
+        guard let running = controller.process else {
+            if follow { throw APIError(409, "domain '\(name)' is not running") }
+            return APIResponse(status: 200, contentType: "application/octet-stream",
+                               body: .bytes(readTailBytes(controller.paths.serialLog, bytes: 64 << 10) ?? []))
+        }
+        guard follow else {
+            let answer = try running.control.request("GET", "/console")
+            return APIResponse(status: answer.status, contentType: "application/octet-stream", body: .bytes(answer.body))
+        }
+        let client = running.control
+        return APIResponse(status: 200, contentType: "application/octet-stream", body: .stream { writer in
+            let handle = StreamHandle()
+            writer.onClose { handle.cancel() }
+            let thread = Thread {
+                _ = try? client.stream("GET", "/console?follow=1", connection: handle) { bytes in
+                    writer.write(bytes)
+                    return true
+                }
+                writer.finish()
+            }
+            thread.name = "vireo-console-\(name)"
+            thread.start()
+        })
+    }
+
+    private func eventStream() -> APIResponse {
+        let events = self.events
+        return APIResponse(status: 200, contentType: "text/event-stream", body: .stream { writer in
+            writer.write(Array(": vireo lifecycle events\n\n".utf8))
+            let id = events.subscribe { event in writer.write(EventBus.serverSentEvent(event)) }
+            writer.onClose { events.unsubscribe(id) }
+        })
+    }
+}
+
+/// A request path in an error message: bounded and without control characters.
+func sanitizedPath(_ path: String) -> String { sanitized(String(path.prefix(256))) }

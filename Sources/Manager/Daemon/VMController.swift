@@ -1,0 +1,252 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What every VM controller shares: the store, the event stream, where files go, what to run.
+struct DaemonEnvironment: Sendable {
+    let store: StateStore
+    let events: EventBus
+    let stateDirectory: String
+    /// The `vireo` executable that VMs run as (`vireo run ...`).
+    let executable: String
+    let log: @Sendable (String) -> Void
+}
+
+/// The control plane of one VM. Every lifecycle operation runs on the VM's own serial queue, so
+/// concurrent requests on one VM happen one after another (no double start, no lost state),
+/// while different VMs proceed in parallel. The process watcher records exits under `lock`,
+/// never on the queue, so an operation may wait on the queue for an exit to be recorded.
+final class VMController: @unchecked Sendable {
+    let name: String
+    let queue: DispatchQueue
+    private let environment: DaemonEnvironment
+    private let lock = NSLock()
+    private var _process: VMProcess?
+
+    /// How long a started VM has to open its control socket before the start counts as failed.
+    static let startTimeout = 15.0
+    static let stopTimeout = 5.0
+
+    init(name: String, environment: DaemonEnvironment) {
+        self.name = name
+        self.environment = environment
+        queue = DispatchQueue(label: "vireo.vm.\(name)")
+    }
+
+    var process: VMProcess? {
+        lock.lock(); defer { lock.unlock() }
+        return _process
+    }
+
+    var paths: VMPaths { VMPaths(stateDirectory: environment.stateDirectory, name: name) }
+    private var store: StateStore { environment.store }
+
+    /// Runs `operation` on the VM's queue and hands its result to `completion`.
+    func enqueue<T: Sendable>(_ operation: @escaping @Sendable () throws -> T,
+                              completion: @escaping @Sendable (Result<T, APIError>) -> Void) {
+        queue.async {
+            do { completion(.success(try operation())) } catch { completion(.failure(APIError.from(error))) }
+        }
+    }
+
+    // MARK: operations (call on `queue`)
+
+    func start() throws -> ActionResult {
+        let record = try store.record(named: name)
+        guard process == nil else { throw APIError(409, "domain '\(name)' is already active") }
+        try launch(record.definition)
+        environment.events.publish(.started, name: name, reason: .booted)
+        return ActionResult(message: "Domain '\(name)' started", state: VMRunState.running.rawValue, reason: VMStateReason.booted.rawValue)
+    }
+
+    func destroy() throws -> ActionResult {
+        guard let running = process else { throw APIError(409, "domain '\(name)' is not running") }
+        try stop(running, intent: .destroy)
+        return ActionResult(message: "Domain '\(name)' destroyed", state: VMRunState.shutoff.rawValue, reason: VMStateReason.destroyed.rawValue)
+    }
+
+    /// Presses the guest's ACPI power button through the control API. A VMM without one answers
+    /// 501; that is passed on with the way out (destroy), as virsh does when a guest cannot be
+    /// asked.
+    func shutdown() throws -> ActionResult {
+        guard let running = process else { throw APIError(409, "domain '\(name)' is not running") }
+        let response = try controlCall(running, "PUT", "/vm/shutdown")
+        if response.status == 501 {
+            throw APIError(501, "graceful shutdown of domain '\(name)' is not supported by this VMM yet (no ACPI power button); use 'vireo destroy \(name)' to stop it")
+        }
+        guard (200..<300).contains(response.status) else {
+            // 409 from the VMM: not in a state to be asked (paused); anything else is its failure.
+            throw APIError(response.status == 409 ? 409 : 502, "domain '\(name)': shutdown failed: \(response.errorMessage)")
+        }
+        running.intent = .shutdown
+        // The VMM says whether the guest enabled power-button events; one that did not (no ACPI
+        // driver) will likely ignore the press, and the user should know why nothing happens.
+        let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+        var message = "Domain '\(name)' is being shutdown"
+        if object?["guest_listening"] as? Bool == false {
+            message += " (the guest has not enabled ACPI power-button events and may ignore it; 'vireo destroy \(name)' stops it at once)"
+        }
+        return ActionResult(message: message, state: VMRunState.running.rawValue, reason: VMStateReason.booted.rawValue)
+    }
+
+    /// A cold reboot: the process is stopped and a new one boots from the current definition.
+    /// (The guest is not asked first; an ACPI reboot needs the power button, as shutdown does.)
+    func reboot() throws -> ActionResult {
+        guard let running = process else { throw APIError(409, "domain '\(name)' is not running") }
+        try stop(running, intent: .reboot)
+        do {
+            try launch(try store.record(named: name).definition)
+        } catch {
+            // The old process is gone and no new one runs: record that, not the stale pid.
+            if process == nil {
+                try? store.setInactive(name: name, state: .shutoff, reason: .failed)
+                environment.events.publish(.stopped, name: name, reason: .failed)
+            }
+            throw error
+        }
+        environment.events.publish(.rebooted, name: name, reason: .booted)
+        return ActionResult(message: "Domain '\(name)' is being rebooted", state: VMRunState.running.rawValue, reason: VMStateReason.booted.rawValue)
+    }
+
+    func suspend() throws -> ActionResult {
+        guard let running = process else { throw APIError(409, "domain '\(name)' is not running") }
+        let response = try controlCall(running, "PUT", "/vm/pause")
+        guard (200..<300).contains(response.status) else {
+            throw APIError(409, "domain '\(name)': suspend failed: \(response.errorMessage)")
+        }
+        try store.setActive(name: name, state: .paused, reason: .user, process: running.identity)
+        environment.events.publish(.suspended, name: name, reason: .user)
+        return ActionResult(message: "Domain '\(name)' suspended", state: VMRunState.paused.rawValue, reason: VMStateReason.user.rawValue)
+    }
+
+    func resume() throws -> ActionResult {
+        guard let running = process else { throw APIError(409, "domain '\(name)' is not running") }
+        let response = try controlCall(running, "PUT", "/vm/resume")
+        guard (200..<300).contains(response.status) else {
+            throw APIError(409, "domain '\(name)': resume failed: \(response.errorMessage)")
+        }
+        try store.setActive(name: name, state: .running, reason: .unpaused, process: running.identity)
+        environment.events.publish(.resumed, name: name, reason: .unpaused)
+        return ActionResult(message: "Domain '\(name)' resumed", state: VMRunState.running.rawValue, reason: VMStateReason.unpaused.rawValue)
+    }
+
+    func undefine() throws {
+        guard process == nil else { throw APIError(409, "domain '\(name)' is active; destroy it first") }
+        try store.undefine(name: name)
+        // Logs, sockets and the status file; disk images are the user's and are never touched.
+        try? FileManager.default.removeItem(atPath: paths.directory)
+        environment.events.publish(.undefined, name: name)
+    }
+
+    // MARK: process handling
+
+    private func launch(_ definition: VMDefinition) throws {
+        let paths = self.paths
+        // sockaddr_un holds 107 bytes of path: refuse here with the reason, not in the VM's log.
+        guard paths.controlSocket.utf8.count <= 107 else {
+            throw APIError(500, "failed to start domain '\(name)': control socket path \(paths.controlSocket) is longer than 107 bytes; use a shorter --state-dir")
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw APIError(500, "cannot create \(paths.directory): \(error.localizedDescription)")
+        }
+        unlink(paths.statusFile)
+        let pid: Int32
+        do {
+            pid = try spawnDetached(executable: environment.executable,
+                                    arguments: VMLaunch.arguments(for: definition, paths: paths), logPath: paths.processLog)
+        } catch {
+            throw APIError(500, "failed to start domain '\(name)': \(error)")
+        }
+        // The child cannot be reaped before the watcher exists, so its /proc entry is there.
+        let ticks = ProcessSnapshot.read(pid: pid)?.startTicks ?? 0
+        let identity = ProcessIdentity(pid: pid, startTicks: ticks, controlSocket: paths.controlSocket, statusFile: paths.statusFile)
+        let running = VMProcess(identity: identity, isChild: true)
+        try adopt(running, state: .running, reason: .booted)
+        // Started means the VMM answers on its control socket; a VM that fails first is reported
+        // with the last lines its process wrote.
+        let deadline = Date().addingTimeInterval(Self.startTimeout)
+        while Date() < deadline {
+            if running.waitForExit(seconds: 0.05) {
+                let why = lastLines(of: paths.processLog, count: 2)
+                throw APIError(500, "failed to start domain '\(name)': \(why.isEmpty ? "vireo run exited" : why)")
+            }
+            if let answer = try? running.control.request("GET", "/vm"), answer.status == 200 { return }
+        }
+        running.intent = .destroy
+        running.kill()
+        _ = running.waitForExit(seconds: Self.stopTimeout)
+        throw APIError(500, "failed to start domain '\(name)': its control socket did not answer within \(Int(Self.startTimeout))s")
+    }
+
+    /// Makes `running` the VM's process: records it and starts watching for its end.
+    func adopt(_ running: VMProcess, state: VMRunState, reason: VMStateReason) throws {
+        lock.lock()
+        _process = running
+        lock.unlock()
+        do {
+            try store.setActive(name: name, state: state, reason: reason, process: running.identity)
+        } catch {
+            running.intent = .destroy
+            running.kill()
+            throw error
+        }
+        running.watch { [weak self] waitStatus in self?.recordExit(of: running, waitStatus: waitStatus) }
+    }
+
+    /// Runs on the watcher thread when the process is gone.
+    private func recordExit(of running: VMProcess, waitStatus: Int32?) {
+        lock.lock()
+        if _process === running { _process = nil }
+        lock.unlock()
+        let intent = running.intent
+        let status = RunStatus.read(from: running.identity.statusFile)
+        var reason = ExitClassifier.reason(intent: intent, status: status, waitStatus: waitStatus)
+        if reason == .unknown { reason = .crashed }
+        defer { running.markExited() }
+        // A reboot starts the next process itself; the VM is never recorded as shut off.
+        if intent == .reboot { return }
+        do {
+            try store.setInactive(name: name, state: .shutoff, reason: reason)
+        } catch {
+            environment.log("VM '\(name)': cannot record its exit: \(error)")
+        }
+        environment.log("VM '\(name)' (pid \(running.identity.pid)) stopped: \(reason.rawValue)\(status.map { " (\($0.detail))" } ?? "")")
+        environment.events.publish(.stopped, name: name, reason: reason)
+        restartIfAsked(after: reason)
+    }
+
+    /// libvirt's on_poweroff / on_crash = restart.
+    private func restartIfAsked(after reason: VMStateReason) {
+        guard let definition = try? store.record(named: name).definition else { return }
+        let restart = (reason == .shutdown && definition.onPoweroff == .restart)
+            || ((reason == .crashed || reason == .failed) && definition.onCrash == .restart)
+        guard restart else { return }
+        queue.async { [self] in
+            do { _ = try start() } catch { environment.log("VM '\(name)': restart failed: \(error)") }
+        }
+    }
+
+    /// Asks the VMM to stop, then waits; a VMM that does not stop in time is killed.
+    private func stop(_ running: VMProcess, intent: StopIntent) throws {
+        running.intent = intent
+        _ = try? controlCall(running, "PUT", "/vm/stop")
+        if running.waitForExit(seconds: Self.stopTimeout) { return }
+        environment.log("VM '\(name)' (pid \(running.identity.pid)) did not stop in \(Int(Self.stopTimeout))s; killing it")
+        running.kill()
+        guard running.waitForExit(seconds: Self.stopTimeout) else {
+            throw APIError(500, "domain '\(name)' (pid \(running.identity.pid)) did not exit after SIGKILL")
+        }
+    }
+
+    private func controlCall(_ running: VMProcess, _ method: String, _ path: String, body: [UInt8] = []) throws -> HTTPResponse {
+        do {
+            return try running.control.request(method, path, body: body)
+        } catch {
+            throw APIError(502, "domain '\(name)': control socket \(running.identity.controlSocket): \(error)")
+        }
+    }
+}

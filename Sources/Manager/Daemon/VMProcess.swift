@@ -1,0 +1,69 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One live `vireo run` process of a VM, and the watcher that notices its end.
+final class VMProcess: @unchecked Sendable {
+    let identity: ProcessIdentity
+    /// The daemon started it (waitpid works) or re-attached to it after a restart (polling).
+    let isChild: Bool
+    private let lock = NSLock()
+    private var _intent: StopIntent = .none
+    private let exitedGroup = DispatchGroup()
+
+    init(identity: ProcessIdentity, isChild: Bool) {
+        self.identity = identity
+        self.isChild = isChild
+        exitedGroup.enter()
+    }
+
+    var intent: StopIntent {
+        get { lock.lock(); defer { lock.unlock() }; return _intent }
+        set { lock.lock(); _intent = newValue; lock.unlock() }
+    }
+
+    var control: HTTPClient { HTTPClient(endpoint: .unix(path: identity.controlSocket), timeoutSeconds: 5) }
+
+    /// Waits until the exit has been recorded; false on timeout.
+    func waitForExit(seconds: Double) -> Bool {
+        exitedGroup.wait(timeout: .now() + seconds) == .success
+    }
+
+    var hasExited: Bool { waitForExit(seconds: 0) }
+
+    func markExited() { exitedGroup.leave() }
+
+    /// Calls `onExit` (on a watcher thread) once the process is gone: with the waitpid status for
+    /// a child, with nil for a re-attached process (found gone by polling /proc).
+    func watch(onExit: @escaping @Sendable (Int32?) -> Void) {
+        let identity = self.identity
+        let isChild = self.isChild
+        let thread = Thread {
+            if isChild {
+                var status: Int32 = 0
+                while waitpid(identity.pid, &status, 0) < 0 {
+                    if errno != EINTR {
+                        onExit(nil)
+                        return
+                    }
+                }
+                onExit(status)
+            } else {
+                while ProcessSnapshot.isSameProcessRunning(pid: identity.pid, startTicks: identity.startTicks) {
+                    usleep(200_000)
+                }
+                onExit(nil)
+            }
+        }
+        thread.name = "vireo-watch-\(identity.pid)"
+        thread.start()
+    }
+
+    /// SIGKILL, but only to the very process recorded (never to a process that reused its pid).
+    func kill() {
+        if ProcessSnapshot.isSameProcessRunning(pid: identity.pid, startTicks: identity.startTicks) {
+            _ = Glibc.kill(identity.pid, SIGKILL)
+        }
+    }
+}
