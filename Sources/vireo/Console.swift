@@ -98,7 +98,7 @@ final class SerialConsole: @unchecked Sendable {
         var remaining = bytes[...]
         while !remaining.isEmpty {
             guard let machine = target.get(), machine.outcome == nil else { return }
-            remaining = remaining.dropFirst(machine.typeSerialInput(Array(remaining), timeoutSeconds: 1))
+            remaining = remaining.dropFirst(machine.typeConsoleInput(Array(remaining), timeoutSeconds: 1))
         }
     }
 }

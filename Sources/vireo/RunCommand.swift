@@ -53,11 +53,26 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("host-profile"), help: "Host KVM profile: auto (detect), native or emulated-kernel-mode.")
     var hostProfile: HostProfileChoice = .auto
 
+    @Option(name: .customLong("disk"), help: ArgumentHelp("A virtio-blk disk: path=FILE[,readonly=on][,format=raw|qcow2][,serial=ID]. Repeat for more disks.", valueName: "spec"))
+    var disks: [String] = []
+
+    @Option(name: .customLong("net"), help: ArgumentHelp("A virtio-net NIC on a TAP: tap=NAME or bridge=BR (Vireo creates a TAP and adds it), [,mac=52:54:00:..][,offload=off]. Repeat for more NICs.", valueName: "spec"))
+    var networks: [String] = []
+
+    @Option(name: .customLong("console"), help: "Console for your terminal: serial (COM1, ttyS0) or virtio (hvc0; COM1 output is still shown).")
+    var consoleKind: ConsoleKind = .serial
+
+    @Flag(name: .customLong("rng"), help: "Add a virtio-rng device fed from the host's getrandom (the guest's /dev/hwrng).")
+    var entropy = false
+
     @Option(name: .customLong("serial-log"), help: "Also append the guest's serial output to this file.")
     var serialLog: String?
 
     @Option(name: .customLong("api-socket"), help: ArgumentHelp("Serve the VM's control API (pause, resume, stop, state, stats, console) on this Unix socket.", discussion: "HTTP/1.1, e.g. curl --unix-socket PATH http://vm/vm; see README."))
     var apiSocket: String?
+
+    @Option(name: .customLong("status-file"), help: "At exit, write how the VM ended (JSON: outcome, detail, exit_status) to this file.")
+    var statusFile: String?
 
     @Flag(name: .shortAndLong, help: "Explain what Vireo does: host profile, guest flags and why, boot path.")
     var verbose = false
@@ -70,6 +85,7 @@ struct Run: ParsableCommand {
             throw exit
         } catch {
             printError("\(error)")
+            recordStatus(.failed, detail: "\(error)", exitStatus: 1)
             throw ExitCode(1)
         }
     }
@@ -82,7 +98,8 @@ struct Run: ParsableCommand {
         let profile = try resolveProfile(system: system)
         let config = try VMConfig(kernel: kernelBytes, kernelPath: kernel, initrd: initrdBytes, initrdPath: initrd,
                                   cmdline: cmdline, cpus: cpus, memorySize: memorySize, onReboot: onReboot,
-                                  bootProtocol: bootProtocol, hostProfile: profile)
+                                  bootProtocol: bootProtocol, hostProfile: profile,
+                                  devices: try deviceOptions())
         if verbose { describeProfile(profile) }
 
         let console = SerialConsole()
@@ -105,7 +122,7 @@ struct Run: ParsableCommand {
             boots += 1
             let machine = try Machine(config: config, system: system, profile: profile,
                                       serialOutput: consoleLog, restoringCMOS: cmos,
-                                      rngSeed: hostRandomBytes(32))
+                                      rngSeed: hostRandomBytes(32), log: { printNote($0) })
             if verbose {
                 printNote("boot #\(boots): \(machine.bootPlan.format), \(cpus) vCPU(s), \(memorySize >> 20) MiB")
                 for note in machine.bootPlan.notes { printNote(note) }
@@ -135,6 +152,7 @@ struct Run: ParsableCommand {
             console.restoreTerminal()
             if let signal = signals.received {
                 printNote("terminating on signal \(signal)")
+                recordStatus(.signal, detail: "signal \(signal)", exitStatus: 128 + signal)
                 return 128 + signal
             }
             if case let .failed(why) = outcome {
@@ -142,8 +160,15 @@ struct Run: ParsableCommand {
             } else if verbose {
                 printNote("\(outcome); exit status \(outcome.processStatus)")
             }
+            recordStatus(outcome)
             return outcome.processStatus
         }
+    }
+
+    private func deviceOptions() throws -> DeviceOptions {
+        DeviceOptions(disks: try disks.map { try DiskOptions.parse($0) },
+                      networks: try networks.map { try NetworkOptions.parse($0) },
+                      virtioConsole: consoleKind == .virtio, entropy: entropy)
     }
 
     private func resolveProfile(system: KVMSystem) throws -> HostProfile {
@@ -161,6 +186,10 @@ struct Run: ParsableCommand {
             printNote("int3 at CPL0 is injected as #BP by Vireo; fwait is stepped over; other emulation failures stop the VM with a report")
         }
     }
+}
+
+enum ConsoleKind: String, ExpressibleByArgument, CaseIterable {
+    case serial, virtio
 }
 
 func printError(_ message: String) {

@@ -1,0 +1,100 @@
+import ArgumentParser
+import Foundation
+import Manager
+
+/// The virsh-like commands, in the order `vireo --help` lists them.
+let managementCommands: [any ParsableCommand.Type] = [
+    DaemonCommand.self, Define.self, Undefine.self, List.self, Start.self, ConsoleCommand.self,
+    Shutdown.self, Destroy.self, Reboot.self, Suspend.self, Resume.self, Autostart.self,
+    DomInfo.self, DomState.self, DomStats.self, DumpXML.self, Edit.self,
+]
+
+/// POST /v1/vms/NAME/ACTION and print the daemon's virsh-worded answer.
+func lifecycle(_ action: String, failing: String, name: String, connection: ConnectionOptions) throws {
+    try manage {
+        let client = try connection.client()
+        let answer = try client.decode(ActionResult.self, "POST", "/v1/vms/\(escapedName(name))/\(action)",
+                                       action: failing, name: name)
+        print(answer.message + "\n")
+    }
+}
+
+struct Start: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start a defined VM (boots it in a new vireo run process).")
+    @Argument(help: "VM name.") var name: String
+    @Flag(help: "Attach to the serial console once started.") var console = false
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() throws {
+        try lifecycle("start", failing: "Failed to start", name: name, connection: connection)
+        if console { try attachConsole(name: name, connection: connection) }
+    }
+}
+
+struct Shutdown: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ask the guest to shut down (ACPI power button).",
+        discussion: "Returns once asked; the VM is shut off when the guest has powered off. A VMM without the ACPI power button refuses, and the error says to use destroy.")
+    @Argument(help: "VM name.") var name: String
+    @OptionGroup var connection: ConnectionOptions
+    func run() throws { try lifecycle("shutdown", failing: "Failed to shutdown", name: name, connection: connection) }
+}
+
+struct Destroy: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop a VM at once, like pulling the plug (the definition is kept).")
+    @Argument(help: "VM name.") var name: String
+    @OptionGroup var connection: ConnectionOptions
+    func run() throws { try lifecycle("destroy", failing: "Failed to destroy", name: name, connection: connection) }
+}
+
+struct Reboot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Restart a VM.",
+        discussion: "A cold restart: the VM process is stopped and a new one boots from the current definition.")
+    @Argument(help: "VM name.") var name: String
+    @OptionGroup var connection: ConnectionOptions
+    func run() throws { try lifecycle("reboot", failing: "Failed to reboot", name: name, connection: connection) }
+}
+
+struct Suspend: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Pause every vCPU of a running VM.")
+    @Argument(help: "VM name.") var name: String
+    @OptionGroup var connection: ConnectionOptions
+    func run() throws { try lifecycle("suspend", failing: "Failed to suspend", name: name, connection: connection) }
+}
+
+struct Resume: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Resume a suspended VM.")
+    @Argument(help: "VM name.") var name: String
+    @OptionGroup var connection: ConnectionOptions
+    func run() throws { try lifecycle("resume", failing: "Failed to resume", name: name, connection: connection) }
+}
+
+struct Undefine: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Remove a shut-off VM's definition (disk images are kept).")
+    @Argument(help: "VM name.") var name: String
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() throws {
+        try manage {
+            _ = try connection.client().expect("DELETE", "/v1/vms/\(escapedName(name))", action: "Failed to undefine", name: name)
+            print("Domain '\(name)' has been undefined\n")
+        }
+    }
+}
+
+struct Autostart: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start the VM whenever the daemon starts.")
+    @Argument(help: "VM name.") var name: String
+    @Flag(help: "Turn autostart off.") var disable = false
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() throws {
+        try manage {
+            let body = Array(try JSONEncoder().encode(AutostartBody(enabled: !disable)))
+            _ = try connection.client().expect("PUT", "/v1/vms/\(escapedName(name))/autostart", body: body,
+                                               action: "Failed to \(disable ? "unmark" : "mark")", name: name)
+            print(disable ? "Domain '\(name)' unmarked as autostarted\n" : "Domain '\(name)' marked as autostarted\n")
+        }
+    }
+}
