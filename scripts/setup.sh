@@ -18,6 +18,8 @@ packages=(
     qemu-utils qemu-system-x86
     # misc tools the scripts use
     cpio python3 time curl
+    # device e2e: an ext4 disk made on the host, a TAP in a network namespace, a ping across it
+    e2fsprogs iproute2 iputils-ping
 )
 missing=()
 for p in "${packages[@]}"; do

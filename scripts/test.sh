@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, and .ci/run): setup, build, unit + integration tests, then the Linux
-# end-to-end boot. Prints a closing "N passed, N failed" summary line for the whole run.
+# end-to-end boots. Prints a closing "N passed, N failed" summary line for the whole run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +29,8 @@ step "swift test" swift test -j 2
 if [ "${VIREO_SKIP_E2E:-0}" != "1" ]; then
     # The bzImage, so CI exercises host-side decompression of a real kernel end to end.
     step "linux e2e" env VIREO_E2E_KERNEL=bzImage bash tests/e2e/linux-boot.sh
+    # PCI, ACPI and the virtio devices: one more boot, with a disk, a TAP in a netns, hvc0, rng.
+    step "linux devices e2e" bash tests/e2e/linux-devices.sh
 fi
 
 echo "test.sh: $passed passed, $failed failed"

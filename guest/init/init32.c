@@ -17,6 +17,9 @@
  * command line holds `vireo.reboot` (a VMM without ACPI cannot be powered off: Linux then
  * halts forever, so such a VMM ends the guest through the i8042 reset a reboot performs).
  *
+ * With the undotted word `vireokernelonly` on the command line it makes no system call at all
+ * and spins in user mode (see init_main).
+ *
  * Dotted parameters such as `vireo.shell` are never handed to init as argv/envp (the kernel
  * treats them as module parameters), so the command line is read from /proc/cmdline.
  *
@@ -304,9 +307,29 @@ static void run_shell(void)
     say_errno("execve /bin/sh", rc);
 }
 
+/* True when the kernel handed init the word `word` as an argument (undotted command-line words
+ * without '=' become init's argv; reading them needs no system call). */
+static int argv_has(const u32 *initial_stack, const char *word)
+{
+    u32 argc = initial_stack[0];
+    for (u32 i = 1; i <= argc && i < 64; i++) {
+        const char *arg = (const char *)initial_stack[i];
+        const char *w = word;
+        while (*arg && *arg == *w) { arg++; w++; }
+        if (*arg == 0 && *w == 0)
+            return 1;
+    }
+    return 0;
+}
+
 __attribute__((noreturn, used)) void init_main(u32 *initial_stack)
 {
-    (void)initial_stack;
+    /* `vireokernelonly`: the host cannot take system calls from guest user space, so the first
+     * one would kill pid 1 and panic the kernel. Stay alive without any (user-mode spin, native
+     * speed) so the VMM can drive the kernel-only checks and power off through ACPI (sysrq o). */
+    if (argv_has(initial_stack, "vireokernelonly"))
+        for (;;)
+            __asm__ volatile("pause");
     if (syscall3(NR_getpid, 0, 0, 0) != 1) {
         static const char refuse[] = "init32: not pid 1; this program powers the machine off, "
                                      "so it only runs as a guest's /init\n";

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Linux end to end for PCI, ACPI and the virtio devices, in one boot.
+#
+# The guest gets an ext4 root disk made on the host (virtio-blk), a NIC on a TAP inside a network
+# namespace this script creates (virtio-net), hvc0 (virtio-console), a virtio-rng and two vCPUs
+# described by Vireo's ACPI tables. What is checked is what the guest *kernel* shows, because on
+# hosts where guest user space cannot make system calls (shared/HOST-KVM.md) no user-space tool can
+# run: the kernel enumerates PCI through ECAM, probes vda with the right capacity and mounts the
+# ext4 root read-write (the host then reads the superblock the guest wrote), configures eth0 from
+# ip= and answers the host's ping and TCP SYN, handles the ACPI power button (clears its status
+# bit), prints on hvc0, draws entropy from the hwrng, and powers off through ACPI S5 when sysrq 'o'
+# arrives on hvc0. The init (guest/init/init32.c with `vireokernelonly`) makes no system call.
+#
+# Not covered here (needs a guest process): a file written by a guest program, /dev/hwrng read by
+# a program, a TCP payload exchange, `poweroff` from a shell. See guest/README.md.
+#
+# Environment: VIREO_BIN, VIREO_E2E_TIMEOUT (seconds to reach init, default 900), VIREO_E2E_LOG_DIR.
+# Needs root for the network namespace and TAP; without it the network checks fail and say why.
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+vireo=${VIREO_BIN:-$repo/.build/debug/vireo}
+timeout_s=${VIREO_E2E_TIMEOUT:-900}
+log_dir=${VIREO_E2E_LOG_DIR:-$repo/.build/e2e}
+guest_ip=10.77.0.2
+host_ip=10.77.0.1
+mac=52:54:00:12:34:56
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "e2e-devices: PASS: $*"; }
+fail() { failed=$((failed + 1)); echo "e2e-devices: FAIL: $*"; }
+note() { echo "e2e-devices: $*"; }
+
+work=$(mktemp -d)
+ns=vireo-e2e-$$
+vm_pid=
+cleanup() {
+    [ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null
+    ip netns del "$ns" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+finish() {
+    echo "e2e-devices: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+
+if [ ! -x "$vireo" ]; then fail "no vireo at $vireo (swift build first)"; finish; fi
+guest_vars=$("$repo/scripts/build-linux-guest.sh") || { fail "scripts/build-linux-guest.sh failed"; finish; }
+guest_var() { printf '%s\n' "$guest_vars" | sed -n "s/^$1=//p" | tail -1; }
+kernel=$(guest_var VIREO_GUEST_BZIMAGE)
+init32=$(dirname "$(guest_var VIREO_GUEST_INITRAMFS)")/init32
+[ -r "$kernel" ] && [ -r "$init32" ] || { fail "guest build printed no kernel/init32"; finish; }
+
+# The root disk: ext4 made on the host with the init and a file, /dev/console made without root.
+mkdir -p "$work/root/sbin" "$work/root/dev" "$work/root/proc" "$work/root/sys" "$work/root/vireo"
+cp "$init32" "$work/root/sbin/init"
+echo "written by the host" >"$work/root/vireo/from-host.txt"
+disk=$work/root.img
+truncate -s 64M "$disk"
+mkfs.ext4 -q -F -L vireo-root -d "$work/root" "$disk" || { fail "mkfs.ext4 -d failed"; finish; }
+printf 'cd /dev\nmknod console c 5 1\n' >"$work/mknod.debugfs"
+debugfs -w -f "$work/mknod.debugfs" "$disk" >/dev/null 2>&1
+mounts_before=$(dumpe2fs -h "$disk" 2>/dev/null | sed -n 's/^Mount count: *//p')
+
+# The network: a TAP in a fresh namespace; vireo runs inside it and opens the TAP by name.
+runner=()
+net_args=()
+ipconf=
+if [ "$(id -u)" -eq 0 ] && ip netns add "$ns" 2>/dev/null; then
+    ip netns exec "$ns" ip link set lo up
+    ip netns exec "$ns" ip tuntap add vtap0 mode tap
+    ip netns exec "$ns" ip addr add "$host_ip/24" dev vtap0
+    ip netns exec "$ns" ip link set vtap0 up
+    runner=(ip netns exec "$ns")
+    net_args=(--net "tap=vtap0,mac=$mac")
+    ipconf="ip=$guest_ip::$host_ip:255.255.255.0:vireo:eth0:off"
+else
+    note "cannot create a network namespace (not root?): the guest gets no NIC"
+fi
+
+mkdir -p "$log_dir"
+log=$log_dir/linux-devices-$(date -u +%Y%m%dT%H%M%SZ).log
+api=$work/api.sock
+cmdline="console=ttyS0 console=hvc0 8250.nr_uarts=1 random.trust_bootloader=on root=/dev/vda rw panic=-1 reboot=k $ipconf vireokernelonly"
+note "booting $kernel: 2 vCPUs, disk, ${net_args[*]:-no NIC}, virtio console, rng"
+note "guest command line: $cmdline"
+note "log: $log"
+started=$(date +%s)
+"${runner[@]}" "$vireo" run --verbose --kernel "$kernel" --cpus 2 --memory 512M --cmdline "$cmdline" \
+    --disk "path=$disk,serial=vireo-e2e-root" "${net_args[@]}" --console virtio --rng --api-socket "$api" \
+    </dev/null >"$log" 2>&1 &
+vm_pid=$!
+
+clean() { tr -d '\r' <"$log"; }
+has() { grep -qE -- "$1" <<<"$(clean)"; }
+first() { grep -m1 -E -- "$1" <<<"$(clean)" | sed 's/^\[[^]]*\] //'; }
+# Waits until the log matches or the VM is gone; false on timeout.
+wait_for() {
+    local deadline=$(( $(date +%s) + $2 ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        has "$1" && return 0
+        kill -0 "$vm_pid" 2>/dev/null || { has "$1"; return; }
+        sleep 2
+    done
+    return 1
+}
+api_call() { curl -s --max-time 20 --unix-socket "$api" "$@"; }
+check() { if has "$1"; then pass "$2: $(first "$1")"; else fail "$2: no line matching '$1'${3:+ (got: '$(first "$3")')}"; fi; }
+
+if ! wait_for 'Run /sbin/init as init process|Kernel panic' "$timeout_s" || ! has 'Run /sbin/init as init process'; then
+    fail "the guest did not start /sbin/init from the virtio disk within ${timeout_s}s"
+    clean | tail -40 | sed 's/^/    | /'
+    finish
+fi
+note "guest kernel ran /sbin/init after $(( $(date +%s) - started ))s"
+
+# The network, from the host side of the TAP, while the guest runs.
+if [ ${#runner[@]} -gt 0 ]; then
+    wait_for 'IP-Config: Complete' 60
+    if "${runner[@]}" ping -c 3 -W 10 "$guest_ip" >"$work/ping" 2>&1; then
+        pass "host pinged the guest across the TAP: $(grep -m1 'packets transmitted' "$work/ping")"
+    else
+        fail "no ping reply from $guest_ip: $(tail -2 "$work/ping" | tr '\n' ' ')"
+    fi
+    tcp=$("${runner[@]}" timeout 20 bash -c "exec 3<>/dev/tcp/$guest_ip/9" 2>&1)
+    if grep -q 'Connection refused' <<<"$tcp"; then
+        pass "host TCP SYN to the guest's port 9 was answered (RST: the guest kernel's TCP stack replied)"
+    else
+        fail "TCP to $guest_ip:9 got no RST: '${tcp:-timeout}'"
+    fi
+else
+    fail "network: not tested (no network namespace: run as root)"
+fi
+
+# The ACPI power button: the guest's ACPI driver must have enabled it and must clear it.
+button=$(api_call -X PUT http://vm/vm/shutdown)
+if grep -q '"guest_listening":true' <<<"$button"; then pass "power button pressed, guest had enabled power-button events"
+else fail "power button: guest was not listening: '$button'"; fi
+handled=
+for _ in $(seq 1 30); do
+    if api_call http://vm/vm | grep -q '"power_button_pending":false'; then handled=yes; break; fi
+    sleep 2
+done
+if [ -n "$handled" ]; then pass "the guest's ACPI SCI handler cleared the power button status"
+else fail "power button status still pending after 60s: $(api_call http://vm/vm)"; fi
+
+# Device counters before power-off: the guest used each device.
+stats=$(api_call http://vm/vm/stats)
+note "stats: $stats"
+counter() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, d))' "$stats" "$1" 2>/dev/null || echo 0; }
+[ "$(counter 'devices["rng"]["bytes"]')" -gt 0 ] 2>/dev/null && pass "hwrng: the guest drew $(counter 'devices["rng"]["bytes"]') bytes from virtio-rng" \
+    || fail "hwrng: the guest read nothing from virtio-rng"
+[ "$(counter 'devices["console"]["tx_bytes"]')" -gt 0 ] 2>/dev/null && pass "hvc0: the guest wrote $(counter 'devices["console"]["tx_bytes"]') bytes to the virtio console" \
+    || fail "hvc0: nothing written to the virtio console"
+[ "$(counter 'devices["disks"][0]["read_bytes"]')" -gt 0 ] 2>/dev/null && pass "vda: $(counter 'devices["disks"][0]["read_bytes"]') bytes read, $(counter 'devices["disks"][0]["write_bytes"]') written" \
+    || fail "vda: no reads counted"
+
+# Power off through ACPI S5: sysrq on hvc0 (^O then the key): sync, remount read-only, power off.
+api_call -X POST --data-binary $'\x0fs' http://vm/console/input >/dev/null
+wait_for 'Emergency Sync complete' 60
+api_call -X POST --data-binary $'\x0fu' http://vm/console/input >/dev/null
+wait_for 'Emergency Remount complete' 60
+api_call -X POST --data-binary $'\x0fo' http://vm/console/input >/dev/null
+rc=
+for _ in $(seq 1 60); do
+    if ! kill -0 "$vm_pid" 2>/dev/null; then wait "$vm_pid"; rc=$?; break; fi
+    sleep 2
+done
+vm_pid_left=$vm_pid
+vm_pid=
+if [ -z "$rc" ]; then
+    fail "the VM did not power off within 120s of sysrq o"
+    kill "$vm_pid_left" 2>/dev/null
+elif [ "$rc" -eq 0 ] && has '^vireo: guest powered off'; then
+    pass "guest powered off through ACPI S5; vireo run exited 0"
+else
+    fail "after sysrq o: exit status $rc, $(first '^vireo: (guest powered off|guest reset|error|stopped)' || echo 'no outcome line')"
+fi
+
+# What the guest kernel printed about the machine.
+check 'ACPI: RSDP 0x00000000000E0000' "ACPI tables found"
+check 'smp: Brought up 1 node, 2 CPUs' "SMP from the MADT" 'smp: Brought up'
+check 'ACPI: button: Power Button \[PWRF\]|Power Button \[PWRF\]' "ACPI power button"
+check 'PCI: (MMCONFIG|ECAM) .*0xe0000000' "PCI ECAM from the MCFG" 'PCI: '
+check 'pci 0000:00:0[0-9a-f]\.0: \[1af4:1042\]' "virtio-blk on PCI"
+check 'pci 0000:00:0[0-9a-f]\.0: \[1af4:1041\]' "virtio-net on PCI"
+check 'virtio_blk virtio[0-9]+: \[vda\] 131072 512-byte logical blocks' "vda capacity" 'virtio_blk'
+check 'EXT4-fs \(vda\): mounted filesystem' "ext4 root mounted from vda" 'EXT4-fs'
+if [ ${#runner[@]} -gt 0 ]; then check "IP-Config: Complete|device=eth0, hwaddr=$mac" "eth0 configured" 'IP-Config'; fi
+check 'printk: console \[hvc0\] enabled' "hvc0 registered as a console"
+if grep -iE 'pci .*(fail|error|conflict|can.t claim)' <<<"$(clean)" >"$work/pcierr"; then
+    fail "PCI errors in dmesg: $(head -3 "$work/pcierr" | tr '\n' ' ')"
+else
+    pass "no PCI errors in the guest's log"
+fi
+
+# The host reads back what the guest wrote: ext4 mounted once, clean, last mounted on /.
+mounts_after=$(dumpe2fs -h "$disk" 2>/dev/null | sed -n 's/^Mount count: *//p')
+if [ -n "$mounts_after" ] && [ "$mounts_after" -gt "${mounts_before:-0}" ]; then
+    pass "host sees the guest's write to vda: mount count ${mounts_before:-0} -> $mounts_after, last mounted on '$(dumpe2fs -h "$disk" 2>/dev/null | sed -n 's/^Last mounted on: *//p')'"
+else
+    fail "the superblock on the host is unchanged (mount count ${mounts_after:-?})"
+fi
+if e2fsck -fn "$disk" >"$work/fsck" 2>&1; then pass "e2fsck -fn: the guest left a consistent file system"
+else
+    fail "e2fsck -fn found problems (features: $(dumpe2fs -h "$disk" 2>/dev/null | sed -n 's/^Filesystem features: *//p'))"
+    sed 's/^/    fsck| /' "$work/fsck" | head -30
+fi
+
+[ "$failed" -eq 0 ] || { note "last 30 lines of $log:"; clean | tail -30 | sed 's/^/    | /'; }
+finish
