@@ -32,3 +32,8 @@ public final class EventFD: Sendable {
         }
     }
 }
+
+/// Names the calling thread (15 bytes at most), as shown by top -H and /proc/PID/task/TID/comm.
+public func setCurrentThreadName(_ name: String) {
+    _ = ckvm_set_thread_name(String(name.prefix(15)))
+}

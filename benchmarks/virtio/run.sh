@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# virtio-blk: Vireo vs QEMU (Debian's qemu-system-x86_64 -M pc, KVM, virtio-blk-pci on an
+# iothread) with the same guest, the same raw disk and the same request stream, in one run.
+#
+#   benchmarks/virtio/run.sh [--requests N] [--vireo PATH] [--work DIR]
+#
+# The guest is TestGuests' mb-virtio in bench mode: a minimal virtio 1.x driver that issues N
+# 4 KiB requests one at a time (sequential/random, read/write) and polls the used ring. For each
+# VMM and workload it reports wall time, requests/s, and the host CPU time per request of the
+# thread that serves the device (Vireo: "vblk0"; QEMU: its iothread "IO io0"), read from
+# /proc/PID/task/TID/stat while the guest runs, plus the whole process's CPU per request.
+#
+# On hosts whose KVM emulates guest kernel mode (shared/HOST-KVM.md) the guest's side of each
+# request is emulated and dominates wall time for both VMMs alike; the device thread's CPU per
+# request is the figure that compares the VMMs' data paths. Results: benchmarks/RESULTS.md.
+# Guest-side TCP throughput on virtio-net needs guest user space and is not measured here.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+requests=20000 vireo="" work=""
+die() { echo "run.sh: error: $*" >&2; exit 1; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --requests) requests=$2; shift 2 ;;
+        --vireo) vireo=$2; shift 2 ;;
+        --work) work=$2; shift 2 ;;
+        -h|--help) sed -n "2,17s|^# \{0,1\}||p" "$0"; exit 0 ;;
+        *) die "unknown argument $1 (see --help)" ;;
+    esac
+done
+case "$requests" in ''|*[!0-9]*) die "--requests takes an integer" ;; esac
+
+command -v qemu-system-x86_64 >/dev/null || {
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get install -y -qq qemu-system-x86 >/dev/null || die "cannot install qemu-system-x86"
+}
+if [ -z "$vireo" ]; then
+    echo "run.sh: building a release vireo in .build-bench (once)" >&2
+    (cd "$repo" && swift build -c release -j 2 --scratch-path .build-bench --product vireo >&2) || die "release build failed"
+    vireo=$repo/.build-bench/release/vireo
+fi
+[ -x "$vireo" ] || die "no vireo at $vireo"
+work=${work:-$(mktemp -d)}
+mkdir -p "$work"
+make -s -C "$repo/TestGuests" OUT="$work/guests" >&2 || die "building the test guests failed"
+guest=$work/guests/mb-virtio.elf
+disk=$work/bench.img
+rm -f "$disk"
+truncate -s 256M "$disk"
+# Allocated, so reads hit real blocks on both VMMs.
+dd if=/dev/zero of="$disk" bs=1M count=256 conv=notrunc status=none
+
+ticks=$(getconf CLK_TCK)
+# CPU seconds (user+system) of the thread named $2 in process $1, or of the whole process.
+thread_cpu() {
+    local pid=$1 name=$2 task
+    for task in /proc/"$pid"/task/*; do
+        if [ "$(cat "$task/comm" 2>/dev/null)" = "$name" ]; then
+            awk -v t="$ticks" '{ sub(/^.*\) /, ""); print ($12 + $13) / t }' "$task/stat" 2>/dev/null
+            return
+        fi
+    done
+}
+process_cpu() { awk -v t="$ticks" '{ sub(/^.*\) /, ""); print ($12 + $13) / t }' /proc/"$1"/stat 2>/dev/null; }
+
+# Runs one VMM command line in the background, samples its CPU until it exits, prints
+# "wall device_cpu process_cpu".
+measure() {
+    local thread=$1; shift
+    local start end pid device=0 total=0 value
+    start=$(date +%s.%N)
+    "$@" >"$work/out" 2>&1 &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        value=$(thread_cpu "$pid" "$thread" || true); [ -n "$value" ] && device=$value
+        value=$(process_cpu "$pid" || true); [ -n "$value" ] && total=$value
+        sleep 0.05
+    done
+    wait "$pid" || true
+    end=$(date +%s.%N)
+    grep -q "bench done" "$work/out" || { cat "$work/out" >&2; die "the guest did not finish under: $*"; }
+    echo "$(echo "$end - $start" | bc -l) $device $total"
+}
+
+run_vireo() {
+    measure vblk0 "$vireo" run --kernel "$guest" --memory 64M --cmdline "bench=$requests $1" --disk "path=$disk,format=raw"
+}
+run_qemu() {
+    measure "IO io0" qemu-system-x86_64 -enable-kvm -M pc -m 64M -name bench,debug-threads=on -nodefaults -display none -serial stdio \
+        -kernel "$guest" -append "bench=$requests $1" -device isa-debug-exit,iobase=0xf4,iosize=4 \
+        -object iothread,id=io0 -drive "file=$disk,if=none,id=d0,format=raw,cache=writeback,aio=threads" \
+        -device virtio-blk-pci,drive=d0,iothread=io0,disable-legacy=on
+}
+
+printf '%-12s %-6s %8s %10s %16s %16s\n' workload vmm wall_s req_per_s device_us_per_req process_us_per_req
+for workload in "" "rand" "write" "rand write"; do
+    name=$(echo "${workload:-seq read}" | sed 's/^rand$/rand read/; s/^write$/seq write/')
+    declare -A device_us
+    for vmm in vireo qemu; do
+        read -r wall device total < <("run_$vmm" "$workload")
+        rate=$(echo "$requests / $wall" | bc -l)
+        dus=$(echo "$device * 1000000 / $requests" | bc -l)
+        pus=$(echo "$total * 1000000 / $requests" | bc -l)
+        device_us[$vmm]=$dus
+        printf '%-12s %-6s %8.2f %10.0f %16.1f %16.1f\n' "$name" "$vmm" "$wall" "$rate" "$dus" "$pus"
+    done
+    if [ "$(echo "${device_us[qemu]} > 0" | bc -l)" = 1 ]; then
+        printf '%-12s ratio  device CPU per request, Vireo/QEMU: %.2f\n' "$name" "$(echo "${device_us[vireo]} / ${device_us[qemu]}" | bc -l)"
+    fi
+done
