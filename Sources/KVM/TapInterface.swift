@@ -1,4 +1,5 @@
 import CKVM
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,9 +8,11 @@ import Glibc
 /// It lives here because the KVM module is the only one that imports the C shim, which holds the
 /// fixed-arity ioctl wrappers; nothing in it is KVM-specific.
 public final class TapInterface: Sendable {
-    let fd: FileDescriptor
+    /// -1 once closed: a VM that reboots in place must release the TAP before its next boot
+    /// attaches to it again (a single-queue TAP takes one owner).
+    private let descriptor: Mutex<Int32>
     public let name: String
-    public var raw: Int32 { fd.raw }
+    public var raw: Int32 { descriptor.withLock { $0 } }
 
     /// TUN_F_* offload flags for `setOffloads`.
     public struct Offloads: OptionSet, Sendable {
@@ -35,15 +38,25 @@ public final class TapInterface: Sendable {
             }
             throw KVMError.ioctlFailed("TUNSETIFF \(name)", errno: err)
         }
-        fd = FileDescriptor(raw)
+        descriptor = Mutex(raw)
         self.name = actual.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         _ = try retryingEINTR("TUNSETVNETHDRSZ") { ckvm_tap_set_vnet_header_size(raw, vnetHeaderSize) }
     }
 
+    /// Releases the TAP (idempotent); later sends and receives fail.
+    public func close() {
+        descriptor.withLock { fd in
+            if fd >= 0 { Glibc.close(fd) }
+            fd = -1
+        }
+    }
+
+    deinit { close() }
+
     /// Tells the TAP which offloads the guest accepted: the kernel then hands it partially
     /// checksummed / large segments described by the virtio-net header.
     public func setOffloads(_ offloads: Offloads) throws(KVMError) {
-        _ = try retryingEINTR("TUNSETOFFLOAD") { ckvm_tap_set_offload(fd.raw, offloads.rawValue) }
+        _ = try retryingEINTR("TUNSETOFFLOAD") { ckvm_tap_set_offload(raw, offloads.rawValue) }
     }
 
     /// Brings the interface up (needs CAP_NET_ADMIN).
@@ -64,8 +77,10 @@ public final class TapInterface: Sendable {
 
     /// Writes one frame (virtio-net header first); false when the TAP queue is full.
     public func send(_ frame: [UInt8]) throws(KVMError) -> Bool {
+        let fd = raw
+        guard fd >= 0 else { throw KVMError.invalidArgument("TAP \(name) is closed") }
         while true {
-            let written = frame.withUnsafeBytes { write(fd.raw, $0.baseAddress, $0.count) }
+            let written = frame.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             if written >= 0 { return true }
             let err = errno
             if err == EINTR { continue }
@@ -76,9 +91,11 @@ public final class TapInterface: Sendable {
 
     /// Reads one frame (virtio-net header first) into a buffer of `maxLength`; nil when none waits.
     public func receive(maxLength: Int) throws(KVMError) -> [UInt8]? {
+        let fd = raw
+        guard fd >= 0 else { throw KVMError.invalidArgument("TAP \(name) is closed") }
         var buffer = [UInt8](repeating: 0, count: maxLength)
         while true {
-            let count = buffer.withUnsafeMutableBytes { read(fd.raw, $0.baseAddress, $0.count) }
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if count >= 0 { return Array(buffer[0..<count]) }
             let err = errno
             if err == EINTR { continue }

@@ -36,6 +36,9 @@ final class PCIPlatform: @unchecked Sendable {
     private(set) var networkDevices: [(name: String, device: VirtioNet)] = []
     private(set) var console: VirtioConsole?
     private(set) var entropy: VirtioEntropyDevice?
+    /// Host resources released when the machine stops: disks are flushed, TAPs closed.
+    private var diskImages: [any BlockDevice] = []
+    private var taps: [TapInterface] = []
     private var consoleCounter: CountingSerialOutput?
     private var entropyCounter: CountingEntropySource?
     private let vm: VirtualMachine
@@ -58,12 +61,14 @@ final class PCIPlatform: @unchecked Sendable {
                                            readOnly: disk.readOnly)
             let configuration = VirtioBlockConfiguration(readOnly: disk.readOnly,
                                                              serial: disk.serial ?? "vireo-disk\(index)")
+            diskImages.append(image)
             let device = try VirtioBlock(backend: image, configuration: configuration)
             blockDevices.append((disk, device))
             try add(device, name: "vblk\(index)", memory: memory)
         }
         for (index, network) in options.networks.enumerated() {
             let backend = try TapNetworkBackend(options: network)
+            taps.append(backend.tap)
             let mac = network.mac ?? Self.generatedMAC()
             let device = try VirtioNet(backend: backend, configuration: VirtioNetConfiguration(mac: mac))
             networkDevices.append((backend.tap.name, device))
@@ -171,8 +176,14 @@ final class PCIPlatform: @unchecked Sendable {
         }
     }
 
+    /// Stops the device threads, then makes what the guest wrote durable and lets go of the TAPs
+    /// (a machine rebooting in place opens them again).
     func stop() {
         for function in functions { function.ioThread.stop() }
+        for image in diskImages {
+            do { try image.flush() } catch { log("flushing a disk at VM stop failed: \(error)") }
+        }
+        for tap in taps { tap.close() }
     }
 
     /// A locally administered unicast MAC in QEMU's 52:54:00 range, random per VM start.
