@@ -236,6 +236,9 @@ public final class Machine: @unchecked Sendable {
         return try runners.map { try $0.vcpu.captureState() }
     }
 
+    /// One line per PCI device: what the guest sees and what backs it.
+    public var deviceSummary: [String] { pci.summary }
+
     /// Block, network, console and entropy counters of the virtio devices.
     public var deviceStatistics: DeviceStatistics { pci.statistics }
 

@@ -39,6 +39,8 @@ final class PCIPlatform: @unchecked Sendable {
     /// Host resources released when the machine stops: disks are flushed, TAPs closed.
     private var diskImages: [any BlockDevice] = []
     private var taps: [TapInterface] = []
+    /// One line per device for `vireo run --verbose`: what the guest gets and what backs it.
+    private(set) var summary: [String] = []
     private var consoleCounter: CountingSerialOutput?
     private var entropyCounter: CountingEntropySource?
     private let vm: VirtualMachine
@@ -64,7 +66,9 @@ final class PCIPlatform: @unchecked Sendable {
             diskImages.append(image)
             let device = try VirtioBlock(backend: image, configuration: configuration)
             blockDevices.append((disk, device))
-            try add(device, name: "vblk\(index)", memory: memory)
+            let function = try add(device, name: "vblk\(index)", memory: memory)
+            summary.append("\(function.transport.address): virtio-blk \(disk.path), \(device.capacitySectors) sectors, "
+                           + "\(device.isReadOnly ? "read-only" : "read-write"), serial \(configuration.serial)")
         }
         for (index, network) in options.networks.enumerated() {
             let backend = try TapNetworkBackend(options: network)
@@ -73,6 +77,14 @@ final class PCIPlatform: @unchecked Sendable {
             let device = try VirtioNet(backend: backend, configuration: VirtioNetConfiguration(mac: mac))
             networkDevices.append((backend.tap.name, device))
             let function = try add(device, name: "vnet\(index)", memory: memory)
+            var where_ = "TAP \(backend.tap.name)"
+            if case let .bridge(bridge) = network.attachment { where_ += " on bridge \(bridge)" }
+            let offloads = backend.offloads.isEmpty ? "none" : [
+                backend.offloads.contains(.checksum) ? "csum" : nil, backend.offloads.contains(.tso4) ? "tso4" : nil,
+                backend.offloads.contains(.tso6) ? "tso6" : nil,
+            ].compactMap { $0 }.joined(separator: ",")
+            summary.append("\(function.transport.address): virtio-net on \(where_), mac "
+                           + mac.map { String($0, radix: 16).leftPadded(to: 2) }.joined(separator: ":") + ", offloads \(offloads)")
             // Level-triggered poll: the handler drains the TAP (frames without a buffer are dropped).
             function.ioThread.add(fd: backend.tap.raw) { [device] in
                 while device.backendReadable() {}
@@ -83,14 +95,16 @@ final class PCIPlatform: @unchecked Sendable {
             let device = VirtioConsole(output: counter, onInputSpace: onConsoleInputSpace)
             console = device
             consoleCounter = counter
-            try add(device, name: "vcon", memory: memory)
+            let function = try add(device, name: "vcon", memory: memory)
+            summary.append("\(function.transport.address): virtio-console (hvc0)")
         }
         if options.entropy {
             let counter = CountingEntropySource()
             let device = VirtioEntropyDevice(source: counter.source())
             entropy = device
             entropyCounter = counter
-            try add(device, name: "vrng", memory: memory)
+            let function = try add(device, name: "vrng", memory: memory)
+            summary.append("\(function.transport.address): virtio-rng from the host's getrandom")
         }
         root.setBARObserver { [weak self] address, _, _ in self?.moveNotifyEventFDs(of: address) }
     }
@@ -189,5 +203,11 @@ final class PCIPlatform: @unchecked Sendable {
     /// A locally administered unicast MAC in QEMU's 52:54:00 range, random per VM start.
     static func generatedMAC() -> [UInt8] {
         [0x52, 0x54, 0x00] + (0..<3).map { _ in UInt8.random(in: 0...255) }
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

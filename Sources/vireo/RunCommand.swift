@@ -126,6 +126,7 @@ struct Run: ParsableCommand {
             if verbose {
                 printNote("boot #\(boots): \(machine.bootPlan.format), \(cpus) vCPU(s), \(memorySize >> 20) MiB")
                 for note in machine.bootPlan.notes { printNote(note) }
+                for line in machine.deviceSummary { printNote("pci \(line)") }
                 printNote("guest command line: \(machine.effectiveCmdline)")
             }
             console.attach(machine)

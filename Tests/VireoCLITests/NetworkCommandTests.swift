@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+
+/// `vireo run --net` against real TAPs and bridges, each test in a network namespace of its own
+/// (unshare -n), so nothing touches the host's interfaces. Needs root (CI runs as root).
+@Suite(.serialized, .enabled(if: getuid() == 0, "needs root for network namespaces and TAPs"))
+struct NetworkCommandTests {
+    /// Runs `script` under `unshare -n sh -c` with $VIREO and $GUEST_DIR set.
+    static func inNamespace(_ script: String) throws -> VireoBinary.Result {
+        _ = VireoBinary.buildGuests
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        process.arguments = ["-n", "sh", "-c", script]
+        var environment = ProcessInfo.processInfo.environment
+        environment["VIREO"] = VireoBinary.executable.path
+        environment["GUEST_DIR"] = VireoBinary.packageRoot.appendingPathComponent(".build/test-guests").path
+        process.environment = environment
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return VireoBinary.Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                                  stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    @Test func bridgeModeCreatesATAPAndAddsItToTheBridge() throws {
+        let result = try Self.inNamespace("""
+            ip link add br0 type bridge && ip link set br0 up || exit 90
+            "$VIREO" run -v --kernel "$GUEST_DIR/mb-echo.elf" --memory 32M --net bridge=br0,mac=52:54:00:aa:bb:cc \
+                </dev/null >/dev/null 2>"$TMPDIR/vireo-bridge-$$.err" &
+            pid=$!
+            for _ in $(seq 50); do
+                members=$(ip -o link show master br0)
+                [ -n "$members" ] && break
+                sleep 0.1
+            done
+            echo "members: $members"
+            kill $pid; wait $pid
+            cat "$TMPDIR/vireo-bridge-$$.err" >&2; rm -f "$TMPDIR/vireo-bridge-$$.err"
+            """.replacingOccurrences(of: "$TMPDIR", with: NSTemporaryDirectory()))
+        #expect(result.stdout.contains("members: "), "\(result.stderr)")
+        // The TAP Vireo created is a bridge port, up, while the VM runs.
+        #expect(result.stdout.contains("master br0"), "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stderr.contains("virtio-net on TAP "))
+        #expect(result.stderr.contains("on bridge br0, mac 52:54:00:aa:bb:cc"))
+    }
+
+    @Test func missingBridgeIsAClearError() throws {
+        let result = try Self.inNamespace("""
+            "$VIREO" run --kernel "$GUEST_DIR/mb-hello.elf" --memory 32M --net bridge=nosuchbr
+            """)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("vireo: error: cannot add"), "\(result.stderr)")
+        #expect(result.stderr.contains("to bridge 'nosuchbr': no such bridge"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test func creatingATAPWithoutCapNetAdminIsAClearError() throws {
+        let result = try Self.inNamespace("""
+            exec setpriv --inh-caps=-net_admin --bounding-set=-net_admin \
+                "$VIREO" run --kernel "$GUEST_DIR/mb-hello.elf" --memory 32M --net tap=vtap9
+            """)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("cannot open or create TAP 'vtap9': permission denied (needs CAP_NET_ADMIN"), "\(result.stderr)")
+    }
+}
