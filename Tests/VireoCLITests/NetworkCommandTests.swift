@@ -67,4 +67,33 @@ struct NetworkCommandTests {
         #expect(result.status == 1)
         #expect(result.stderr.contains("cannot open or create TAP 'vtap9': permission denied (needs CAP_NET_ADMIN"), "\(result.stderr)")
     }
+
+    /// Frames both ways between a guest driver (mb-virtio-net) and a host process on the TAP
+    /// (an AF_PACKET socket): guest TX -> TAP -> host, host -> TAP -> guest RX.
+    @Test func framesCrossTheTAPBothWays() throws {
+        let peer = """
+            import socket, sys
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88B5))
+            s.bind(("vt0", 0))
+            s.settimeout(60)
+            while True:
+                frame = s.recv(2048)
+                if frame[12:14] == b"\\x88\\xb5":
+                    print("peer got:", frame[14:].split(b"\\0")[0].decode(), flush=True)
+                    break
+            s.send(frame[6:12] + b"\\x02\\x00\\x00\\x00\\x00\\x01\\x88\\xb5" + b"pong from the host" + bytes(40))
+            """
+        let result = try Self.inNamespace("""
+            ip tuntap add vt0 mode tap && ip link set vt0 up || exit 90
+            python3 -c '\(peer)' &
+            peer=$!
+            sleep 0.5
+            "$VIREO" run --kernel "$GUEST_DIR/mb-virtio-net.elf" --memory 32M --net tap=vt0,mac=52:54:00:12:34:56
+            echo "vireo status $?"
+            wait $peer
+            """)
+        #expect(result.stdout.contains("peer got: hello from the guest"), "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("virtio-net: received pong from the host"))
+        #expect(result.stdout.contains("vireo status 1"))  // the guest's debug-exit 0
+    }
 }
