@@ -43,6 +43,8 @@ final class ScriptedControlSocket: @unchecked Sendable {
     private let fd: Int32
     private let lock = NSLock()
     private var lines: [String] = []
+    /// Signalled when the accept thread has returned: only then may the fd number be reused.
+    private let finished = DispatchSemaphore(value: 0)
 
     convenience init(path: String, status: Int, body: String) throws {
         try self.init(path: path, raw: "HTTP/1.1 \(status) X\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
@@ -64,6 +66,7 @@ final class ScriptedControlSocket: @unchecked Sendable {
         guard bound == 0, listen(fd, 8) == 0 else { throw APIError(500, "cannot listen on \(path)") }
         let listener = fd
         Thread { [self] in
+            defer { finished.signal() }
             while true {
                 let client = accept(listener, nil, nil)
                 if client < 0 { return }
@@ -80,5 +83,11 @@ final class ScriptedControlSocket: @unchecked Sendable {
 
     var requests: [String] { lock.lock(); defer { lock.unlock() }; return lines }
 
-    func close() { shutdown(fd, Int32(SHUT_RDWR)); Glibc.close(fd) }
+    /// shutdown() makes the blocked (or next) accept fail; the fd is closed only after the thread
+    /// has left, or the next socket could get the same number and be served by this thread.
+    func close() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        finished.wait()
+        Glibc.close(fd)
+    }
 }
