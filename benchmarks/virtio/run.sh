@@ -13,7 +13,11 @@
 # On hosts whose KVM emulates guest kernel mode (shared/HOST-KVM.md) the guest's side of each
 # request is emulated and dominates wall time for both VMMs alike; the device thread's CPU per
 # request is the figure that compares the VMMs' data paths. Results: benchmarks/RESULTS.md.
-# Guest-side TCP throughput on virtio-net needs guest user space and is not measured here.
+# virtio-net (needs root: the TAP lives in a network namespace this script creates): the guest
+# mb-virtio-net sends N full-size frames one at a time; the figure is again the host CPU per
+# frame of the thread serving the device (Vireo: "vnet0"; QEMU: its main loop, which runs
+# virtio-net's transmit path when vhost is off). Guest-side TCP throughput, and the effect of
+# checksum/TSO offloads, need a guest TCP stack driven from user space and are not measured here.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -51,9 +55,14 @@ truncate -s 256M "$disk"
 dd if=/dev/zero of="$disk" bs=1M count=256 conv=notrunc status=none
 
 ticks=$(getconf CLK_TCK)
-# CPU seconds (user+system) of the thread named $2 in process $1, or of the whole process.
+# CPU seconds (user+system) of the thread named $2 in process $1 ("main": the process's first
+# thread), or of the whole process.
 thread_cpu() {
     local pid=$1 name=$2 task
+    if [ "$name" = main ]; then
+        awk -v t="$ticks" '{ sub(/^.*\) /, ""); print ($12 + $13) / t }' "/proc/$pid/task/$pid/stat" 2>/dev/null
+        return
+    fi
     for task in /proc/"$pid"/task/*; do
         if [ "$(cat "$task/comm" 2>/dev/null)" = "$name" ]; then
             awk -v t="$ticks" '{ sub(/^.*\) /, ""); print ($12 + $13) / t }' "$task/stat" 2>/dev/null
@@ -108,3 +117,37 @@ for workload in "" "rand" "write" "rand write"; do
         printf '%-12s ratio  device CPU per request, Vireo/QEMU: %.2f\n' "$name" "$(echo "${device_us[vireo]} / ${device_us[qemu]}" | bc -l)"
     fi
 done
+
+# virtio-net transmit.
+if [ "$(id -u)" -ne 0 ]; then
+    echo "virtio-net: skipped (needs root for the network namespace and TAP)"
+    exit 0
+fi
+ns=vireo-bench-$$
+trap 'ip netns del "$ns" 2>/dev/null' EXIT
+ip netns add "$ns"
+ip netns exec "$ns" ip tuntap add vtap0 mode tap
+ip netns exec "$ns" ip link set vtap0 up
+net_guest=$work/guests/mb-virtio-net.elf
+run_net_vireo() {
+    measure vnet0 ip netns exec "$ns" "$vireo" run --kernel "$net_guest" --memory 64M --cmdline "bench=$requests" \
+        --net tap=vtap0
+}
+run_net_qemu() {
+    measure main ip netns exec "$ns" qemu-system-x86_64 -enable-kvm -M pc -m 64M -name bench,debug-threads=on \
+        -nodefaults -display none -serial stdio -kernel "$net_guest" -append "bench=$requests" \
+        -device isa-debug-exit,iobase=0xf4,iosize=4 \
+        -netdev tap,id=n0,ifname=vtap0,script=no,downscript=no,vhost=off -device virtio-net-pci,netdev=n0,disable-legacy=on
+}
+declare -A frame_us
+for vmm in vireo qemu; do
+    read -r wall device total < <("run_net_$vmm")
+    rate=$(echo "$requests / $wall" | bc -l)
+    dus=$(echo "$device * 1000000 / $requests" | bc -l)
+    pus=$(echo "$total * 1000000 / $requests" | bc -l)
+    frame_us[$vmm]=$dus
+    printf '%-12s %-6s %8.2f %10.0f %16.1f %16.1f\n' "net tx 1514" "$vmm" "$wall" "$rate" "$dus" "$pus"
+done
+if [ "$(echo "${frame_us[qemu]} > 0" | bc -l)" = 1 ]; then
+    printf '%-12s ratio  device CPU per frame, Vireo/QEMU: %.2f\n' "net tx 1514" "$(echo "${frame_us[vireo]} / ${frame_us[qemu]}" | bc -l)"
+fi
