@@ -31,6 +31,12 @@ final class PosixFile: Sendable {
     func size() throws -> UInt64 {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw StorageError.io(path: path, operation: "fstat", errno: errno) }
+        // A block device (an LVM volume, a loop device) reports st_size 0; its end is its size.
+        if st.st_mode & S_IFMT == S_IFBLK {
+            let end = lseek(fd, 0, SEEK_END)
+            guard end >= 0 else { throw StorageError.io(path: path, operation: "lseek", errno: errno) }
+            return UInt64(end)
+        }
         return UInt64(max(0, st.st_size))
     }
 

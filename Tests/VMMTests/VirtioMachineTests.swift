@@ -36,6 +36,38 @@ extension KVMGuestSuites {
         #expect(stats?.errors == 1)
     }
 
+    /// Whether this host lets us attach loop devices (root, /dev/loop-control present).
+    static let loopDevicesAvailable = getuid() == 0 && FileManager.default.fileExists(atPath: "/dev/loop-control")
+
+    /// A block device (what an LVM volume is) works like a file: the capacity comes from the
+    /// device's end, since its st_size is 0.
+    @Test(.enabled(if: loopDevicesAvailable, "needs root and loop devices"))
+    func blockDeviceBacksADisk() throws {
+        let image = try Self.makeDisk()
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        let losetup = Process()
+        losetup.executableURL = URL(fileURLWithPath: "/usr/sbin/losetup")
+        losetup.arguments = ["-f", "--show", image]
+        let out = Pipe()
+        losetup.standardOutput = out
+        try losetup.run()
+        losetup.waitUntilExit()
+        let device = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(losetup.terminationStatus == 0 && device.hasPrefix("/dev/loop"))
+        defer {
+            let detach = Process()
+            detach.executableURL = URL(fileURLWithPath: "/usr/sbin/losetup")
+            detach.arguments = ["-d", device]
+            try? detach.run()
+            detach.waitUntilExit()
+        }
+        let guest = try BootedGuest("mb-virtio.elf", devices: DeviceOptions(disks: [DiskOptions(path: device, format: .raw)]))
+        #expect(guest.finish() == .debugExit(value: 0), "\(guest.serial.text)")
+        #expect(guest.serial.text.contains("virtio: capacity 2048 sectors"))
+        #expect(guest.serial.text.contains("virtio: sector 0 VIREO SECTOR ZERO"))
+    }
+
     @Test func loopingChainSetsNeedsResetAndTheVMMCarriesOn() throws {
         let disk = try Self.makeDisk()
         defer { try? FileManager.default.removeItem(atPath: disk) }
