@@ -28,28 +28,10 @@
  * it powers the machine off, so it refuses to do anything unless it is pid 1.
  */
 
-typedef unsigned int u32;
-typedef int s32;
-typedef unsigned long long u64;
-typedef long long s64;
-
-/* i386 system call numbers (arch/x86/entry/syscalls/syscall_32.tbl). */
-enum {
-    NR_exit = 1, NR_read = 3, NR_write = 4, NR_open = 5, NR_close = 6, NR_execve = 11,
-    NR_time = 13, NR_getpid = 20, NR_mount = 21, NR_pause = 29, NR_reboot = 88,
-    NR_sched_getaffinity = 242, NR_clock_gettime64 = 403,
-};
-
-enum { O_RDONLY = 0, O_WRONLY = 1, O_NOCTTY = 0400 };
-enum { CLOCK_REALTIME = 0 };
-
-#define REBOOT_MAGIC1 0xfee1deadu
-#define REBOOT_MAGIC2 672274793u
-#define REBOOT_CMD_RESTART 0x01234567u
-#define REBOOT_CMD_POWER_OFF 0x4321fedcu
+#include "init32.h"
 
 /* The i386 ABI: number in eax, arguments in ebx, ecx, edx, esi, edi; -errno back in eax. */
-static s32 syscall5(s32 nr, u32 a, u32 b, u32 c, u32 d, u32 e)
+s32 syscall5(s32 nr, u32 a, u32 b, u32 c, u32 d, u32 e)
 {
     s32 ret;
     __asm__ volatile("int $0x80"
@@ -59,7 +41,7 @@ static s32 syscall5(s32 nr, u32 a, u32 b, u32 c, u32 d, u32 e)
     return ret;
 }
 
-static s32 syscall3(s32 nr, u32 a, u32 b, u32 c)
+s32 syscall3(s32 nr, u32 a, u32 b, u32 c)
 {
     return syscall5(nr, a, b, c, 0, 0);
 }
@@ -82,7 +64,7 @@ void *memcpy(void *dst, const void *src, u32 len)
     return dst;
 }
 
-static u32 str_len(const char *s)
+u32 str_len(const char *s)
 {
     u32 n = 0;
     while (s[n])
@@ -103,20 +85,14 @@ static void write_all(const char *buf, u32 len)
     }
 }
 
-/* A line is assembled in one buffer and written with one call, so lines never interleave
- * with kernel messages mid-line more than the console itself does. */
-struct line {
-    char buf[192];
-    u32 len;
-};
 
-static void put_str(struct line *l, const char *s)
+void put_str(struct line *l, const char *s)
 {
     while (*s && l->len < sizeof(l->buf) - 1)
         l->buf[l->len++] = *s++;
 }
 
-static void put_uint(struct line *l, u64 value, u32 min_digits)
+void put_uint(struct line *l, u64 value, u32 min_digits)
 {
     char digits[24];
     u32 n = 0;
@@ -140,14 +116,14 @@ static void put_int(struct line *l, s64 value)
     }
 }
 
-static void emit(struct line *l)
+void emit(struct line *l)
 {
     l->buf[l->len++] = '\n';
     write_all(l->buf, l->len);
     l->len = 0;
 }
 
-static void say(const char *text)
+void say(const char *text)
 {
     struct line l = { .len = 0 };
     put_str(&l, "VIREO-INIT: ");
@@ -155,7 +131,7 @@ static void say(const char *text)
     emit(&l);
 }
 
-static void say_errno(const char *what, s32 err)
+void say_errno(const char *what, s32 err)
 {
     struct line l = { .len = 0 };
     put_str(&l, "VIREO-INIT: error: ");
@@ -239,7 +215,7 @@ static void report_date(void)
     emit(&l);
 }
 
-static s32 mount_fs(const char *source, const char *target, const char *type)
+s32 mount_fs(const char *source, const char *target, const char *type)
 {
     s32 rc = syscall5(NR_mount, (u32)source, (u32)target, (u32)type, 0, 0);
     if (rc < 0 && rc != -16 /* EBUSY: already mounted */) {
@@ -253,7 +229,7 @@ static s32 mount_fs(const char *source, const char *target, const char *type)
 }
 
 /* Whether the whitespace-separated kernel command line holds `word` as a whole token. */
-static int cmdline_has(const char *cmdline, const char *word)
+int cmdline_has(const char *cmdline, const char *word)
 {
     u32 wlen = str_len(word);
     const char *p = cmdline;
@@ -348,6 +324,8 @@ __attribute__((noreturn, used)) void init_main(u32 *initial_stack)
     read_cmdline(cmdline, sizeof(cmdline));
     if (cmdline_has(cmdline, "vireo.shell"))
         run_shell(); /* returns only if execve failed: fall through to shutting down */
+    if (cmdline_has(cmdline, "vireo.devices"))
+        run_device_checks(cmdline); /* then waits for the ACPI power button */
 
     u32 cmd = REBOOT_CMD_POWER_OFF;
     if (cmdline_has(cmdline, "vireo.reboot")) {

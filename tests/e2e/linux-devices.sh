@@ -11,10 +11,15 @@
 # bit), prints on hvc0, draws entropy from the hwrng, and powers off through ACPI S5 when sysrq 'o'
 # arrives on hvc0. The init (guest/init/init32.c with `vireokernelonly`) makes no system call.
 #
-# Not covered here (needs a guest process): a file written by a guest program, /dev/hwrng read by
-# a program, a TCP payload exchange, `poweroff` from a shell. See guest/README.md.
+# Where guest user space can make system calls (the host profile is not emulated-kernel-mode), the
+# same boot also runs the user-space half ("full" mode, guest/init/devices32.c): a guest process
+# writes and fsyncs a file on the ext4 root (the host reads it back), reads /dev/hwrng, exchanges
+# a line over TCP with a process on the host, and waits for the power button on its input device;
+# the script presses the button through the control API and the guest shuts down and powers off.
+# The mode is chosen from `vireo host-check` and printed; it is never faked.
 #
-# Environment: VIREO_BIN, VIREO_E2E_TIMEOUT (seconds to reach init, default 900), VIREO_E2E_LOG_DIR.
+# Environment: VIREO_BIN, VIREO_E2E_TIMEOUT (seconds to reach init, default 900), VIREO_E2E_LOG_DIR,
+# VIREO_E2E_DEVICES_MODE=auto|kernel-only|full (default auto).
 # Needs root for the network namespace and TAP; without it the network checks fail and say why.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,6 +29,7 @@ log_dir=${VIREO_E2E_LOG_DIR:-$repo/.build/e2e}
 guest_ip=10.77.0.2
 host_ip=10.77.0.1
 mac=52:54:00:12:34:56
+tcp_port=7777
 
 passed=0
 failed=0
@@ -63,6 +69,9 @@ mkfs.ext4 -q -F -L vireo-root -d "$work/root" "$disk" || { fail "mkfs.ext4 -d fa
 printf 'cd /dev\nmknod console c 5 1\n' >"$work/mknod.debugfs"
 debugfs -w -f "$work/mknod.debugfs" "$disk" >/dev/null 2>&1
 mounts_before=$(dumpe2fs -h "$disk" 2>/dev/null | sed -n 's/^Mount count: *//p')
+# A second disk: a qcow2 image (through the same BlockDevice protocol), attached read-only.
+data_disk=$work/data.qcow2
+"$vireo" img create -f qcow2 "$data_disk" 16M >/dev/null || { fail "vireo img create failed"; finish; }
 
 # The network: a TAP in a fresh namespace; vireo runs inside it and opens the TAP by name.
 runner=()
@@ -80,16 +89,43 @@ else
     note "cannot create a network namespace (not root?): the guest gets no NIC"
 fi
 
+mode=${VIREO_E2E_DEVICES_MODE:-auto}
+if [ "$mode" = auto ]; then
+    profile=$("$vireo" host-check 2>/dev/null | sed -n 's/.*host profile *: *\([a-z-]*\).*/\1/p' | head -1)
+    case "$profile" in
+        emulated-kernel-mode) mode=kernel-only ;;
+        "") fail "vireo host-check printed no host profile"; finish ;;
+        *) mode=full ;;
+    esac
+    note "host profile ${profile}: $mode mode"
+fi
+case "$mode" in
+    kernel-only) guest_mode=vireokernelonly ;;
+    full) guest_mode="vireo.devices vireo.peer=$host_ip:$tcp_port" ;;
+    *) fail "VIREO_E2E_DEVICES_MODE must be auto, kernel-only or full"; finish ;;
+esac
+if [ "$mode" = full ] && [ ${#runner[@]} -gt 0 ]; then
+    # The host end of the guest's TCP exchange: one connection, one line each way.
+    "${runner[@]}" python3 -c '
+import socket, sys
+server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((sys.argv[1], int(sys.argv[2]))); server.listen(1); server.settimeout(float(sys.argv[3]))
+connection, _ = server.accept(); connection.settimeout(60)
+print("host got: " + connection.makefile().readline().strip(), flush=True)
+connection.sendall(b"hello from the host\n"); connection.close()
+' "$host_ip" "$tcp_port" "$timeout_s" >"$work/tcp-peer" 2>&1 &
+fi
+
 mkdir -p "$log_dir"
 log=$log_dir/linux-devices-$(date -u +%Y%m%dT%H%M%SZ).log
 api=$work/api.sock
-cmdline="console=ttyS0 console=hvc0 8250.nr_uarts=1 random.trust_bootloader=on root=/dev/vda rw panic=-1 reboot=k $ipconf vireokernelonly"
-note "booting $kernel: 2 vCPUs, disk, ${net_args[*]:-no NIC}, virtio console, rng"
+cmdline="console=ttyS0 console=hvc0 8250.nr_uarts=1 random.trust_bootloader=on root=/dev/vda rw panic=-1 reboot=k $ipconf $guest_mode"
+note "booting $kernel: 2 vCPUs, 2 disks, ${net_args[*]:-no NIC}, virtio console, rng"
 note "guest command line: $cmdline"
 note "log: $log"
 started=$(date +%s)
 "${runner[@]}" "$vireo" run --verbose --kernel "$kernel" --cpus 2 --memory 512M --cmdline "$cmdline" \
-    --disk "path=$disk,serial=vireo-e2e-root" "${net_args[@]}" --console virtio --rng --api-socket "$api" \
+    --disk "path=$disk,serial=vireo-e2e-root" --disk "path=$data_disk,readonly=on" "${net_args[@]}" --console virtio --rng --api-socket "$api" \
     </dev/null >"$log" 2>&1 &
 vm_pid=$!
 
@@ -115,6 +151,16 @@ if ! wait_for 'Run /sbin/init as init process|Kernel panic' "$timeout_s" || ! ha
     finish
 fi
 note "guest kernel ran /sbin/init after $(( $(date +%s) - started ))s"
+if [ "$mode" = full ]; then
+    wait_for '^VIREO-INIT: (waiting for the power button|power button: no input device)' 300
+    check '^VIREO-INIT: started' "init: a guest process runs (system calls work)"
+    check '^VIREO-INIT: nproc=2$' "init: both vCPUs online" '^VIREO-INIT: nproc='
+    check '^VIREO-INIT: disk: wrote /vireo/from-guest.txt' "init: file written and fsynced on vda" '^VIREO-INIT: (error: )?disk'
+    check '^VIREO-INIT: hwrng: read 16 bytes from /dev/hwrng' "init: /dev/hwrng read" '^VIREO-INIT: (error: )?hwrng'
+    check '^VIREO-INIT: tcp: host replied: hello from the host' "init: TCP line from the host" '^VIREO-INIT: (error: )?tcp'
+    if grep -q 'host got: hello from guest user space' "$work/tcp-peer" 2>/dev/null; then pass "host: TCP line from the guest process"
+    else fail "host: no TCP line from the guest ($(head -c 200 "$work/tcp-peer" 2>/dev/null))"; fi
+fi
 
 # The network, from the host side of the TAP, while the guest runs.
 if [ ${#runner[@]} -gt 0 ]; then
@@ -135,19 +181,23 @@ else
 fi
 
 # The ACPI power button: the guest's ACPI driver must have enabled it and must clear it.
+[ "$mode" = full ] && early_stats=$(api_call http://vm/vm/stats)
 button=$(api_call -X PUT http://vm/vm/shutdown)
 if grep -q '"guest_listening":true' <<<"$button"; then pass "power button pressed, guest had enabled power-button events"
 else fail "power button: guest was not listening: '$button'"; fi
 handled=
+[ "$mode" = full ] && handled=skip
 for _ in $(seq 1 30); do
+    [ -n "$handled" ] && break
     if api_call http://vm/vm | grep -q '"power_button_pending":false'; then handled=yes; break; fi
     sleep 2
 done
-if [ -n "$handled" ]; then pass "the guest's ACPI SCI handler cleared the power button status"
-else fail "power button status still pending after 60s: $(api_call http://vm/vm)"; fi
+if [ "$handled" = yes ]; then pass "the guest's ACPI SCI handler cleared the power button status"
+elif [ -z "$handled" ]; then fail "power button status still pending after 60s: $(api_call http://vm/vm)"; fi
 
-# Device counters before power-off: the guest used each device.
-stats=$(api_call http://vm/vm/stats)
+# Device counters before power-off: the guest used each device (taken before the button in full
+# mode, where the press ends the VM).
+stats=${early_stats:-$(api_call http://vm/vm/stats)}
 note "stats: $stats"
 counter() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, d))' "$stats" "$1" 2>/dev/null || echo 0; }
 [ "$(counter 'devices["rng"]["bytes"]')" -gt 0 ] 2>/dev/null && pass "hwrng: the guest drew $(counter 'devices["rng"]["bytes"]') bytes from virtio-rng" \
@@ -157,12 +207,15 @@ counter() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(s
 [ "$(counter 'devices["disks"][0]["read_bytes"]')" -gt 0 ] 2>/dev/null && pass "vda: $(counter 'devices["disks"][0]["read_bytes"]') bytes read, $(counter 'devices["disks"][0]["write_bytes"]') written" \
     || fail "vda: no reads counted"
 
-# Power off through ACPI S5: sysrq on hvc0 (^O then the key): sync, remount read-only, power off.
-api_call -X POST --data-binary $'\x0fs' http://vm/console/input >/dev/null
-wait_for 'Emergency Sync complete' 60
-api_call -X POST --data-binary $'\x0fu' http://vm/console/input >/dev/null
-wait_for 'Emergency Remount complete' 60
-api_call -X POST --data-binary $'\x0fo' http://vm/console/input >/dev/null
+# Power off through ACPI S5. Kernel-only: sysrq on hvc0 (^O then the key): sync, remount
+# read-only, power off. Full: the guest's init powers off after the button press.
+if [ "$mode" = kernel-only ]; then
+    api_call -X POST --data-binary $'\x0fs' http://vm/console/input >/dev/null
+    wait_for 'Emergency Sync complete' 60
+    api_call -X POST --data-binary $'\x0fu' http://vm/console/input >/dev/null
+    wait_for 'Emergency Remount complete' 60
+    api_call -X POST --data-binary $'\x0fo' http://vm/console/input >/dev/null
+fi
 rc=
 for _ in $(seq 1 60); do
     if ! kill -0 "$vm_pid" 2>/dev/null; then wait "$vm_pid"; rc=$?; break; fi
@@ -171,10 +224,11 @@ done
 vm_pid_left=$vm_pid
 vm_pid=
 if [ -z "$rc" ]; then
-    fail "the VM did not power off within 120s of sysrq o"
+    fail "the VM did not power off within 120s ($mode mode)"
     kill "$vm_pid_left" 2>/dev/null
 elif [ "$rc" -eq 0 ] && has '^vireo: guest powered off'; then
     pass "guest powered off through ACPI S5; vireo run exited 0"
+    if [ "$mode" = full ]; then check '^VIREO-INIT: power button pressed: shutting down' "init: the power button started the guest's shutdown"; fi
 else
     fail "after sysrq o: exit status $rc, $(first '^vireo: (guest powered off|guest reset|error|stopped)' || echo 'no outcome line')"
 fi
@@ -188,6 +242,7 @@ check 'pci 0000:00:0[0-9a-f]\.0: \[1af4:1042\]' "virtio-blk on PCI"
 check 'pci 0000:00:0[0-9a-f]\.0: \[1af4:1041\]' "virtio-net on PCI"
 check 'virtio_blk virtio[0-9]+: \[vda\] 131072 512-byte logical blocks' "vda capacity" 'virtio_blk'
 check 'EXT4-fs \(vda\): mounted filesystem' "ext4 root mounted from vda" 'EXT4-fs'
+check 'virtio_blk virtio[0-9]+: \[vdb\] 32768 512-byte logical blocks' "second disk (qcow2, read-only) as vdb" '\[vdb\]'
 if [ ${#runner[@]} -gt 0 ]; then check "IP-Config: Complete|device=eth0, hwaddr=$mac" "eth0 configured" 'IP-Config'; fi
 check 'printk: console \[hvc0\] enabled' "hvc0 registered as a console"
 if grep -iE 'pci .*(fail|error|conflict|can.t claim)' <<<"$(clean)" >"$work/pcierr"; then
@@ -202,6 +257,11 @@ if [ -n "$mounts_after" ] && [ "$mounts_after" -gt "${mounts_before:-0}" ]; then
     pass "host sees the guest's write to vda: mount count ${mounts_before:-0} -> $mounts_after, last mounted on '$(dumpe2fs -h "$disk" 2>/dev/null | sed -n 's/^Last mounted on: *//p')'"
 else
     fail "the superblock on the host is unchanged (mount count ${mounts_after:-?})"
+fi
+if [ "$mode" = full ]; then
+    from_guest=$(debugfs -R "cat /vireo/from-guest.txt" "$disk" 2>/dev/null)
+    if [ "$from_guest" = "written by a guest process through virtio-blk" ]; then pass "host read the guest's file back from the disk image"
+    else fail "the guest's file on the disk image reads '${from_guest:-<missing>}'"; fi
 fi
 if e2fsck -fn "$disk" >"$work/fsck" 2>&1; then pass "e2fsck -fn: the guest left a consistent file system"
 else
