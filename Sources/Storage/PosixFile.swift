@@ -104,10 +104,13 @@ final class PosixFile: Sendable {
         try bytes.withUnsafeBytes { try write($0, at: offset) }
     }
 
+    /// Makes written data durable. fdatasync, as QEMU uses: it also flushes the metadata needed
+    /// to read the data back (the file size, allocations), but not timestamps, which would cost a
+    /// journal commit per guest flush.
     func sync() throws {
-        while fsync(fd) != 0 {
+        while fdatasync(fd) != 0 {
             if errno == EINTR { continue }
-            throw StorageError.io(path: path, operation: "fsync", errno: errno)
+            throw StorageError.io(path: path, operation: "fdatasync", errno: errno)
         }
     }
 
