@@ -110,25 +110,26 @@ final class VMController: @unchecked Sendable {
     }
 
     func suspend() throws -> ActionResult {
-        guard let running = process else { throw APIError(409, "domain '\(name)' is not running") }
-        let response = try controlCall(running, "PUT", "/vm/pause")
-        guard (200..<300).contains(response.status) else {
-            throw APIError(409, "domain '\(name)': suspend failed: \(response.errorMessage)")
-        }
-        try store.setActive(name: name, state: .paused, reason: .user, process: running.identity)
-        environment.events.publish(.suspended, name: name, reason: .user)
-        return ActionResult(message: "Domain '\(name)' suspended", state: VMRunState.paused.rawValue, reason: VMStateReason.user.rawValue)
+        try changeRunState(verb: "suspend", path: "/vm/pause", to: .paused, reason: .user, event: .suspended,
+                           message: "Domain '\(name)' suspended")
     }
 
     func resume() throws -> ActionResult {
+        try changeRunState(verb: "resume", path: "/vm/resume", to: .running, reason: .unpaused, event: .resumed,
+                           message: "Domain '\(name)' resumed")
+    }
+
+    /// Pause and resume: one control-socket call, then the new state recorded and announced.
+    private func changeRunState(verb: String, path: String, to state: VMRunState, reason: VMStateReason,
+                                event: LifecycleEvent.Kind, message: String) throws -> ActionResult {
         guard let running = process else { throw APIError(409, "domain '\(name)' is not running") }
-        let response = try controlCall(running, "PUT", "/vm/resume")
+        let response = try controlCall(running, "PUT", path)
         guard (200..<300).contains(response.status) else {
-            throw APIError(409, "domain '\(name)': resume failed: \(response.errorMessage)")
+            throw APIError(409, "domain '\(name)': \(verb) failed: \(response.errorMessage)")
         }
-        try store.setActive(name: name, state: .running, reason: .unpaused, process: running.identity)
-        environment.events.publish(.resumed, name: name, reason: .unpaused)
-        return ActionResult(message: "Domain '\(name)' resumed", state: VMRunState.running.rawValue, reason: VMStateReason.unpaused.rawValue)
+        try store.setActive(name: name, state: state, reason: reason, process: running.identity)
+        environment.events.publish(event, name: name, reason: reason)
+        return ActionResult(message: message, state: state.rawValue, reason: reason.rawValue)
     }
 
     func undefine() throws {
