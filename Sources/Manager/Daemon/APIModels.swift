@@ -36,8 +36,17 @@ public struct VMStateBody: Codable, Equatable, Sendable {
 /// A block or network device's counters (`GET /v1/vms/{name}/stats`); empty until the VMM's
 /// per-VM control API reports them.
 public struct DeviceCounters: Codable, Equatable, Sendable {
+    /// The guest's name for it (vda; a NIC's host interface), as virsh's block.N.name / net.N.name.
     public var name: String
+    /// The backing image of a disk (virsh's block.N.path); nil for NICs.
+    public var path: String?
     public var counters: [String: UInt64]
+
+    public init(name: String, path: String? = nil, counters: [String: UInt64]) {
+        self.name = name
+        self.path = path
+        self.counters = counters
+    }
 }
 
 /// `GET /v1/vms/{name}/stats`: the figures `virsh domstats` prints.

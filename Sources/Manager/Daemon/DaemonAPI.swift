@@ -142,7 +142,12 @@ extension Daemon {
         let running = state.state.isActive ? try? controller(record.name).process : nil
         let snapshot = running.flatMap { ProcessSnapshot.read(pid: $0.identity.pid) }
         let user = snapshot?.userSeconds ?? 0, system = snapshot?.systemSeconds ?? 0
-        let devices = deviceCounters(running)
+        var devices = deviceCounters(running)
+        // The VMM reports disks in definition order by image path; virsh names them by target.
+        for index in devices.block.indices where index < record.definition.disks.count {
+            devices.block[index].path = devices.block[index].name
+            devices.block[index].name = record.definition.disks[index].target
+        }
         return VMStats(name: record.name, state: state.state.rawValue, stateCode: VMStats.code(for: state.state),
                        reason: state.reason.rawValue, cpuUserSeconds: user, cpuSystemSeconds: system,
                        cpuTimeNanoseconds: UInt64((user + system) * 1e9), memoryMaxBytes: record.definition.memory,

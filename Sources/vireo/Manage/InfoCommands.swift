@@ -121,6 +121,7 @@ func domstatsLines(_ stats: VMStats) -> [String] {
         lines.append("  \(group).count=\(devices.count)")
         for (index, device) in devices.enumerated() {
             lines.append("  \(group).\(index).name=\(device.name)")
+            if let path = device.path { lines.append("  \(group).\(index).path=\(path)") }
             for key in device.counters.keys.sorted() { lines.append("  \(group).\(index).\(key)=\(device.counters[key] ?? 0)") }
         }
     }

@@ -213,6 +213,32 @@ import Testing
         #expect(daemon.daemonLog.contains("autostarted VM 'early'"))
     }
 
+    /// domstats' block counters come from the VMM's virtio-blk and are named as virsh names them.
+    @Test func diskCountersAreNamedByTargetWithTheirPath() throws {
+        let daemon = try DaemonProcess()
+        try daemon.start()
+        let image = daemon.stateDirectory + "/data.img"
+        #expect(FileManager.default.createFile(atPath: image, contents: Data(count: 1 << 20)))
+        let yaml = """
+            name: withdisk
+            memory: 32M
+            os:
+              kernel: \(DaemonProcess.echoGuest)
+            disks:
+              - source: \(image)
+                target: vdb
+            """
+        #expect(try daemon.client.request("POST", "/v1/vms", body: Array(yaml.utf8)).status == 201)
+        #expect(try daemon.client.request("POST", "/v1/vms/withdisk/start").status == 200)
+        #expect(daemon.waitForConsole("withdisk", toContain: "echo: ready"))
+        let stats = try JSONDecoder().decode(VMStats.self, from: Data(try daemon.client.request("GET", "/v1/vms/withdisk/stats").body))
+        #expect(stats.block.count == 1)
+        #expect(stats.block.first?.name == "vdb")
+        #expect(stats.block.first?.path == image)
+        #expect(stats.block.first?.counters["rd.reqs"] == 0)
+        #expect(try daemon.client.request("POST", "/v1/vms/withdisk/destroy").status == 200)
+    }
+
     @Test func fiftyConcurrentCallsOnOneVMStayConsistent() throws {
         let daemon = try DaemonProcess()
         try daemon.start()
