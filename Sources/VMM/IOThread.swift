@@ -48,6 +48,15 @@ final class IOThread: @unchecked Sendable {
         if changed { wakeup.signal() }
     }
 
+    /// Told when a source is dropped because its fd reported an error or hang-up.
+    var onSourceFailed: (@Sendable (Int32) -> Void)?
+
+    private func disable(fd: Int32) {
+        sources.withLock { sources in
+            for index in sources.indices where sources[index].fd == fd { sources[index].enabled = false }
+        }
+    }
+
     func start() -> Bool {
         thread = startThread(name: name) { [self] in loop() }
         return thread != nil
@@ -76,6 +85,12 @@ final class IOThread: @unchecked Sendable {
             for (index, source) in active.enumerated() where fds[index + 1].revents != 0 {
                 if stopping.load(ordering: .acquiring) { return }
                 source.handler()
+                // An fd in error (a TAP whose interface was deleted) stays "ready" forever: stop
+                // watching it rather than spin; the device keeps its other sources.
+                if fds[index + 1].revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 {
+                    disable(fd: source.fd)
+                    onSourceFailed?(source.fd)
+                }
             }
         }
     }

@@ -118,6 +118,8 @@ final class PCIPlatform: @unchecked Sendable {
         let intx = PCIINTxWiring(line: KVMInterruptLine(vm: vm, gsi: gsi), irq: UInt8(gsi))
         _ = try root.insert(transport, slot: slot, intx: intx)
         let function = try Function(name: name, transport: transport)
+        let log = self.log
+        function.ioThread.onSourceFailed = { fd in log("\(name): host fd \(fd) reported an error or hang-up; no longer watched") }
         // Notifications that miss the ioeventfd (other widths, before it is attached) take the
         // same doorbell, so the device only ever runs on its I/O thread.
         let events = function.queueEvents
