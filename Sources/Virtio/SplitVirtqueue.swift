@@ -95,17 +95,26 @@ public struct SplitVirtqueue: Sendable {
 
     /// Returns a chain to the driver with the number of bytes the device wrote into it (§2.7.8).
     public mutating func addUsed(head: UInt16, length: UInt32, memory: GuestMemory) throws(VirtqueueError) {
-        // The head comes from a chain we validated, but a device bug must not corrupt the ring.
-        guard head < config.size else { throw .usedHeadOutOfRange(head: head, size: config.size) }
-        let slot = UInt64(state.usedIdx & sizeMask)
-        let element = usedAddress(Self.ringHeaderBytes + Self.usedElementBytes * slot)
-        try ringAccess {
-            try memory.write(UInt32(head), at: element)
-            try memory.write(length, at: GuestAddress(element.raw + 4))
+        try addUsed([(head: head, length: length)], memory: memory)
+    }
+
+    /// Returns several chains and publishes them with one used-idx update, so the driver sees all
+    /// or none of them (a frame spread over mergeable receive buffers, §5.1.6.4.2).
+    public mutating func addUsed(_ elements: [(head: UInt16, length: UInt32)], memory: GuestMemory) throws(VirtqueueError) {
+        guard elements.count <= Int(config.size) else { throw .inconsistentState("\(elements.count) used elements for a queue of \(config.size)") }
+        for (position, element) in elements.enumerated() {
+            // The heads come from chains we validated, but a device bug must not corrupt the ring.
+            guard element.head < config.size else { throw .usedHeadOutOfRange(head: element.head, size: config.size) }
+            let slot = UInt64((state.usedIdx &+ UInt16(position)) & sizeMask)
+            let address = usedAddress(Self.ringHeaderBytes + Self.usedElementBytes * slot)
+            try ringAccess {
+                try memory.write(UInt32(element.head), at: address)
+                try memory.write(element.length, at: GuestAddress(address.raw + 4))
+            }
         }
-        // §2.7.8.2 / §2.7.13: the element must be visible before the idx that publishes it.
+        // §2.7.8.2 / §2.7.13: the elements must be visible before the idx that publishes them.
         atomicMemoryFence(ordering: .releasing)
-        state.usedIdx &+= 1
+        state.usedIdx &+= UInt16(elements.count)
         try ringAccess { try memory.write(state.usedIdx, at: usedAddress(2)) }
     }
 

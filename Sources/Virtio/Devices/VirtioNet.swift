@@ -7,9 +7,8 @@ import Synchronization
 /// The VMM's I/O thread calls `queueNotified` (ioeventfd) and `backendReadable` (backend fd
 /// readable); neither blocks. Received frames the guest has no buffer for are dropped and
 /// counted, so a level-triggered poller never spins on a backend the device will not drain.
-/// VIRTIO_NET_F_MRG_RXBUF is not offered: spreading one frame over several chains needs the used
-/// ring to publish them with one idx update, which SplitVirtqueue does not offer yet. Linux then
-/// posts 1518-byte buffers, or 64 KiB "big" chains once GUEST_TSO4/6 is negotiated.
+/// With VIRTIO_NET_F_MRG_RXBUF a frame may span several receive chains, published together with
+/// one used-idx update; Linux then posts page-sized buffers instead of 64 KiB "big" chains for GSO.
 public final class VirtioNet: VirtioDevice {
     public static let headerBytes = 12
     /// A 64 KiB GSO packet plus Ethernet and VLAN headers (65550) plus the virtio header.
@@ -26,9 +25,11 @@ public final class VirtioNet: VirtioDevice {
 
     private struct Locked {
         var queues: ActiveQueues?
-        /// A receive chain popped for a frame that did not fit, kept for the next frame rather
+        /// Receive chains popped for a frame that did not fit, kept for the next frame rather
         /// than returned empty (§5.1.6.3 lets the device choose which buffers to fill).
-        var heldReceiveChain: DescriptorChain?
+        var heldReceiveChains: [DescriptorChain] = []
+        /// VIRTIO_NET_F_MRG_RXBUF was negotiated.
+        var mergeable = false
     }
 
     private let backend: any NetworkBackend
@@ -42,7 +43,7 @@ public final class VirtioNet: VirtioDevice {
         queueMaxSizes = [configuration.queueSize, configuration.queueSize]
 
         var features = VirtioFeature.version1 | VirtioFeature.ringEventIndex | VirtioFeature.ringIndirectDescriptors
-            | VirtioNetFeature.mac | VirtioNetFeature.status
+            | VirtioNetFeature.mac | VirtioNetFeature.status | VirtioNetFeature.mergeableRxBuffers
         if configuration.mtu != nil { features |= VirtioNetFeature.mtu }
         // §5.1.3.1: each TSO feature depends on the matching checksum feature.
         let offloads = backend.offloads
@@ -81,7 +82,8 @@ public final class VirtioNet: VirtioDevice {
         do { try backend.setOffloads(accepted) } catch {
             throw .backend("virtio-net backend refused offloads \(accepted.rawValue): \(error)")
         }
-        locked.withLock { $0 = Locked(queues: queues, heldReceiveChain: nil) }
+        let mergeable = queues.negotiated(VirtioNetFeature.mergeableRxBuffers)
+        locked.withLock { $0 = Locked(queues: queues, heldReceiveChains: [], mergeable: mergeable) }
     }
 
     public func reset() {
@@ -109,27 +111,42 @@ public final class VirtioNet: VirtioDevice {
     private func receiveFrames() -> Bool {
         locked.withLock { locked in
             var queues = locked.queues
-            var held = locked.heldReceiveChain
+            var held = locked.heldReceiveChains
+            let mergeable = locked.mergeable
             var taken = 0
             var fault: VirtioDeviceFault?
             if queues?.isServiceable(Self.receiveQueue) == true {
                 fault = queues?.service(Self.receiveQueue) { queue, memory in
                     while taken < Self.receiveBatchLimit {
                         // Buffer first: a chain that faults then never costs a frame already taken.
-                        if held == nil { held = try queue.popAvailable(memory: memory) }
+                        if held.isEmpty, let chain = try queue.popAvailable(memory: memory) { held.append(chain) }
                         guard let frame = nextFrame() else { break }
                         taken += 1
-                        guard let chain = held, frame.count <= Int(chain.writableLength) else {
+                        // §5.1.6.4: without MRG_RXBUF a frame must fit one buffer; with it, take
+                        // chains until it fits (at most a queue's worth).
+                        var capacity = held.reduce(UInt64(0)) { $0 + UInt64($1.writableLength) }
+                        while mergeable, capacity < UInt64(frame.count), held.count < Int(queue.state.config.size),
+                              let chain = try queue.popAvailable(memory: memory) {
+                            held.append(chain)
+                            capacity += UInt64(chain.writableLength)
+                        }
+                        guard let used = Self.chainsNeeded(for: frame.count, in: held, mergeable: mergeable) else {
                             count { $0.rxDropped &+= 1 }
                             continue
                         }
-                        held = nil
                         var bytes = frame
-                        // §5.1.6.4: without MRG_RXBUF every frame uses exactly one buffer.
-                        bytes[10] = 1
-                        bytes[11] = 0
-                        let written = try chain.writeWritable(bytes, to: memory)
-                        try queue.addUsed(head: chain.headIndex, length: written, memory: memory)
+                        bytes[10] = UInt8(truncatingIfNeeded: used)   // num_buffers (§5.1.6.4)
+                        bytes[11] = UInt8(truncatingIfNeeded: used >> 8)
+                        var elements: [(head: UInt16, length: UInt32)] = []
+                        var offset = 0
+                        for chain in held.prefix(used) {
+                            let end = min(bytes.count, offset + Int(chain.writableLength))
+                            let written = try chain.writeWritable(Array(bytes[offset..<end]), to: memory)
+                            elements.append((chain.headIndex, written))
+                            offset = end
+                        }
+                        held.removeFirst(used)
+                        try queue.addUsed(elements, memory: memory)
                         count { $0.rxPackets &+= 1; $0.rxBytes &+= UInt64(frame.count - Self.headerBytes) }
                     }
                 }
@@ -141,10 +158,22 @@ public final class VirtioNet: VirtioDevice {
                 }
             }
             locked.queues = queues
-            locked.heldReceiveChain = fault == nil ? held : nil
+            locked.heldReceiveChains = fault == nil ? held : []
             if let fault { observed.withLock { $0.lastError = fault } }
             return taken == Self.receiveBatchLimit
         }
+    }
+
+    /// How many of the held chains (in order) a frame of `length` bytes fills, or nil when they
+    /// cannot hold it (without MRG_RXBUF only the first chain may be used).
+    static func chainsNeeded(for length: Int, in chains: [DescriptorChain], mergeable: Bool) -> Int? {
+        var capacity = 0
+        for (index, chain) in chains.enumerated() {
+            capacity += Int(chain.writableLength)
+            if capacity >= length { return index + 1 }
+            if !mergeable { return nil }
+        }
+        return nil
     }
 
     /// One frame from the backend that is long enough to carry the header, or nil when none is ready.

@@ -28,7 +28,7 @@ import Testing
         let features = device.deviceFeatures
         #expect(features & (VirtioNetFeature.mac | VirtioNetFeature.status | VirtioNetFeature.mtu | VirtioFeature.version1)
                 == VirtioNetFeature.mac | VirtioNetFeature.status | VirtioNetFeature.mtu | VirtioFeature.version1)
-        #expect(features & VirtioNetFeature.mergeableRxBuffers == 0)
+        #expect(features & VirtioNetFeature.mergeableRxBuffers != 0)
     }
 
     @Test func offloadsAreOfferedOnlyWhenTheBackendHasThem() throws {
@@ -102,6 +102,61 @@ import Testing
         #expect(try harness.drivers[rx].usedElement(0) == (id: UInt32(head), length: UInt32(expected.count)))
         #expect(harness.interrupt.signalledQueues == [rx])
         #expect(device.statistics.rxPackets == 1 && device.statistics.rxBytes == 1514)
+    }
+
+    /// MRG_RXBUF: a frame larger than one buffer spans several chains, which appear in the used
+    /// ring together (one idx update), with num_buffers in the first header.
+    @Test func mergeableBuffersCarryAFrameAcrossSeveralChains() throws {
+        let (device, backend, harness) = try makeDevice()
+        #expect(device.deviceFeatures & VirtioNetFeature.mergeableRxBuffers != 0)
+        try harness.activate(device)
+        let heads = try [0x40000, 0x41000, 0x42000].map { try harness.submit([.writable(UInt64($0), 1000)], queue: rx, to: device) }
+        let payload = pattern(count: 2400, seed: 9)
+        backend.deliver(netFrame(payload))
+        device.backendReadable()
+        var expected = netFrame(payload)
+        expected[10] = 3   // num_buffers
+        expected[11] = 0
+        var received: [UInt8] = []
+        for (index, address) in [0x40000, 0x41000, 0x42000].enumerated() {
+            let element = try harness.drivers[rx].usedElement(UInt16(index))
+            #expect(element.id == UInt32(heads[index]))
+            received += try harness.memory.readBytes(at: GuestAddress(UInt64(address)), count: Int(element.length))
+        }
+        #expect(try harness.drivers[rx].usedIdx() == 3)
+        #expect(received == expected)
+        #expect(device.statistics.rxPackets == 1 && device.statistics.rxBytes == 2400)
+    }
+
+    /// MRG_RXBUF with too few buffers: the frame is dropped, the buffers are kept, and the next
+    /// frame that fits uses them.
+    @Test func mergeableFrameWithoutEnoughBuffersIsDroppedAndBuffersKept() throws {
+        let (device, backend, harness) = try makeDevice()
+        try harness.activate(device)
+        try harness.submit([.writable(0x40000, 600)], queue: rx, to: device)
+        backend.deliver(netFrame(pattern(count: 1200, seed: 1)))
+        device.backendReadable()
+        #expect(device.statistics.rxDropped == 1)
+        #expect(try harness.drivers[rx].usedIdx() == 0)
+        try harness.submit([.writable(0x41000, 600)], queue: rx, to: device)
+        let payload = pattern(count: 1000, seed: 2)
+        backend.deliver(netFrame(payload))
+        device.backendReadable()
+        #expect(try harness.drivers[rx].usedIdx() == 2)
+        #expect(try harness.memory.readBytes(at: GuestAddress(0x40000 + 12), count: 588) == Array(payload[0..<588]))
+        #expect(try harness.memory.readBytes(at: GuestAddress(0x41000), count: 412) == Array(payload[588...]))
+    }
+
+    /// Without MRG_RXBUF negotiated a frame must fit one buffer, even when several are posted.
+    @Test func withoutMergeableAFrameNeverSpansBuffers() throws {
+        let (device, backend, harness) = try makeDevice()
+        try harness.activate(device, features: device.deviceFeatures & ~VirtioNetFeature.mergeableRxBuffers)
+        try harness.submit([.writable(0x40000, 600)], queue: rx, to: device)
+        try harness.submit([.writable(0x41000, 600)], queue: rx, to: device)
+        backend.deliver(netFrame(pattern(count: 1000, seed: 4)))
+        device.backendReadable()
+        #expect(device.statistics.rxDropped == 1)
+        #expect(try harness.drivers[rx].usedIdx() == 0)
     }
 
     @Test func framesWithoutABufferAreDroppedAndLaterFramesStillArrive() throws {
