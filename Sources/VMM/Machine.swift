@@ -298,11 +298,13 @@ public final class Machine: @unchecked Sendable {
 public enum MachineError: Error, Equatable, CustomStringConvertible {
     case pauseTimedOut(vcpu: Int)
     case notPaused
+    case stateCaptureUnsupported(String)
 
     public var description: String {
         switch self {
         case let .pauseTimedOut(vcpu): return "vCPU \(vcpu) did not pause in time"
         case .notPaused: return "the machine must be paused first"
+        case let .stateCaptureUnsupported(what): return "capturing the state of a machine with \(what) is not supported yet"
         }
     }
 }
