@@ -25,6 +25,23 @@ extension Daemon {
             ]
             for index in families.indices { families[index].samples.append("\(families[index].name)\(labels) \(values[index])") }
         }
+        // Per-device counters of running VMs, one series per disk or NIC.
+        var deviceFamilies = Self.deviceFamilies.map { (name: $0.name, help: $0.help, type: "counter", samples: [String]()) }
+        for record in records {
+            let stats = try stats(of: record)
+            let base = "name=\"\(Self.escapeLabel(record.name))\",uuid=\"\(record.uuid.uuidString.lowercased())\""
+            for (group, devices) in [("block", stats.block), ("net", stats.net)] {
+                for device in devices {
+                    var labels = base + ",device=\"\(Self.escapeLabel(device.name))\""
+                    if let path = device.path { labels += ",path=\"\(Self.escapeLabel(path))\"" }
+                    for (index, family) in Self.deviceFamilies.enumerated() where family.group == group {
+                        guard let value = device.counters[family.key] else { continue }
+                        deviceFamilies[index].samples.append("\(family.name){\(labels)} \(value)")
+                    }
+                }
+            }
+        }
+        families += deviceFamilies.filter { !$0.samples.isEmpty }
         var text = "# HELP vireo_vms_defined Number of defined VMs.\n# TYPE vireo_vms_defined gauge\nvireo_vms_defined \(records.count)\n"
         for family in families {
             text += "# HELP \(family.name) \(family.help)\n# TYPE \(family.name) \(family.type)\n"
@@ -32,6 +49,22 @@ extension Daemon {
         }
         return text
     }
+
+    /// virtio-blk and virtio-net counters (domstats keys) as Prometheus counters.
+    static let deviceFamilies: [(group: String, key: String, name: String, help: String)] = [
+        ("block", "rd.reqs", "vireo_vm_block_read_requests_total", "Read requests served by a virtio-blk disk."),
+        ("block", "rd.bytes", "vireo_vm_block_read_bytes_total", "Bytes read by the guest from a virtio-blk disk."),
+        ("block", "wr.reqs", "vireo_vm_block_write_requests_total", "Write requests served by a virtio-blk disk."),
+        ("block", "wr.bytes", "vireo_vm_block_write_bytes_total", "Bytes written by the guest to a virtio-blk disk."),
+        ("block", "fl.reqs", "vireo_vm_block_flush_requests_total", "Flush requests (fdatasync) on a virtio-blk disk."),
+        ("block", "errs", "vireo_vm_block_errors_total", "Requests answered with an I/O error."),
+        ("net", "rx.bytes", "vireo_vm_net_receive_bytes_total", "Bytes delivered to the guest by a virtio-net NIC."),
+        ("net", "rx.pkts", "vireo_vm_net_receive_packets_total", "Frames delivered to the guest."),
+        ("net", "rx.drop", "vireo_vm_net_receive_dropped_total", "Frames dropped because the guest had no receive buffer."),
+        ("net", "tx.bytes", "vireo_vm_net_transmit_bytes_total", "Bytes sent by the guest."),
+        ("net", "tx.pkts", "vireo_vm_net_transmit_packets_total", "Frames sent by the guest."),
+        ("net", "tx.errs", "vireo_vm_net_transmit_errors_total", "Malformed frames from the guest."),
+    ]
 
     static func escapeLabel(_ value: String) -> String {
         value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")

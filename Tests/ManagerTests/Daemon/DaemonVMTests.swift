@@ -236,6 +236,11 @@ import Testing
         #expect(stats.block.first?.name == "vdb")
         #expect(stats.block.first?.path == image)
         #expect(stats.block.first?.counters["rd.reqs"] == 0)
+        // The same counters in the Prometheus text.
+        let metrics = try daemon.client.request("GET", "/metrics").text
+        #expect(metrics.contains("# TYPE vireo_vm_block_read_bytes_total counter"))
+        #expect(metrics.contains("vireo_vm_block_read_bytes_total{name=\"withdisk\",uuid="))
+        #expect(metrics.contains(",device=\"vdb\",path=\"\(image)\"} 0\n"))
         #expect(try daemon.client.request("POST", "/v1/vms/withdisk/destroy").status == 200)
     }
 
