@@ -24,7 +24,7 @@ final class SerialConsole: @unchecked Sendable {
     static let escapeByte: UInt8 = 0x01   // Ctrl-A, as in QEMU
     static let help = "Ctrl-A X: quit   Ctrl-A Ctrl-A: send Ctrl-A   Ctrl-A H: this help"
 
-    private var savedTerminal: termios?
+    private var rawTerminal: RawTerminal?
     private let target = SharedMachine()
     var onQuit: (@Sendable () -> Void)?
 
@@ -35,18 +35,11 @@ final class SerialConsole: @unchecked Sendable {
 
     /// Puts the terminal in raw mode when stdin is one (restored by `restoreTerminal`).
     func enterRawMode() {
-        guard isatty(0) != 0 else { return }
-        var attributes = termios()
-        guard tcgetattr(0, &attributes) == 0 else { return }
-        savedTerminal = attributes
-        cfmakeraw(&attributes)
-        tcsetattr(0, TCSANOW, &attributes)
+        if rawTerminal == nil { rawTerminal = RawTerminal() }
     }
 
     func restoreTerminal() {
-        guard var attributes = savedTerminal else { return }
-        tcsetattr(0, TCSANOW, &attributes)
-        savedTerminal = nil
+        rawTerminal?.restore()
     }
 
     /// Reads stdin on its own thread until EOF or Ctrl-A X; the process exits with the VM, so this
@@ -83,7 +76,7 @@ final class SerialConsole: @unchecked Sendable {
                         _ = text.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
                     default: break
                     }
-                } else if byte == Self.escapeByte && savedTerminal != nil {
+                } else if byte == Self.escapeByte && rawTerminal?.isRaw == true {
                     escaped = true
                 } else {
                     pending.append(byte)
@@ -110,4 +103,28 @@ final class SharedMachine: @unchecked Sendable {
     init() { pthread_mutex_init(&mutex, nil) }
     func set(_ m: Machine?) { pthread_mutex_lock(&mutex); machine = m; pthread_mutex_unlock(&mutex) }
     func get() -> Machine? { pthread_mutex_lock(&mutex); defer { pthread_mutex_unlock(&mutex) }; return machine }
+}
+
+/// The terminal in raw mode while attached (keystrokes go to the guest as typed); a no-op when
+/// stdin is not a terminal. Shared by `vireo run` and `vireo console`.
+final class RawTerminal: @unchecked Sendable {
+    private var saved: termios?
+
+    init() {
+        guard isatty(0) != 0 else { return }
+        var attributes = termios()
+        guard tcgetattr(0, &attributes) == 0 else { return }
+        saved = attributes
+        cfmakeraw(&attributes)
+        tcsetattr(0, TCSANOW, &attributes)
+    }
+
+    /// Whether the terminal is in raw mode now (the escape key is only taken from a terminal).
+    var isRaw: Bool { saved != nil }
+
+    func restore() {
+        guard var attributes = saved else { return }
+        tcsetattr(0, TCSANOW, &attributes)
+        saved = nil
+    }
 }

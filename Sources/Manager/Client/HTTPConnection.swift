@@ -153,6 +153,19 @@ final class HTTPConnection: @unchecked Sendable {
         return Head(status: status, headers: headers)
     }
 
+    /// Hands the next `count` body bytes to `onData` as they arrive; false when it asked to stop.
+    private func forward(_ count: Int, closedMidway: String, to onData: ([UInt8]) throws -> Bool) throws -> Bool {
+        var remaining = count
+        while remaining > 0 {
+            if buffer.isEmpty, try !fill() { throw ClientError.malformedResponse(reason: closedMidway) }
+            let piece = Array(buffer.prefix(remaining))
+            buffer.removeFirst(piece.count)
+            remaining -= piece.count
+            guard try onData(piece) else { return false }
+        }
+        return true
+    }
+
     /// Hands the body to `onData` piece by piece; stops early when it returns false.
     func readBody(head: Head, _ onData: ([UInt8]) throws -> Bool) throws {
         if head.status == 204 || head.status == 304 { return }
@@ -167,26 +180,12 @@ final class HTTPConnection: @unchecked Sendable {
                     _ = try? readLine(limit: 1024)
                     return
                 }
-                var remaining = size
-                while remaining > 0 {
-                    if buffer.isEmpty, try !fill() { throw ClientError.malformedResponse(reason: "connection closed mid-chunk") }
-                    let piece = Array(buffer.prefix(remaining))
-                    buffer.removeFirst(piece.count)
-                    remaining -= piece.count
-                    guard try onData(piece) else { return }
-                }
+                guard try forward(size, closedMidway: "connection closed mid-chunk", to: onData) else { return }
                 _ = try readLine(limit: 2)
             }
         } else if let lengthText = head.headers["content-length"] {
             guard let length = Int(lengthText), length >= 0 else { throw ClientError.malformedResponse(reason: "bad Content-Length") }
-            var remaining = length
-            while remaining > 0 {
-                if buffer.isEmpty, try !fill() { throw ClientError.malformedResponse(reason: "connection closed mid-body") }
-                let piece = Array(buffer.prefix(remaining))
-                buffer.removeFirst(piece.count)
-                remaining -= piece.count
-                guard try onData(piece) else { return }
-            }
+            guard try forward(length, closedMidway: "connection closed mid-body", to: onData) else { return }
         } else {
             while true {
                 if !buffer.isEmpty {

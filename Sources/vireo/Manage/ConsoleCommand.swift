@@ -81,22 +81,3 @@ private func forwardKeystrokes(client: HTTPClient, path: String, handle: StreamH
     }
 }
 
-/// The terminal in raw mode while attached (keystrokes go to the guest as typed).
-final class RawTerminal: @unchecked Sendable {
-    private var saved: termios?
-
-    init() {
-        guard isatty(0) != 0 else { return }
-        var attributes = termios()
-        guard tcgetattr(0, &attributes) == 0 else { return }
-        saved = attributes
-        cfmakeraw(&attributes)
-        tcsetattr(0, TCSANOW, &attributes)
-    }
-
-    func restore() {
-        guard var attributes = saved else { return }
-        tcsetattr(0, TCSANOW, &attributes)
-        saved = nil
-    }
-}
