@@ -13,43 +13,27 @@ import Testing
     }
 
     @Test func ioeventfdAbsorbsGuestWritesWithoutExits() throws {
-        let system = try KVMSystem()
-        let vm = try system.createVM()
-        try vm.setTSSAddress(0xFFFB_D000)
-        let memory = try GuestMemory(ranges: [(GuestAddress(0), 0x10000)])
-        try vm.setUserMemoryRegion(slot: 0, guestAddress: 0, size: 0x10000, hostAddress: memory.regions[0].hostAddress)
-        let code: [UInt8] = [
+        let guest = try RealModeGuest(code: [
             0xB8, 0x00, 0x20,       // mov ax, 0x2000
             0x8E, 0xD8,             // mov ds, ax        (0x20000: MMIO)
             0xC7, 0x06, 0x00, 0x00, 0x07, 0x00,  // mov word [0], 7   -> ioeventfd A (any value)
             0xC7, 0x06, 0x10, 0x00, 0x01, 0x00,  // mov word [0x10], 1 -> no match (datamatch 2): exits
             0xC7, 0x06, 0x10, 0x00, 0x02, 0x00,  // mov word [0x10], 2 -> ioeventfd B
             0xBA, 0x00, 0x06,       // mov dx, 0x600
-            0xEF,                   // out dx, ax       -> PIO ioeventfd C (4 bytes)
+            0xEF,                   // out dx, ax       -> PIO ioeventfd C (2 bytes)
             0xE6, 0x12,             // out 0x12, al     -> exits
             0xF4,
-        ]
-        try memory.writeBytes(code, to: GuestAddress(0x1000))
+        ])
+        defer { withExtendedLifetime(guest) {} }   // its RAM must outlive every KVM_RUN
+        let vm = guest.vm
         let anyValue = try EventFD(), matched = try EventFD(), port = try EventFD()
         try vm.attachIoeventfd(anyValue, address: 0x20000, length: 2)
         try vm.attachIoeventfd(matched, address: 0x20010, length: 2, dataMatch: 2)
         try vm.attachIoeventfd(port, address: 0x600, length: 2, space: .pio)
-        let vcpu = try vm.createVCPU(id: 0)
-        var special = try vcpu.getSpecialRegisters()
-        special.cs.base = 0; special.cs.selector = 0
-        try vcpu.setSpecialRegisters(special)
-        var registers = Registers()
-        registers.rip = 0x1000
-        try vcpu.setRegisters(registers)
-        func next() throws -> VCPUExit {
-            while true {
-                let exit = try vcpu.run()
-                if exit != .interrupted { return exit }
-            }
-        }
-        #expect(try next() == .mmioWrite(address: 0x20010, size: 2, value: 1))
+        let vcpu = try guest.makeVCPU()
+        #expect(try vcpu.nextExit() == .mmioWrite(address: 0x20010, size: 2, value: 1))
         #expect(anyValue.consume() == 1)
-        #expect(try next() == .ioOut(port: 0x12, size: 1, count: 1))
+        #expect(try vcpu.nextExit() == .ioOut(port: 0x12, size: 1, count: 1))
         #expect(matched.consume() == 1)
         #expect(port.consume() == 1)
         try vm.detachIoeventfd(anyValue, address: 0x20000, length: 2)

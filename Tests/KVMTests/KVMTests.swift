@@ -17,11 +17,6 @@ import Testing
     }
 
     @Test func decodesPortAndMMIOExits() throws {
-        let system = try KVMSystem()
-        let vm = try system.createVM()
-        try vm.setTSSAddress(0xFFFB_D000)
-        let memory = try GuestMemory(ranges: [(GuestAddress(0), 0x10000)])
-        try vm.setUserMemoryRegion(slot: 0, guestAddress: 0, size: 0x10000, hostAddress: memory.regions[0].hostAddress)
         let code: [UInt8] = [
             0xB0, 0x42,             // mov al, 0x42
             0xE6, 0x10,             // out 0x10, al
@@ -33,21 +28,10 @@ import Testing
             0xE6, 0x12,             // out 0x12, al
             0xF4,                   // hlt (no irqchip: exits to userspace)
         ]
-        try memory.writeBytes(code, to: GuestAddress(0x1000))
-        let vcpu = try vm.createVCPU(id: 0)
-        var special = try vcpu.getSpecialRegisters()
-        special.cs.base = 0; special.cs.selector = 0
-        try vcpu.setSpecialRegisters(special)
-        var registers = Registers()
-        registers.rip = 0x1000
-        try vcpu.setRegisters(registers)
-
-        func next() throws -> VCPUExit {
-            while true {
-                let exit = try vcpu.run()
-                if exit != .interrupted { return exit }
-            }
-        }
+        let guest = try RealModeGuest(code: code)
+        defer { withExtendedLifetime(guest) {} }   // its RAM must outlive every KVM_RUN
+        let vcpu = try guest.makeVCPU()
+        func next() throws -> VCPUExit { try vcpu.nextExit() }
         #expect(try next() == .ioOut(port: 0x10, size: 1, count: 1))
         #expect(vcpu.ioValue() == 0x42)
         #expect(try next() == .ioIn(port: 0x11, size: 1, count: 1))
