@@ -7,24 +7,10 @@ import Testing
 struct NetworkCommandTests {
     /// Runs `script` under `unshare -n sh -c` with $VIREO and $GUEST_DIR set.
     static func inNamespace(_ script: String) throws -> VireoBinary.Result {
-        _ = VireoBinary.buildGuests
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-        process.arguments = ["-n", "sh", "-c", script]
         var environment = ProcessInfo.processInfo.environment
         environment["VIREO"] = VireoBinary.executable.path
         environment["GUEST_DIR"] = VireoBinary.packageRoot.appendingPathComponent(".build/test-guests").path
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return VireoBinary.Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                                  stderr: String(decoding: stderr, as: UTF8.self))
+        return try VireoBinary.runProcess("/usr/bin/unshare", ["-n", "sh", "-c", script], environment: environment)
     }
 
     @Test func bridgeModeCreatesATAPAndAddsItToTheBridge() throws {
@@ -76,6 +62,7 @@ struct NetworkCommandTests {
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88B5))
             s.bind(("vt0", 0))
             s.settimeout(60)
+            open(sys.argv[1], "w").close()
             while True:
                 frame = s.recv(2048)
                 if frame[12:14] == b"\\x88\\xb5":
@@ -85,12 +72,17 @@ struct NetworkCommandTests {
             """
         let result = try Self.inNamespace("""
             ip tuntap add vt0 mode tap && ip link set vt0 up || exit 90
-            python3 -c '\(peer)' &
+            ready=$(mktemp -u); peerlog=$(mktemp)
+            # Its own output file: on the shared stdout its line would interleave with the guest's.
+            python3 -c '\(peer)' "$ready" >"$peerlog" 2>&1 &
             peer=$!
-            sleep 0.5
+            # Boot only once the peer's socket is bound, or the guest's frame could go unseen.
+            for _ in $(seq 200); do [ -e "$ready" ] && break; sleep 0.05; done
+            rm -f "$ready"
             "$VIREO" run --kernel "$GUEST_DIR/mb-virtio-net.elf" --memory 32M --net tap=vt0,mac=52:54:00:12:34:56
             echo "vireo status $?"
             wait $peer
+            cat "$peerlog"; rm -f "$peerlog"
             """)
         #expect(result.stdout.contains("peer got: hello from the guest"), "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("virtio-net: received pong from the host"))

@@ -23,10 +23,17 @@ enum VireoBinary {
     struct Result { var status: Int32; var stdout: String; var stderr: String }
 
     static func run(_ arguments: [String], timeoutSeconds: Double = 120) throws -> Result {
+        try runProcess(executable.path, arguments, timeoutSeconds: timeoutSeconds)
+    }
+
+    /// Runs any program (stdin /dev/null), bounded by `timeoutSeconds`, and collects its output.
+    static func runProcess(_ path: String, _ arguments: [String], environment: [String: String]? = nil,
+                           timeoutSeconds: Double = 120) throws -> Result {
         _ = buildGuests
         let process = Process()
-        process.executableURL = executable
+        process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
+        if let environment { process.environment = environment }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err

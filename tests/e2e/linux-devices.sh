@@ -110,10 +110,14 @@ if [ "$mode" = full ] && [ ${#runner[@]} -gt 0 ]; then
 import socket, sys
 server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind((sys.argv[1], int(sys.argv[2]))); server.listen(1); server.settimeout(float(sys.argv[3]))
+open(sys.argv[4], "w").close()
 connection, _ = server.accept(); connection.settimeout(60)
 print("host got: " + connection.makefile().readline().strip(), flush=True)
 connection.sendall(b"hello from the host\n"); connection.close()
-' "$host_ip" "$tcp_port" "$timeout_s" >"$work/tcp-peer" 2>&1 &
+' "$host_ip" "$tcp_port" "$timeout_s" "$work/tcp-peer.ready" >"$work/tcp-peer" 2>&1 &
+    # A native guest can connect within a second of boot: start it only once the peer listens.
+    for _ in $(seq 100); do [ -e "$work/tcp-peer.ready" ] && break; sleep 0.1; done
+    [ -e "$work/tcp-peer.ready" ] || { fail "the host TCP peer did not start listening"; finish; }
 fi
 
 mkdir -p "$log_dir"
