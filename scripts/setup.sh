@@ -20,6 +20,8 @@ packages=(
     cpio python3 time curl
     # device e2e: an ext4 disk made on the host, a TAP in a network namespace, a ping across it
     e2fsprogs iproute2 iputils-ping
+    # CLI tests: unshare/setpriv (network namespaces, dropped capabilities), losetup (block devices)
+    util-linux mount
 )
 missing=()
 for p in "${packages[@]}"; do

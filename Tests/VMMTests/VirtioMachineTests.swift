@@ -38,6 +38,7 @@ extension KVMGuestSuites {
 
     /// Whether this host lets us attach loop devices (root, /dev/loop-control present).
     static let loopDevicesAvailable = getuid() == 0 && FileManager.default.fileExists(atPath: "/dev/loop-control")
+        && FileManager.default.isExecutableFile(atPath: "/usr/sbin/losetup")
 
     /// A block device (what an LVM volume is) works like a file: the capacity comes from the
     /// device's end, since its st_size is 0.

@@ -35,10 +35,13 @@ while [ $# -gt 0 ]; do
 done
 case "$requests" in ''|*[!0-9]*) die "--requests takes an integer" ;; esac
 
-command -v qemu-system-x86_64 >/dev/null || {
+missing=()
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+command -v bc >/dev/null || missing+=(bc)
+if [ ${#missing[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get install -y -qq qemu-system-x86 >/dev/null || die "cannot install qemu-system-x86"
-}
+    $sudo apt-get install -y -qq "${missing[@]}" >/dev/null || die "cannot install ${missing[*]}"
+fi
 if [ -z "$vireo" ]; then
     echo "run.sh: building a release vireo in .build-bench (once)" >&2
     (cd "$repo" && swift build -c release -j 2 --scratch-path .build-bench --product vireo >&2) || die "release build failed"
@@ -104,22 +107,28 @@ run_qemu() {
         -device virtio-blk-pci,drive=d0,iothread=io0,disable-legacy=on
 }
 
-printf '%-12s %-6s %8s %10s %16s %16s\n' workload vmm wall_s req_per_s vmm_us_per_req process_us_per_req
-for workload in "" "rand" "write" "rand write"; do
-    name=$(echo "${workload:-seq read}" | sed 's/^rand$/rand read/; s/^write$/seq write/')
-    declare -A device_us
+# Runs "$2 ARGS" for vireo and qemu ($2 is run_ or run_net_), prints a row each and the ratio.
+compare() {
+    local name=$1 runner=$2 unit=$3; shift 3
+    local wall device total rate vireo_us=0 qemu_us=0 us
     for vmm in vireo qemu; do
-        read -r wall device total < <("run_$vmm" "$workload")
+        read -r wall device total < <("$runner$vmm" "$@")
         rate=$(echo "$requests / $wall" | bc -l)
-        dus=$(echo "$device * 1000000 / $requests" | bc -l)
-        pus=$(echo "$total * 1000000 / $requests" | bc -l)
-        device_us[$vmm]=$dus
-        printf '%-12s %-6s %8.2f %10.0f %16.1f %16.1f\n' "$name" "$vmm" "$wall" "$rate" "$dus" "$pus"
+        us=$(echo "$device * 1000000 / $requests" | bc -l)
+        [ "$vmm" = vireo ] && vireo_us=$us || qemu_us=$us
+        printf '%-12s %-6s %8.2f %10.0f %16.1f %16.1f\n' "$name" "$vmm" "$wall" "$rate" "$us" \
+            "$(echo "$total * 1000000 / $requests" | bc -l)"
     done
-    if [ "$(echo "${device_us[qemu]} > 0" | bc -l)" = 1 ]; then
-        printf '%-12s ratio  non-vCPU CPU per request, Vireo/QEMU: %.2f\n' "$name" "$(echo "${device_us[vireo]} / ${device_us[qemu]}" | bc -l)"
+    if [ "$(echo "$qemu_us > 0" | bc -l)" = 1 ]; then
+        printf '%-12s ratio  non-vCPU CPU per %s, Vireo/QEMU: %.2f\n' "$name" "$unit" "$(echo "$vireo_us / $qemu_us" | bc -l)"
     fi
-done
+}
+
+printf '%-12s %-6s %8s %10s %16s %16s\n' workload vmm wall_s req_per_s vmm_us_per_req process_us_per_req
+compare "seq read" run_ request ""
+compare "rand read" run_ request "rand"
+compare "seq write" run_ request "write"
+compare "rand write" run_ request "rand write"
 
 # virtio-net transmit.
 if [ "$(id -u)" -ne 0 ]; then
@@ -142,15 +151,4 @@ run_net_qemu() {
         -device isa-debug-exit,iobase=0xf4,iosize=4 \
         -netdev tap,id=n0,ifname=vtap0,script=no,downscript=no,vhost=off -device virtio-net-pci,netdev=n0,disable-legacy=on
 }
-declare -A frame_us
-for vmm in vireo qemu; do
-    read -r wall device total < <("run_net_$vmm")
-    rate=$(echo "$requests / $wall" | bc -l)
-    dus=$(echo "$device * 1000000 / $requests" | bc -l)
-    pus=$(echo "$total * 1000000 / $requests" | bc -l)
-    frame_us[$vmm]=$dus
-    printf '%-12s %-6s %8.2f %10.0f %16.1f %16.1f\n' "net tx 1514" "$vmm" "$wall" "$rate" "$dus" "$pus"
-done
-if [ "$(echo "${frame_us[qemu]} > 0" | bc -l)" = 1 ]; then
-    printf '%-12s ratio  non-vCPU CPU per frame, Vireo/QEMU: %.2f\n' "net tx 1514" "$(echo "${frame_us[vireo]} / ${frame_us[qemu]}" | bc -l)"
-fi
+compare "net tx 1514" run_net_ frame
