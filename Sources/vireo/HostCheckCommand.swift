@@ -40,8 +40,9 @@ struct HostCheck: ParsableCommand {
         }
         let probe: KernelModeProbeResult?
         do {
-            probe = try KernelModeProbe.run(system: system)
-            line("KVM: guest kernel mode (CPL0) runs natively", probe!.isNative ? "yes (\(probe!.summary))" : "NO, emulated (\(probe!.summary))")
+            let result = try KernelModeProbe.run(system: system)
+            probe = result
+            line("KVM: guest kernel mode (CPL0) runs natively", result.isNative ? "yes (\(result.summary))" : "NO, emulated (\(result.summary))")
         } catch {
             probe = nil
             line("KVM: guest kernel mode (CPL0) runs natively", "unknown (probe failed: \(error))")

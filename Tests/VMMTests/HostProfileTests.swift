@@ -1,3 +1,4 @@
+import KVM
 import Testing
 @testable import VMM
 
@@ -35,11 +36,73 @@ import Testing
         #expect(value.contains("cx16") && value.contains("popcnt"))
     }
 
-    @Test func probeThresholdSeparatesNativeFromEmulated() {
-        #expect(KernelModeProbeResult(iterations: 2_000, seconds: 0.000_05).isNative)
-        #expect(!KernelModeProbeResult(iterations: 2_000, seconds: 0.002).isNative)
-        #expect(HostProfile.detect(kernelModeProbe: KernelModeProbeResult(iterations: 20_000, seconds: 0.03)).kind == .emulatedKernelMode)
-        #expect(HostProfile.detect(kernelModeProbe: KernelModeProbeResult(iterations: 20_000, seconds: 0.000_05)).kind == .native)
+    static func probe(kernelNanoseconds: Double, userNanoseconds: Double?) -> KernelModeProbeResult {
+        let iterations = 2_000
+        let user: Result<LoopTiming, ProbeFailure> = userNanoseconds.map {
+            .success(LoopTiming(iterations: 1_000_000, seconds: $0 * 1e-9 * 1_000_000))
+        } ?? .failure(ProbeFailure(description: "test: no CPL3"))
+        return KernelModeProbeResult(kernelMode: LoopTiming(iterations: iterations, seconds: kernelNanoseconds * 1e-9 * Double(iterations)),
+                                     userMode: user)
+    }
+
+    /// kvm_pvm: CPL0 emulated, CPL3 native, thousands of times apart.
+    @Test func cpl0ThousandsOfTimesSlowerThanCPL3IsEmulated() {
+        let probe = Self.probe(kernelNanoseconds: 1_200, userNanoseconds: 0.3)
+        #expect(abs(probe.ratio! - 4_000) < 1)
+        #expect(!probe.isNative)
+        let profile = HostProfile.detect(kernelModeProbe: probe)
+        #expect(profile.kind == .emulatedKernelMode)
+        #expect(profile.reason.contains("CPL0 1200 ns/iteration, CPL3 0.3 ns/iteration: 4000x slower"))
+    }
+
+    /// A nested KVM under QEMU TCG: every mode slow (11,947 ns measured), but equally slow.
+    @Test func slowButEquallySlowModesAreNative() {
+        let probe = Self.probe(kernelNanoseconds: 12_000, userNanoseconds: 10_000)
+        #expect(abs(probe.ratio! - 1.2) < 0.001)
+        #expect(probe.isNative)
+        #expect(HostProfile.detect(kernelModeProbe: probe).kind == .native)
+    }
+
+    @Test func fastEqualModesAreNative() {
+        let probe = Self.probe(kernelNanoseconds: 0.3, userNanoseconds: 0.3)
+        #expect(HostProfile.detect(kernelModeProbe: probe).kind == .native)
+        #expect(probe.summary == "CPL0 0.3 ns/iteration, CPL3 0.3 ns/iteration: 1.0x slower")
+    }
+
+    @Test func ratioThresholdIsTwentyTimes() {
+        #expect(Self.probe(kernelNanoseconds: 19, userNanoseconds: 1).isNative)
+        #expect(!Self.probe(kernelNanoseconds: 21, userNanoseconds: 1).isNative)
+    }
+
+    /// Without a CPL3 figure the old absolute rule (100 ns per CPL0 iteration) decides, and says so.
+    @Test func missingCPL3FallsBackToAbsoluteTime() {
+        let slow = HostProfile.detect(kernelModeProbe: Self.probe(kernelNanoseconds: 1_200, userNanoseconds: nil))
+        #expect(slow.kind == .emulatedKernelMode)
+        #expect(slow.reason.contains("absolute time") && slow.reason.contains("test: no CPL3"))
+        let fast = HostProfile.detect(kernelModeProbe: Self.probe(kernelNanoseconds: 5, userNanoseconds: nil))
+        #expect(fast.kind == .native)
+        #expect(fast.reason.contains("absolute time"))
+        // A CPL3 run that measured nothing is no comparison either (no division by zero).
+        let zero = Self.probe(kernelNanoseconds: 1_200, userNanoseconds: 0)
+        #expect(zero.ratio == nil && !zero.isNative)
+    }
+}
+
+extension KVMGuestSuites {
+    @Suite struct KernelModeProbeTests {
+        /// The real probe on this host's /dev/kvm: both figures are real measurements and the
+        /// verdict follows the ratio, whatever this host turns out to be.
+        @Test func probeMeasuresBothPrivilegeLevels() throws {
+            let probe = try KernelModeProbe.run(system: try KVMSystem())
+            let kernel = probe.kernelMode.nanosecondsPerIteration
+            let user = try probe.userMode.get().nanosecondsPerIteration
+            #expect(kernel.isFinite && kernel > 0)
+            #expect(user.isFinite && user > 0)
+            let ratio = try #require(probe.ratio)
+            #expect(abs(ratio - kernel / user) < ratio * 1e-9)
+            let kind = HostProfile.detect(kernelModeProbe: probe).kind
+            #expect(kind == (ratio > KernelModeProbeResult.emulatedRatio ? .emulatedKernelMode : .native))
+        }
     }
 }
 
