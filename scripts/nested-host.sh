@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# The nested test host: runs a command inside a Linux "L1" booted under QEMU's TCG emulator, whose
+# emulated AMD SVM (with nested paging) gives L1 a /dev/kvm with real-hardware semantics. On our
+# development machines the host's own KVM executes guest kernel mode in an emulator and guest
+# system calls never reach the guest kernel (shared/HOST-KVM.md); inside L1 they do, so tests that
+# need guest user space run there.
+#
+#   scripts/nested-host.sh [options] [--] COMMAND [ARG...]
+#
+# The command runs as root in a chroot of this machine's own file system (shared read-only over
+# 9p, so the host's build and guest artifacts are used as they are), in the current directory,
+# with L1's own /proc, /sys, /dev, /run and a tmpfs /tmp. A share directory is mounted read-write
+# at the same path, for files that must come back. The command's output is this script's output
+# and its exit status this script's exit status.
+#
+# Options:
+#   --share DIR     the read-write directory (default: a new temporary one, removed afterwards
+#                   unless --keep); created if missing; its path is $VIREO_NESTED_SHARE in L1
+#   --keep          keep the default share and print its path
+#   --interactive   connect this terminal to the command (a shell, `vireo run`); Ctrl-] x kills L1
+#   --memory SIZE   L1's memory (default 4G)   --cpus N   L1's vCPUs (default 2)
+#   --timeout S     kill L1 after S seconds (default 3600; 0: no limit)
+#   --print-l1      build (or find) L1 and print its files, then exit
+# VIREO_* variables of this environment are passed on to the command. Exit status: the
+# command's, or 124 on timeout, or 70 (with a one-line error) when L1 could not run it.
+# L1 (Debian's stock kernel from `apt-get download linux-image-amd64`, busybox-static, the modules
+# named in scripts/nested/modules) is cached in ${VIREO_NESTED_DIR:-~/.cache/vireo/nested}.
+set -euo pipefail
+readonly RECIPE=1
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${VIREO_NESTED_DIR:-$HOME/.cache/vireo/nested}
+DK_LOG_PREFIX=nested-host
+# shellcheck source=lib/debian-kernel.sh
+source "$repo/scripts/lib/debian-kernel.sh"
+log() { echo "nested-host: $*" >&2; }
+die() { echo "nested-host: error: $*" >&2; exit 70; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; }
+
+share= keep=0 interactive=0 memory=4G cpus=2 timeout_s=3600 print_only=0
+while (($#)); do
+    case "$1" in
+        --share) share=$2; shift 2 ;;
+        --keep) keep=1; shift ;;
+        --interactive) interactive=1; shift ;;
+        --memory) memory=$2; shift 2 ;;
+        --cpus) cpus=$2; shift 2 ;;
+        --timeout) timeout_s=$2; shift 2 ;;
+        --print-l1) print_only=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; break ;;
+        -*) usage; die "unknown option $1" ;;
+        *) break ;;
+    esac
+done
+[ $# -gt 0 ] || [ $print_only = 1 ] || { usage; die "no command given"; }
+
+qemu=$(command -v qemu-system-x86_64 || true)
+[ -n "$qemu" ] || die "qemu-system-x86_64 is missing: apt-get install qemu-system-x86 (or run scripts/setup.sh)"
+for tool in apt-get dpkg-deb cpio gzip; do
+    command -v $tool >/dev/null || die "$tool is missing (this script builds L1 from Debian packages)"
+done
+
+# --- L1: kernel + initramfs, cached by what they are built from ------------------------------
+build_l1() {
+    debian_kernel_fetch "${VIREO_DEBIAN_DIR:-$HOME/.cache/vireo/debian}" || exit 70
+    local busybox_deb key dir work modules
+    busybox_deb=$(debian_package_fetch busybox-static "${VIREO_DEBIAN_DIR:-$HOME/.cache/vireo/debian}/debs") || exit 70
+    modules=$(grep -v '^#' "$repo/scripts/nested/modules" | xargs)
+    key=$( { echo "recipe $RECIPE"; basename "$DEBIAN_KERNEL_DIR"; basename "$busybox_deb"; echo "$modules"
+             cat "$repo/scripts/nested/l1-init" "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)
+    dir=$cache/l1-$key
+    if [ ! -e "$dir/.complete" ]; then
+        log "building L1 ($DEBIAN_KERNEL_RELEASE, busybox-static, modules: $modules)"
+        work=$(mktemp -d)
+        mkdir -p "$work/root/bin" "$work/root/modules" "$work/root/proc" "$work/root/sys" "$work/root/dev"
+        dpkg-deb -x "$busybox_deb" "$work/bb"
+        cp "$work/bb/bin/busybox" "$work/root/bin/busybox"
+        for applet in $("$work/root/bin/busybox" --list); do [ "$applet" = busybox ] || ln -sf busybox "$work/root/bin/$applet"; done
+        cp "$repo/scripts/nested/l1-init" "$work/root/init"
+        debian_kernel_modules $modules >"$work/root/modules.order" || exit 70
+        while read -r ko; do
+            mkdir -p "$work/root/modules/$(dirname "$ko")"
+            cp "$DEBIAN_KERNEL_MODULES/$ko" "$work/root/modules/$ko"
+        done <"$work/root/modules.order"
+        rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
+        (cd "$work/root" && find . | cpio -o -H newc --quiet | gzip -1) >"$dir.tmp/initramfs.cpio.gz"
+        cp "$DEBIAN_KERNEL_VMLINUZ" "$dir.tmp/vmlinuz"
+        echo "$DEBIAN_KERNEL_RELEASE" >"$dir.tmp/release"
+        touch "$dir.tmp/.complete"
+        rm -rf "$dir" "$work"; mv "$dir.tmp" "$dir"
+    fi
+    l1_dir=$dir
+}
+mkdir -p "$cache"
+exec 9>"$cache/.lock"; flock 9
+build_l1
+flock -u 9
+if [ $print_only = 1 ]; then
+    echo "VIREO_L1_KERNEL=$l1_dir/vmlinuz"; echo "VIREO_L1_INITRAMFS=$l1_dir/initramfs.cpio.gz"
+    echo "VIREO_L1_RELEASE=$(cat "$l1_dir/release")"; exit 0
+fi
+
+# --- the share and the command ---------------------------------------------------------------
+if [ -z "$share" ]; then
+    share=$(mktemp -d /tmp/vireo-nested.XXXXXX)
+    [ $keep = 1 ] || trap 'rm -rf "$share"' EXIT
+else
+    mkdir -p "$share"; share=$(cd "$share" && pwd)
+fi
+case "$share" in /) die "the share cannot be /" ;; esac
+rm -rf "$share/.nested"; mkdir -p "$share/.nested"
+{
+    printf 'NESTED_SHARE=%q\nNESTED_CWD=%q\nNESTED_TTY=%q\nNESTED_TERM=%q\n' \
+        "$share" "$PWD" "$interactive" "${TERM:-linux}"
+} >"$share/.nested/config"
+{
+    echo "cd $(printf %q "$PWD") || exit 125"
+    echo "export VIREO_NESTED_SHARE=$(printf %q "$share")"
+    while IFS='=' read -r name _; do
+        case "$name" in VIREO_NESTED_*) ;; VIREO_*|CI) echo "export $name=$(printf %q "${!name}")" ;; esac
+    done < <(env)
+    printf 'exec'; printf ' %q' "$@"; echo
+} >"$share/.nested/command"
+
+# --- boot L1 -----------------------------------------------------------------------------------
+# -cpu max under TCG offers svm+npt; TCG needs no /dev/kvm, so this works on any x86-64 host.
+# panic=-1 + -no-reboot: a dying L1 ends QEMU instead of hanging.
+qemu_args=(-accel tcg,thread=multi -cpu max -smp "$cpus" -m "$memory" -machine q35 -nodefaults -no-user-config
+    -kernel "$l1_dir/vmlinuz" -initrd "$l1_dir/initramfs.cpio.gz"
+    -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init"
+    -virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap,id=host"
+    -virtfs "local,path=$share,mount_tag=share,security_model=none,id=share"
+    -display none -no-reboot -nic none)
+if [ $interactive = 1 ] && [ -t 0 ]; then
+    # Raw terminal straight to L1's ttyS0: Ctrl-C and Ctrl-A reach the command (vireo's own
+    # Ctrl-A X works); QEMU's escape is moved to Ctrl-] so its monitor is not in the way.
+    qemu_args+=(-chardev stdio,id=console,mux=on,signal=off -serial chardev:console -mon chardev=console -echr 0x1d)
+else
+    qemu_args+=(-serial stdio)
+fi
+log "booting L1 ($(cat "$l1_dir/release"), TCG, $cpus vCPUs, $memory) for: $*"
+started=$(date +%s)
+set +e
+if [ "$timeout_s" -gt 0 ]; then
+    timeout --foreground --kill-after=10 "$timeout_s" "$qemu" "${qemu_args[@]}" </dev/stdin
+else
+    "$qemu" "${qemu_args[@]}" </dev/stdin
+fi
+qemu_status=$?
+set -e
+elapsed=$(( $(date +%s) - started ))
+if [ $qemu_status -eq 124 ] || [ $qemu_status -eq 137 ]; then
+    log "error: L1 did not finish within ${timeout_s}s (killed)"; exit 124
+fi
+[ -r "$share/.nested/rc" ] || die "L1 ended (QEMU status $qemu_status after ${elapsed}s) without reporting the command's status"
+status=$(cat "$share/.nested/rc")
+log "command exited with status $status; L1 ran ${elapsed}s wall"
+[ $keep = 1 ] && log "share kept: $share"
+exit "$status"
