@@ -27,6 +27,8 @@ public struct BootRequest: Sendable {
     /// Decompress a bzImage's payload on the host (the default). Off: the guest decompresses it, as
     /// with other VMMs; useful to measure the difference.
     public var hostDecompression: Bool
+    /// Keeps host-decompressed payloads between boots; nil: decompress at every boot.
+    public var payloadCache: (any BzImagePayloadCache)?
     /// Flags appended to `cmdline` only when the kernel is booted through a Linux protocol
     /// (bzImage, vmlinux, PVH) — e.g. a host profile's workarounds, meaningless to Multiboot kernels.
     public var linuxCmdlineExtras: [String]
@@ -39,7 +41,8 @@ public struct BootRequest: Sendable {
 
     public init(kernel: [UInt8], kernelName: String, initrd: [UInt8]? = nil, initrdName: String = "initrd",
                 cmdline: String = "", vcpuCount: Int = 1, rngSeed: [UInt8] = [], bootProtocol: BootProtocol = .auto,
-                hostDecompression: Bool = true, linuxCmdlineExtras: [String] = [], acpi: ACPIPlatform? = nil) {
+                hostDecompression: Bool = true, payloadCache: (any BzImagePayloadCache)? = nil,
+                linuxCmdlineExtras: [String] = [], acpi: ACPIPlatform? = nil) {
         self.kernel = kernel
         self.kernelName = kernelName
         self.initrd = initrd
@@ -49,6 +52,7 @@ public struct BootRequest: Sendable {
         self.rngSeed = rngSeed
         self.bootProtocol = bootProtocol
         self.hostDecompression = hostDecompression
+        self.payloadCache = payloadCache
         self.linuxCmdlineExtras = linuxCmdlineExtras
         self.acpi = acpi
     }

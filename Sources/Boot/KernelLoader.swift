@@ -91,7 +91,7 @@ public enum KernelLoader {
         // PVH from a bzImage: only through the vmlinux inside, which carries the note.
         let header = try SetupHeader(parsing: file)
         notes.append("bzImage: boot protocol \(SetupHeader.versionString(header.version)); PVH requested, using the vmlinux inside")
-        switch BzImagePayload.extract(file, header: header, notes: &notes) {
+        switch BzImagePayload.extract(file, header: header, cache: request.payloadCache, notes: &notes) {
         case .success(let payload):
             guard let entry = payload.elf.pvhEntry else {
                 throw .unsupportedProtocol("PVH requested but the vmlinux inside the bzImage has no Xen PVH note")

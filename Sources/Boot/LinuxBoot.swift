@@ -33,7 +33,7 @@ enum LinuxBoot {
             notes.append("host decompression disabled; the guest decompresses the payload itself")
             return try bootNative(file, header: header, request: request, writer: writer, notes: notes)
         }
-        switch BzImagePayload.extract(file, header: header, notes: &notes) {
+        switch BzImagePayload.extract(file, header: header, cache: request.payloadCache, notes: &notes) {
         case .success(let payload):
             let elf = payload.elf
             let base = elf.segments.map(\.physicalAddress).min() ?? X86Layout.linuxDefaultLoadAddress
