@@ -23,6 +23,8 @@ let package = Package(
         .systemLibrary(name: "CLZMA", path: "Sources/CLZMA", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
         .systemLibrary(name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        // SHA-256 keys of the kernel payload cache (OpenSSL's libcrypto: nothing to compile here).
+        .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
         .target(name: "KVM", dependencies: ["CKVM"]),
         .target(name: "GuestMemory"),
@@ -31,7 +33,7 @@ let package = Package(
         .target(name: "Devices"),
         .target(name: "Storage", dependencies: ["CZlib", "CZstd"]),
         .target(name: "VMM", dependencies: [
-            "KVM", "GuestMemory", "Boot", "Devices", "Virtio", "Storage",
+            "KVM", "GuestMemory", "Boot", "Devices", "Virtio", "Storage", "CCrypto",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The per-VM control API (HTTP over a Unix socket), kept out of the VMM core.

@@ -10,8 +10,9 @@ if ! command -v swift >/dev/null 2>&1; then
 fi
 
 packages=(
-    # build: C libraries behind the bzImage decompressors, compiler for the C shim and test guests
-    make gcc gcc-multilib binutils pkg-config zlib1g-dev liblzma-dev liblz4-dev libzstd-dev libsqlite3-dev
+    # build: C libraries behind the bzImage decompressors (and libssl-dev: libcrypto's SHA-256 for the
+    # kernel payload cache), compiler for the C shim and test guests
+    make gcc gcc-multilib binutils pkg-config zlib1g-dev liblzma-dev liblz4-dev libzstd-dev libsqlite3-dev libssl-dev
     # test guests: compressors the synthetic bzImages are built with
     gzip xz-utils lz4 zstd bzip2
     # storage interop tests and benchmarks compare with the real qemu-img; VMM benchmark with QEMU

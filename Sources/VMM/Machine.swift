@@ -131,7 +131,7 @@ public final class Machine: @unchecked Sendable {
         let request = BootRequest(kernel: config.kernel, kernelName: config.kernelPath, initrd: config.initrd,
                                   initrdName: config.initrdPath ?? "initrd", cmdline: config.cmdline,
                                   vcpuCount: config.cpus, rngSeed: rngSeed, bootProtocol: config.bootProtocol,
-                                  linuxCmdlineExtras: profile.linuxGuestFlags.map(\.flag),
+                                  payloadCache: config.payloadCache, linuxCmdlineExtras: profile.linuxGuestFlags.map(\.flag),
                                   acpi: ACPIPlatform(vcpuCount: config.cpus))
         bootPlan = try KernelLoader.load(request, into: memory)
         effectiveCmdline = bootPlan.format == .multiboot ? config.cmdline : request.linuxCmdline

@@ -52,6 +52,8 @@ public struct VMConfig: Sendable {
     public var hostProfile: HostProfile?
     /// Virtio devices on the PCI bus (none: the machine has no PCI devices besides the host bridge).
     public var devices: DeviceOptions
+    /// Where host-decompressed bzImage payloads are kept between boots; nil: no caching.
+    public var payloadCache: (any BzImagePayloadCache)?
 
     public static let minimumMemory: UInt64 = 16 << 20
     public static let maximumMemory: UInt64 = 1 << 40

@@ -74,6 +74,9 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("status-file"), help: "At exit, write how the VM ended (JSON: outcome, detail, exit_status) to this file.")
     var statusFile: String?
 
+    @Flag(name: .customLong("no-kernel-cache"), help: ArgumentHelp("Decompress a bzImage's payload at every boot instead of reusing the copy cached from an earlier boot.", discussion: "The cache lives in ${VIREO_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/vireo}/kernels; VIREO_KERNEL_CACHE=off also disables it."))
+    var noKernelCache = false
+
     @Flag(name: .shortAndLong, help: "Explain what Vireo does: host profile, guest flags and why, boot path.")
     var verbose = false
 
@@ -96,11 +99,16 @@ struct Run: ParsableCommand {
         let initrdBytes = try initrd.map { try readWholeFile($0, kind: "initrd", limit: memorySize) }
         let system = try KVMSystem()
         let profile = try resolveProfile(system: system)
-        let config = try VMConfig(kernel: kernelBytes, kernelPath: kernel, initrd: initrdBytes, initrdPath: initrd,
+        var config = try VMConfig(kernel: kernelBytes, kernelPath: kernel, initrd: initrdBytes, initrdPath: initrd,
                                   cmdline: cmdline, cpus: cpus, memorySize: memorySize, onReboot: onReboot,
                                   bootProtocol: bootProtocol, hostProfile: profile,
                                   devices: try deviceOptions())
-        if verbose { describeProfile(profile) }
+        let kernelCache = KernelPayloadCacheDirectory.configured(environment: Self.cacheEnvironment(), disabled: noKernelCache)
+        config.payloadCache = kernelCache.cache
+        if verbose {
+            describeProfile(profile)
+            printNote(kernelCache.note)
+        }
 
         let console = SerialConsole()
         let signals = SignalWatcher()
@@ -170,6 +178,15 @@ struct Run: ParsableCommand {
         DeviceOptions(disks: try disks.map { try DiskOptions.parse($0) },
                       networks: try networks.map { try NetworkOptions.parse($0) },
                       virtioConsole: consoleKind == .virtio, entropy: entropy)
+    }
+
+    /// The variables that place (or switch off) the kernel payload cache.
+    private static func cacheEnvironment() -> [String: String] {
+        var environment: [String: String] = [:]
+        for name in [KernelPayloadCacheDirectory.switchVariable, "VIREO_CACHE_DIR", "XDG_CACHE_HOME", "HOME"] {
+            if let value = getenv(name) { environment[name] = String(cString: value) }
+        }
+        return environment
     }
 
     private func resolveProfile(system: KVMSystem) throws -> HostProfile {
