@@ -155,14 +155,12 @@ public struct KernelModeProbeResult: Sendable, Equatable {
         return kernelMode.nanosecondsPerIteration <= Self.emulatedNanoseconds
     }
 
-    /// e.g. "CPL0 1310 ns/iteration, CPL3 0.3 ns/iteration: 4400x slower".
+    /// e.g. "CPL0 1310 ns/iteration, CPL3 0.3 ns/iteration: ratio 4400x".
     public var summary: String {
         let kernel = "CPL0 \(Self.format(kernelMode.nanosecondsPerIteration)) ns/iteration"
         switch userMode {
         case .success(let user):
-            let ratio = ratio ?? 0
-            let comparison = ratio >= 1 ? "\(Self.format(ratio))x slower" : "\(Self.format(1 / ratio))x faster"
-            return "\(kernel), CPL3 \(Self.format(user.nanosecondsPerIteration)) ns/iteration: \(comparison)"
+            return "\(kernel), CPL3 \(Self.format(user.nanosecondsPerIteration)) ns/iteration: ratio \(Self.format(ratio ?? 0))x"
         case .failure(let why):
             return "\(kernel), CPL3 not measured (\(why))"
         }

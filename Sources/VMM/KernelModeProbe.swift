@@ -15,10 +15,13 @@ import Glibc
 public enum KernelModeProbe {
     /// Each loop starts with this many iterations: a few milliseconds where the mode is emulated.
     public static let initialIterations: UInt32 = 2_000
-    /// A run is accepted once it lasts this long, so the ~10-30 µs of a VM entry and PIO exit
-    /// (HOST-KVM.md) adds at most a few percent; shorter runs are repeated with more iterations.
-    static let targetSeconds = 0.002
-    static let acceptedSeconds = targetSeconds / 2
+    /// The loop's own time must reach this (at least), and ten times the cost of an empty run, so
+    /// entry, exit and their jitter stay a few percent of the figure; shorter runs are repeated
+    /// with more iterations. Under TCG an empty run costs far more than the ~10-30 µs of a VM
+    /// entry and PIO exit on the development hosts (HOST-KVM.md), and the first run of a mode
+    /// also pays for faulting in the guest's pages, so both are measured and subtracted.
+    static let minimumLoopSeconds = 0.001
+    static let maximumLoopSeconds = 0.05
     /// Runs per privilege level before the last figure is taken as it is (bounds the probe's time).
     static let maximumRuns = 5
 
@@ -53,16 +56,21 @@ public enum KernelModeProbe {
         case kernel = 0, user = 3
     }
 
-    /// Runs the loop at one privilege level until a run lasts long enough to trust.
+    /// Runs the loop at one privilege level until its own time (the run's time less that of an
+    /// empty run) is long enough to trust.
     static func measure(on vcpu: VCPU, privilege: Privilege) throws -> LoopTiming {
         try vcpu.setSpecialRegisters(specialRegisters(from: try vcpu.getSpecialRegisters(), privilege: privilege))
+        _ = try runLoop(on: vcpu, iterations: 1)            // warm-up: first entry, page faults
+        let emptyRun = try runLoop(on: vcpu, iterations: 1)  // what entry and exit alone cost
+        let wanted = min(max(minimumLoopSeconds, 10 * emptyRun), maximumLoopSeconds)
         var iterations = initialIterations
         var timing = LoopTiming(iterations: 0, seconds: 0)
         for _ in 0..<maximumRuns {
-            timing = LoopTiming(iterations: Int(iterations), seconds: try runLoop(on: vcpu, iterations: iterations))
-            guard timing.seconds < acceptedSeconds, iterations < UInt32.max else { break }
-            // The run's time includes entry and exit, so this never overshoots the target.
-            let scaled = Double(iterations) * targetSeconds / max(timing.seconds, 1e-7)
+            let loopSeconds = max(try runLoop(on: vcpu, iterations: iterations) - emptyRun, 1e-9)
+            timing = LoopTiming(iterations: Int(iterations), seconds: loopSeconds)
+            guard loopSeconds < wanted, iterations < UInt32.max else { break }
+            // At most 100x per step: a loop time lost in the jitter must not ask for hours of CPL0.
+            let scaled = Double(iterations) * min(2 * wanted / loopSeconds, 100)
             iterations = UInt32(min(scaled.rounded(.up), Double(UInt32.max)))
         }
         return timing

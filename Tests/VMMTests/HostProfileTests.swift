@@ -52,7 +52,7 @@ import Testing
         #expect(!probe.isNative)
         let profile = HostProfile.detect(kernelModeProbe: probe)
         #expect(profile.kind == .emulatedKernelMode)
-        #expect(profile.reason.contains("CPL0 1200 ns/iteration, CPL3 0.3 ns/iteration: 4000x slower"))
+        #expect(profile.reason.contains("CPL0 1200 ns/iteration, CPL3 0.3 ns/iteration: ratio 4000x"))
     }
 
     /// A nested KVM under QEMU TCG: every mode slow (11,947 ns measured), but equally slow.
@@ -66,7 +66,7 @@ import Testing
     @Test func fastEqualModesAreNative() {
         let probe = Self.probe(kernelNanoseconds: 0.3, userNanoseconds: 0.3)
         #expect(HostProfile.detect(kernelModeProbe: probe).kind == .native)
-        #expect(probe.summary == "CPL0 0.3 ns/iteration, CPL3 0.3 ns/iteration: 1.0x slower")
+        #expect(probe.summary == "CPL0 0.3 ns/iteration, CPL3 0.3 ns/iteration: ratio 1.0x")
     }
 
     @Test func ratioThresholdIsTwentyTimes() {
