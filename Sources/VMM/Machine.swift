@@ -282,6 +282,11 @@ public final class Machine: @unchecked Sendable {
     /// Number of vCPU exits handled so far, all vCPUs together.
     public var exitCount: UInt64 { runners.reduce(0) { $0 &+ $1.exitCount } }
 
+    /// The same exits by reason, all vCPUs together.
+    public var exitReasons: [ExitReason: UInt64] {
+        runners.reduce(into: [:]) { total, runner in total.merge(runner.exitReasons.snapshot, uniquingKeysWith: &+) }
+    }
+
     public enum RunState: String, Codable, Sendable { case created, running, paused, stopped }
 
     /// What the machine is doing now (for the control API and the management layer).

@@ -35,6 +35,8 @@ final class VCPURunner: @unchecked Sendable {
     /// Exits handled, for stats (read from other threads, hence atomic).
     private let exits = Atomic<UInt64>(0)
     var exitCount: UInt64 { exits.load(ordering: .relaxed) }
+    /// The same exits by reason (port, MMIO page, kind): where a guest's exits go.
+    let exitReasons = ExitAccounting()
 
     init(vcpu: VCPU, context: ExitContext) {
         self.vcpu = vcpu
@@ -84,6 +86,7 @@ final class VCPURunner: @unchecked Sendable {
                 return
             }
             exits.wrappingAdd(1, ordering: .relaxed)
+            exitReasons.count(exit)
             if !handle(exit) { return }
             // A device may just have ended the machine (debug exit, reset): don't run the guest on.
             if context.isExiting() { return }

@@ -5,7 +5,7 @@ import VMM
 ///
 /// ```
 /// GET  /vm                 state, vCPUs, memory, boot path          200 JSON
-/// GET  /vm/stats           exits, host CPU time, RSS                200 JSON
+/// GET  /vm/stats           exits (with the top reasons), CPU, RSS   200 JSON
 /// PUT  /vm/pause           park every vCPU (consistent point)       204
 /// PUT  /vm/resume                                                   204
 /// PUT  /vm/stop            hard stop (like pulling the plug)        204
@@ -67,17 +67,27 @@ public struct ControlAPI: Sendable {
 
     struct Stats: Encodable {
         let exits: UInt64
+        /// The most frequent exit reasons ("pio_out 0x3f8", "mmio_write 0xfee00000", ...) and counts.
+        let exitReasons: [ExitCount]
         let cpuUserSeconds: Double
         let cpuSystemSeconds: Double
         let rssBytes: UInt64
         let devices: DeviceStatistics
         enum CodingKeys: String, CodingKey {
             case exits, devices
+            case exitReasons = "exit_reasons"
             case cpuUserSeconds = "cpu_user_seconds"
             case cpuSystemSeconds = "cpu_system_seconds"
             case rssBytes = "rss_bytes"
         }
     }
+
+    struct ExitCount: Encodable {
+        let reason: String
+        let count: UInt64
+    }
+    /// How many reasons /vm/stats lists (the rest are in `exits`).
+    static let listedExitReasons = 20
 
     let machine: @Sendable () -> Machine?
     let console: ConsoleLog
@@ -113,7 +123,7 @@ public struct ControlAPI: Sendable {
                                      outcome: outcome, powerButtonEnabled: machine.powerButtonEnabled,
                                      powerButtonPending: machine.powerButtonPending))
         case "/vm/stats":
-            return .json(200, Self.stats(exits: machine.exitCount, devices: machine.deviceStatistics))
+            return .json(200, Self.stats(exits: machine.exitCount, exitReasons: machine.exitReasons, devices: machine.deviceStatistics))
         case "/vm/pause":
             guard machine.runState == .running || machine.runState == .paused else {
                 return .error(409, "cannot pause a VM that is \(machine.runState.rawValue)")
@@ -156,11 +166,12 @@ public struct ControlAPI: Sendable {
     }
 
     /// Whole-process figures: this process is one VM.
-    static func stats(exits: UInt64, devices: DeviceStatistics) -> Stats {
+    static func stats(exits: UInt64, exitReasons: [ExitReason: UInt64], devices: DeviceStatistics) -> Stats {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let pages = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8))?.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } ?? 0
         return Stats(exits: exits,
+                     exitReasons: exitReasons.top(listedExitReasons).map { ExitCount(reason: $0.reason.description, count: $0.count) },
                      cpuUserSeconds: Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
                      cpuSystemSeconds: Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6,
                      rssBytes: pages * UInt64(sysconf(Int32(_SC_PAGESIZE))), devices: devices)

@@ -153,6 +153,10 @@ struct Run: ParsableCommand {
                 signals.start()
             }
             let outcome = try machine.run()
+            if verbose {
+                let top = machine.exitReasons.top(8).map { "\($0.reason) \($0.count)" }.joined(separator: ", ")
+                printNote("vCPU exits: \(machine.exitCount) in all; most frequent: \(top)")
+            }
             if outcome == .reset && onReboot == .restart {
                 cmos = machine.rtc.state
                 if verbose { printNote("guest reset: restarting") }

@@ -57,6 +57,11 @@ extension KVMGuestSuites {
         let stats = try guest.json("/vm/stats")
         #expect((stats["exits"] as? Int ?? 0) > 0)
         #expect((stats["rss_bytes"] as? Int ?? 0) > 0)
+        // Exits by reason: the guest's serial output is PIO writes to COM1.
+        let reasons = stats["exit_reasons"] as? [[String: Any]] ?? []
+        let com1 = reasons.first { $0["reason"] as? String == "pio_out 0x3f8" }?["count"] as? Int ?? 0
+        #expect(com1 >= "tick 5".count)
+        #expect(reasons.reduce(0) { $0 + ($1["count"] as? Int ?? 0) } <= stats["exits"] as? Int ?? 0)
 
         #expect(guest.api.handle(method: "PUT", uri: "/vm/stop").status == 204)
         #expect(guest.machine.waitForExit(timeoutSeconds: 10) == .stopped)
