@@ -56,6 +56,11 @@ fi
 work=${work:-$(mktemp -d /tmp/vireo-bench.XXXXXX)}
 mkdir -p "$work"
 log() { echo "run.sh: $*" >&2; }
+# The -cpu value QEMU can start with here (`host`, or `host,-arch-capabilities` where `-cpu host`
+# aborts with "failed to set MSR 0x10a"); printed in the header.
+# shellcheck source=qemu-cpu.sh
+source "$repo/benchmarks/vmm/qemu-cpu.sh"
+qemu_cpu_pick
 
 # --- tools and guests ---------------------------------------------------------------------
 if [ -z "$vireo" ]; then
@@ -83,7 +88,7 @@ vmm_cmd() { # name kernel mem cmdline [initrd] -> prints argv, one per line
             [ -n "$cmdline" ] && printf '%s\n' --cmdline "$cmdline"
             [ -n "$initrd" ] && printf '%s\n' --initrd "$initrd" ;;
         qemu-microvm|qemu-pc)
-            printf '%s\n' qemu-system-x86_64 -accel kvm -M "${name#qemu-}" -cpu host -m "$mem" -smp 1 \
+            printf '%s\n' qemu-system-x86_64 -accel kvm -M "${name#qemu-}" -cpu "$QEMU_CPU" -m "$mem" -smp 1 \
                 -nodefaults -no-user-config -display none -serial stdio \
                 -device isa-debug-exit,iobase=0xf4,iosize=4 -kernel "$kernel"
             [ -n "$cmdline" ] && printf '%s\n' -append "$cmdline"
@@ -108,7 +113,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f"
 echo "# Vireo VMM benchmark  $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "host: $(uname -sr), $(nproc) CPUs, $(. /etc/os-release && echo "$PRETTY_NAME"), kvm modules: $(cd /sys/module && echo kvm*)"
 echo "vireo: $vireo (built $(date -u -r "$vireo" '+%Y-%m-%d %H:%M UTC'), sha256 $(sha256sum "$vireo" | cut -c1-12); repo at $(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$repo" && git diff --quiet HEAD 2>/dev/null || echo '+dirty'))"
-echo "qemu: $(qemu-system-x86_64 --version | head -1)"
+echo "qemu: $(qemu-system-x86_64 --version | head -1); $QEMU_CPU_NOTE"
 echo "mode: $([ "$quick" = 1 ] && echo quick || echo full), runs=$runs, pio iters=$pio_iters; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
