@@ -25,18 +25,8 @@ if [ ! -e "$dir/.complete" ]; then
     log "building the initramfs for $DEBIAN_KERNEL_RELEASE (busybox-static, ${modules[*]})"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    mkdir -p "$work/root/bin" "$work/root/modules" "$work/root/proc" "$work/root/sys" "$work/root/dev"
-    dpkg-deb -x "$busybox_deb" "$work/bb"
-    cp "$work/bb/bin/busybox" "$work/root/bin/busybox"
-    for applet in $("$work/root/bin/busybox" --list); do
-        [ "$applet" = busybox ] || ln -s busybox "$work/root/bin/$applet"
-    done
+    debian_initramfs_root "$work/root" "$busybox_deb" "${modules[@]}"
     cp "$repo/guest/debian/init" "$work/root/init"
-    debian_kernel_modules "${modules[@]}" >"$work/root/modules.order"
-    while read -r ko; do
-        mkdir -p "$work/root/modules/$(dirname "$ko")"
-        cp "$DEBIAN_KERNEL_MODULES/$ko" "$work/root/modules/$ko"
-    done <"$work/root/modules.order"
     rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
     # Uncompressed: the guest kernel would otherwise spend time unpacking it.
     (cd "$work/root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) >"$dir.tmp/initramfs.cpio"

@@ -17,11 +17,12 @@
 #   --share DIR     the read-write directory (default: a new temporary one, removed afterwards
 #                   unless --keep); created if missing; its path is $VIREO_NESTED_SHARE in L1
 #   --keep          keep the default share and print its path
-#   --interactive   connect this terminal to the command (a shell, `vireo run`); Ctrl-] x kills L1
+#   --interactive   connect this terminal to the command (a shell, `vireo run`); L1 ends with it
 #   --memory SIZE   L1's memory (default 4G)   --cpus N   L1's vCPUs (default 2)
 #   --timeout S     kill L1 after S seconds (default 3600; 0: no limit)
+#   --qemu-cpu M    QEMU's CPU model for L1 (default max: TCG's with SVM and nested paging)
 #   --print-l1      build (or find) L1 and print its files, then exit
-# VIREO_* variables of this environment are passed on to the command. Exit status: the
+# VIREO_QEMU names another qemu-system-x86_64. VIREO_* variables are passed on to the command. Exit status: the
 # command's, or 124 on timeout, or 70 (with a one-line error) when L1 could not run it.
 # L1 (Debian's stock kernel from `apt-get download linux-image-amd64`, busybox-static, the modules
 # named in scripts/nested/modules) is cached in ${VIREO_NESTED_DIR:-~/.cache/vireo/nested}.
@@ -36,7 +37,7 @@ log() { echo "nested-host: $*" >&2; }
 die() { echo "nested-host: error: $*" >&2; exit 70; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; }
 
-share= keep=0 interactive=0 memory=4G cpus=2 timeout_s=3600 print_only=0
+share= keep=0 interactive=0 memory=4G cpus=2 timeout_s=3600 print_only=0 qemu_cpu=max
 while (($#)); do
     case "$1" in
         --share) share=$2; shift 2 ;;
@@ -45,6 +46,7 @@ while (($#)); do
         --memory) memory=$2; shift 2 ;;
         --cpus) cpus=$2; shift 2 ;;
         --timeout) timeout_s=$2; shift 2 ;;
+        --qemu-cpu) qemu_cpu=$2; shift 2 ;;
         --print-l1) print_only=1; shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
@@ -54,8 +56,8 @@ while (($#)); do
 done
 [ $# -gt 0 ] || [ $print_only = 1 ] || { usage; die "no command given"; }
 
-qemu=$(command -v qemu-system-x86_64 || true)
-[ -n "$qemu" ] || die "qemu-system-x86_64 is missing: apt-get install qemu-system-x86 (or run scripts/setup.sh)"
+qemu=${VIREO_QEMU:-$(command -v qemu-system-x86_64 || true)}
+[ -n "$qemu" ] && [ -x "$qemu" ] || die "qemu-system-x86_64 is missing${VIREO_QEMU:+ (VIREO_QEMU=$VIREO_QEMU)}: apt-get install qemu-system-x86 (or run scripts/setup.sh)"
 for tool in apt-get dpkg-deb cpio gzip; do
     command -v $tool >/dev/null || die "$tool is missing (this script builds L1 from Debian packages)"
 done
@@ -72,16 +74,8 @@ build_l1() {
     if [ ! -e "$dir/.complete" ]; then
         log "building L1 ($DEBIAN_KERNEL_RELEASE, busybox-static, modules: $modules)"
         work=$(mktemp -d)
-        mkdir -p "$work/root/bin" "$work/root/modules" "$work/root/proc" "$work/root/sys" "$work/root/dev"
-        dpkg-deb -x "$busybox_deb" "$work/bb"
-        cp "$work/bb/bin/busybox" "$work/root/bin/busybox"
-        for applet in $("$work/root/bin/busybox" --list); do [ "$applet" = busybox ] || ln -sf busybox "$work/root/bin/$applet"; done
+        debian_initramfs_root "$work/root" "$busybox_deb" $modules
         cp "$repo/scripts/nested/l1-init" "$work/root/init"
-        debian_kernel_modules $modules >"$work/root/modules.order" || exit 70
-        while read -r ko; do
-            mkdir -p "$work/root/modules/$(dirname "$ko")"
-            cp "$DEBIAN_KERNEL_MODULES/$ko" "$work/root/modules/$ko"
-        done <"$work/root/modules.order"
         rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
         (cd "$work/root" && find . | cpio -o -H newc --quiet | gzip -1) >"$dir.tmp/initramfs.cpio.gz"
         cp "$DEBIAN_KERNEL_VMLINUZ" "$dir.tmp/vmlinuz"
@@ -125,32 +119,42 @@ rm -rf "$share/.nested"; mkdir -p "$share/.nested"
 # --- boot L1 -----------------------------------------------------------------------------------
 # -cpu max under TCG offers svm+npt; TCG needs no /dev/kvm, so this works on any x86-64 host.
 # panic=-1 + -no-reboot: a dying L1 ends QEMU instead of hanging.
-qemu_args=(-accel tcg,thread=multi -cpu max -smp "$cpus" -m "$memory" -machine q35 -nodefaults -no-user-config
+qemu_args=(-accel tcg,thread=multi -cpu "$qemu_cpu" -smp "$cpus" -m "$memory" -machine q35 -nodefaults -no-user-config
     -kernel "$l1_dir/vmlinuz" -initrd "$l1_dir/initramfs.cpio.gz"
     -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init"
     -virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap,id=host"
     -virtfs "local,path=$share,mount_tag=share,security_model=none,id=share"
     -display none -no-reboot -nic none)
 if [ $interactive = 1 ] && [ -t 0 ]; then
-    # Raw terminal straight to L1's ttyS0: Ctrl-C and Ctrl-A reach the command (vireo's own
-    # Ctrl-A X works); QEMU's escape is moved to Ctrl-] so its monitor is not in the way.
-    qemu_args+=(-chardev stdio,id=console,mux=on,signal=off -serial chardev:console -mon chardev=console -echr 0x1d)
+    # Raw terminal straight to L1's ttyS0, no QEMU monitor in between: every key, Ctrl-C and
+    # Ctrl-A included, reaches the command (so vireo's own Ctrl-A X works); L1 powers off when
+    # the command ends.
+    qemu_args+=(-chardev stdio,id=console,signal=off -serial chardev:console -monitor none)
 else
     qemu_args+=(-serial stdio)
 fi
 log "booting L1 ($(cat "$l1_dir/release"), TCG, $cpus vCPUs, $memory) for: $*"
 started=$(date +%s)
+limit=(); [ "$timeout_s" -gt 0 ] && limit=(timeout --foreground --kill-after=10 "$timeout_s")
 set +e
-if [ "$timeout_s" -gt 0 ]; then
-    timeout --foreground --kill-after=10 "$timeout_s" "$qemu" "${qemu_args[@]}" </dev/stdin
+if [ $interactive = 1 ]; then
+    "${limit[@]}" "$qemu" "${qemu_args[@]}"
+    qemu_status=$?
 else
-    "$qemu" "${qemu_args[@]}" </dev/stdin
+    # L1's console is also kept, so that an L1 that stops early can be explained in one line.
+    "${limit[@]}" "$qemu" "${qemu_args[@]}" | tee "$share/.nested/console.log"
+    qemu_status=${PIPESTATUS[0]}
 fi
-qemu_status=$?
 set -e
 elapsed=$(( $(date +%s) - started ))
 if [ $qemu_status -eq 124 ] || [ $qemu_status -eq 137 ]; then
     log "error: L1 did not finish within ${timeout_s}s (killed)"; exit 124
+fi
+# L1's own failures (no /dev/kvm, a share that would not mount) come back as one line.
+[ -s "$share/.nested/error" ] && die "$(head -1 "$share/.nested/error")"
+if [ ! -r "$share/.nested/rc" ]; then
+    said=$(tr -d '\r' <"$share/.nested/console.log" 2>/dev/null | sed -n 's/^nested-host: error: //p' | tail -1)
+    [ -n "$said" ] && die "$said"
 fi
 [ -r "$share/.nested/rc" ] || die "L1 ended (QEMU status $qemu_status after ${elapsed}s) without reporting the command's status"
 status=$(cat "$share/.nested/rc")

@@ -7,6 +7,10 @@
 #                                       DEBIAN_KERNEL_VMLINUZ, DEBIAN_KERNEL_MODULES (lib/modules/<release>)
 #   debian_kernel_modules NAME...       prints the .ko paths (relative to DEBIAN_KERNEL_MODULES) of the
 #                                       named modules and everything they depend on, dependencies first
+#   debian_initramfs_root DIR BUSYBOX_DEB MODULE...
+#                                       fills DIR with busybox-static and its applets in /bin, the named
+#                                       modules and their dependencies under /modules, their load order
+#                                       in /modules.order, and empty /proc, /sys, /dev
 
 _dk_log() { echo "${DK_LOG_PREFIX:-debian-kernel}: $*" >&2; }
 _dk_die() { echo "${DK_LOG_PREFIX:-debian-kernel}: error: $*" >&2; exit 1; }
@@ -80,4 +84,22 @@ debian_kernel_modules() {
         echo "${path[$module]}"
     }
     for name in "$@"; do _dk_visit "$name"; done
+}
+
+debian_initramfs_root() {
+    local root=$1 busybox_deb=$2 unpacked applet ko
+    shift 2
+    mkdir -p "$root/bin" "$root/modules" "$root/proc" "$root/sys" "$root/dev"
+    unpacked=$(mktemp -d)
+    dpkg-deb -x "$busybox_deb" "$unpacked" || _dk_die "dpkg-deb -x $busybox_deb failed"
+    cp "$unpacked/bin/busybox" "$root/bin/busybox"
+    rm -rf "$unpacked"
+    for applet in $("$root/bin/busybox" --list); do
+        [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+    done
+    debian_kernel_modules "$@" >"$root/modules.order"
+    while read -r ko; do
+        mkdir -p "$root/modules/$(dirname "$ko")"
+        cp "$DEBIAN_KERNEL_MODULES/$ko" "$root/modules/$ko"
+    done <"$root/modules.order"
 }
