@@ -9,7 +9,8 @@
 #
 # The command runs as root in a chroot of this machine's own file system (shared read-only over
 # 9p, so the host's build and guest artifacts are used as they are), in the current directory,
-# with L1's own /proc, /sys, /dev, /run and a tmpfs /tmp. A share directory is mounted read-write
+# with L1's own /proc, /sys, /dev, /run and a tmpfs /tmp (a working directory under the host's
+# /tmp is shown in it, read-only). A share directory is mounted read-write
 # at the same path, for files that must come back. The command's output is this script's output
 # and its exit status this script's exit status.
 #
@@ -103,9 +104,12 @@ else
 fi
 case "$share" in /) die "the share cannot be /" ;; esac
 rm -rf "$share/.nested"; mkdir -p "$share/.nested"
+# L1 has its own /tmp: a working directory under the host's /tmp (a CI clone, say) is shown there.
+tmp_keep=
+case "$PWD/" in /tmp/?*/) tmp_keep=/tmp/$(cut -d/ -f3 <<<"$PWD") ;; esac
 {
-    printf 'NESTED_SHARE=%q\nNESTED_CWD=%q\nNESTED_TTY=%q\nNESTED_TERM=%q\n' \
-        "$share" "$PWD" "$interactive" "${TERM:-linux}"
+    printf 'NESTED_SHARE=%q\nNESTED_CWD=%q\nNESTED_TTY=%q\nNESTED_TERM=%q\nNESTED_TMP_KEEP=%q\n' \
+        "$share" "$PWD" "$interactive" "${TERM:-linux}" "$tmp_keep"
 } >"$share/.nested/config"
 {
     echo "cd $(printf %q "$PWD") || exit 125"
