@@ -276,11 +276,14 @@ static void run_shell(void)
     mount_fs("devtmpfs", "/dev", "devtmpfs");
     mount_fs("sysfs", "/sys", "sysfs");
     say("starting /bin/sh");
-    static const char *const argv[] = { "/bin/sh", 0 };
+    /* A session of its own, then busybox's cttyhack opens the console's real tty (ttyS0, from
+     * sysfs) as the shell's controlling terminal: job control, and Ctrl-C interrupts a command. */
+    syscall3(NR_setsid, 0, 0, 0);
+    static const char *const argv[] = { "cttyhack", "/bin/sh", 0 };
     static const char *const envp[] = { "HOME=/", "PATH=/bin:/sbin:/usr/bin:/usr/sbin",
                                         "TERM=linux", 0 };
-    s32 rc = syscall3(NR_execve, (u32)"/bin/sh", (u32)argv, (u32)envp);
-    say_errno("execve /bin/sh", rc);
+    s32 rc = syscall3(NR_execve, (u32)"/bin/busybox", (u32)argv, (u32)envp);
+    say_errno("execve /bin/busybox cttyhack /bin/sh", rc);
 }
 
 /* True when the kernel handed init the word `word` as an argument (undotted command-line words

@@ -10,7 +10,7 @@ typedef long long s64;
 /* i386 system call numbers (arch/x86/entry/syscalls/syscall_32.tbl). */
 enum {
     NR_exit = 1, NR_read = 3, NR_write = 4, NR_open = 5, NR_close = 6, NR_execve = 11,
-    NR_time = 13, NR_getpid = 20, NR_mount = 21, NR_pause = 29, NR_reboot = 88,
+    NR_time = 13, NR_getpid = 20, NR_mount = 21, NR_pause = 29, NR_setsid = 66, NR_reboot = 88,
     NR_fsync = 118, NR_sched_getaffinity = 242, NR_socket = 359, NR_connect = 362,
     NR_clock_gettime64 = 403,
 };
