@@ -123,7 +123,10 @@ public struct ControlAPI: Sendable {
                                      outcome: outcome, powerButtonEnabled: machine.powerButtonEnabled,
                                      powerButtonPending: machine.powerButtonPending))
         case "/vm/stats":
-            return .json(200, Self.stats(exits: machine.exitCount, exitReasons: machine.exitReasons, devices: machine.deviceStatistics))
+            // Reasons first: each exit is counted in the total before its reason, so the total read
+            // after them is never below what they add up to.
+            let reasons = machine.exitReasons
+            return .json(200, Self.stats(exits: machine.exitCount, exitReasons: reasons, devices: machine.deviceStatistics))
         case "/vm/pause":
             guard machine.runState == .running || machine.runState == .paused else {
                 return .error(409, "cannot pause a VM that is \(machine.runState.rawValue)")
