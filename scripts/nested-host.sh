@@ -70,7 +70,7 @@ build_l1() {
     busybox_deb=$(debian_package_fetch busybox-static "${VIREO_DEBIAN_DIR:-$HOME/.cache/vireo/debian}/debs") || exit 70
     modules=$(grep -v '^#' "$repo/scripts/nested/modules" | xargs)
     key=$( { echo "recipe $RECIPE"; basename "$DEBIAN_KERNEL_DIR"; basename "$busybox_deb"; echo "$modules"
-             cat "$repo/scripts/nested/l1-init" "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)
+             cat "$repo/scripts/nested/l1-init"; declare -f build_l1 debian_initramfs_root; } | sha256sum | cut -c1-16)
     dir=$cache/l1-$key
     if [ ! -e "$dir/.complete" ]; then
         log "building L1 ($DEBIAN_KERNEL_RELEASE, busybox-static, modules: $modules)"
@@ -83,6 +83,8 @@ build_l1() {
         echo "$DEBIAN_KERNEL_RELEASE" >"$dir.tmp/release"
         touch "$dir.tmp/.complete"
         rm -rf "$dir" "$work"; mv "$dir.tmp" "$dir"
+        # Earlier L1s are superseded (a run still using one keeps its open files).
+        find "$cache" -maxdepth 1 -name 'l1-*' ! -name "l1-$key" -exec rm -rf {} +
     fi
     l1_dir=$dir
 }
