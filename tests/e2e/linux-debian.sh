@@ -52,7 +52,7 @@ started=$(date +%s.%N)
 timeout --kill-after=10 "$timeout_s" "$vireo" run --verbose --kernel "$kernel" --initrd "$initrd" \
     --cpus 2 --memory 512M --cmdline "$cmdline" --disk "path=$disk,serial=vireo-debian" </dev/null >"$log" 2>&1
 rc=$?
-elapsed=$(printf '%.1f' "$(echo "$(date +%s.%N) - $started" | bc)")
+elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 note "vireo run exited with status $rc after ${elapsed}s"
 
 clean=$(tr -d '\r' <"$log")
