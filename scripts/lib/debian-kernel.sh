@@ -30,27 +30,40 @@ debian_kernel_package() {
 }
 
 debian_package_fetch() {
-    local name=$1 dest=$2 version deb
-    version=$(apt-cache policy "$name" 2>/dev/null | sed -n 's/^ *Candidate: //p' | head -1)
-    [ -n "$version" ] && [ "$version" != "(none)" ] || _dk_die "apt-cache has no candidate version of $name"
+    local name=$1 dest=$2 version deb attempt
     mkdir -p "$dest"
-    deb=$(ls "$dest/${name}_"*"_amd64.deb" 2>/dev/null | grep -F "_${version//:/%3a}_" | head -1)
-    if [ -z "$deb" ]; then
-        _dk_log "downloading $name $version"
-        # _apt cannot write into root-owned temporary directories; a world-writable one avoids the warning.
-        local tmp; tmp=$(mktemp -d); chmod 0777 "$tmp"
-        (cd "$tmp" && apt-get -qq download "$name=$version" >&2) || { rm -rf "$tmp"; _dk_die "apt-get download $name=$version failed"; }
-        mv "$tmp"/*.deb "$dest/" && rm -rf "$tmp"
-        deb=$(ls "$dest/${name}_"*"_amd64.deb" | grep -F "_${version//:/%3a}_" | head -1)
-    fi
-    [ -r "$deb" ] || _dk_die "no .deb of $name $version in $dest"
-    echo "$deb"
+    # Two attempts: stale package lists name a version the archive no longer has (a new kernel
+    # ABI, a security update), so a failed download refreshes them once and tries again.
+    for attempt in 1 2; do
+        version=$(apt-cache policy "$name" 2>/dev/null | sed -n 's/^ *Candidate: //p' | head -1)
+        if [ -n "$version" ] && [ "$version" != "(none)" ]; then
+            deb=$(ls "$dest/${name}_"*"_amd64.deb" 2>/dev/null | grep -F "_${version//:/%3a}_" | head -1)
+            [ -n "$deb" ] && { echo "$deb"; return 0; }
+            _dk_log "downloading $name $version"
+            # _apt cannot write into root-owned temporary directories; a world-writable one avoids the warning.
+            local tmp; tmp=$(mktemp -d); chmod 0777 "$tmp"
+            if (cd "$tmp" && apt-get -qq download "$name=$version" >&2) && mv "$tmp"/*.deb "$dest/"; then
+                rm -rf "$tmp"
+                deb=$(ls "$dest/${name}_"*"_amd64.deb" | grep -F "_${version//:/%3a}_" | head -1)
+                [ -r "$deb" ] || _dk_die "no .deb of $name $version in $dest after downloading it"
+                echo "$deb"; return 0
+            fi
+            rm -rf "$tmp"
+        fi
+        [ $attempt = 1 ] || break
+        _dk_log "no $name ${version:-candidate} to download: refreshing the package lists (apt-get update)"
+        local sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+        "${sudo[@]}" apt-get -qq update >&2 || _dk_die "apt-get update failed"
+    done
+    _dk_die "apt-get download $name${version:+=$version} failed, also after apt-get update"
 }
 
 debian_kernel_fetch() {
     local cache=$1 package deb dir
     package=$(debian_kernel_package) || exit 1
-    deb=$(debian_package_fetch "$package" "$cache/debs") || exit 1
+    # A failed fetch has refreshed the lists, which may now name a newer kernel ABI: ask again.
+    deb=$(debian_package_fetch "$package" "$cache/debs") ||
+        { package=$(debian_kernel_package) && deb=$(debian_package_fetch "$package" "$cache/debs"); } || exit 1
     dir=$cache/$(basename "$deb" .deb)
     if [ ! -e "$dir/.complete" ]; then
         rm -rf "$dir" "$dir.tmp"
