@@ -59,16 +59,18 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Helpers the test targets share (seeded random numbers, ...).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory", "Devices", "Storage"]),
-        .testTarget(name: "KVMTests", dependencies: ["KVM"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory", "Devices", "Storage", "TestSupport"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),
         // Includes VMMControl's tests: every guest-booting suite shares one serialized parent.
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMControl", "KVM", "Boot", "Devices", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMControl", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport"]),
         .testTarget(name: "ManagerTests", dependencies: [
-            "Manager",
+            "Manager", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),

@@ -1,22 +1,13 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Manager
 
 /// dumpxml, yaml() and json() each read back to the same definition, for any valid definition:
 /// checked over a few hundred generated ones that vary every field and use awkward strings.
 @Suite("Round trips")
 struct RoundTripTests {
-    /// Small deterministic generator (SplitMix64), so a failure is reproducible from its seed.
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
+    typealias SeededGenerator = SplitMix64
 
     static let awkwardStrings = [
         "", "console=ttyS0", "a & b < c > d", "quote ' and \" both", "null", "yes", "123", "~", "#not a comment",

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Storage
 
 /// Helpers shared by the storage tests: temp dirs, deterministic data, and the real qemu tools.
@@ -71,24 +72,8 @@ final class TempDir {
     func file(_ name: String) -> String { path + "/" + name }
 }
 
-/// Deterministic pseudo-random bytes (SplitMix64), so failures reproduce.
-struct TestRandom {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Generated a word at a time: tests run unoptimized, so per-byte loops would dominate their runtime.
-    mutating func bytes(_ count: Int) -> [UInt8] {
-        var words = [UInt64](repeating: 0, count: count / 8 + 1)
-        for i in words.indices { words[i] = next() }
-        return words.withUnsafeBytes { Array($0.prefix(count)) }
-    }
-    mutating func below(_ n: UInt64) -> UInt64 { next() % n }
-}
+/// Deterministic pseudo-random bytes, so failures reproduce.
+typealias TestRandom = SplitMix64
 
 func readAll(_ device: any BlockDevice) throws -> [UInt8] {
     var out = [UInt8](repeating: 0, count: Int(device.size))

@@ -1,18 +1,7 @@
 import GuestMemory
 import Testing
+import TestSupport
 @testable import Virtio
-
-/// Deterministic generator so a failing case can be replayed from its seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite struct ChainFuzzTests {
     /// Random but plausible-looking descriptor: addresses near RAM edges and holes, small lengths,

@@ -3,6 +3,7 @@ import Foundation
 import GuestMemory
 import Storage
 import Testing
+import TestSupport
 @testable import Virtio
 
 /// Seeded random guests against the real devices behind the PCI transport: config space, the BAR

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 @testable import Manager
 
 /// A fresh directory under /tmp, removed when the value is released.
@@ -32,17 +33,5 @@ func generation(of definition: VMDefinition) -> Int? {
     definition.os.cmdline.split(separator: " ").first { $0.hasPrefix("gen=") }.flatMap { Int($0.dropFirst(4)) }
 }
 
-/// SplitMix64: reproducible pseudo-random choices, so a failing run can be replayed.
-struct StateTestRandom {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    mutating func below(_ bound: UInt64) -> UInt64 { next() % bound }
-}
+/// Reproducible pseudo-random choices, so a failing run can be replayed.
+typealias StateTestRandom = SplitMix64
