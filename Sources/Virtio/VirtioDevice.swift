@@ -1,3 +1,4 @@
+import Devices
 import GuestMemory
 
 /// Device IDs (VIRTIO 1.2 §5): the PCI device ID is 0x1040 + this value (§4.1.2.1).
@@ -61,12 +62,15 @@ public enum VirtioDeviceError: Error, Equatable, Sendable, CustomStringConvertib
     case missingQueue(Int)
     case queue(VirtqueueError)
     case backend(String)
+    /// A captured device state this device could not have been in (`restoreState`).
+    case state(DeviceStateError)
 
     public var description: String {
         switch self {
         case let .missingQueue(index): return "the driver did not enable required queue \(index)"
         case let .queue(error): return error.description
         case let .backend(message): return message
+        case let .state(error): return error.description
         }
     }
 }
@@ -93,4 +97,18 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func queueNotified(_ index: Int)
     /// The driver reset the device (status 0): stop using queues and memory, drop in-flight work.
     func reset()
+    /// The device's state, or nil when it is not activated (no DRIVER_OK, or reset). The caller
+    /// guarantees quiescence: no queueNotified/backendReadable runs concurrently (the VMM has stopped
+    /// the device's I/O thread and paused the vCPUs), so nothing is in flight but what the state holds.
+    func captureState() -> VirtioDeviceState?
+    /// Re-activates the device from a captured state, re-validating it as hostile input
+    /// (queue count == queueMaxSizes.count, features ⊆ deviceFeatures, each queue through
+    /// SplitVirtqueue(restoring:memory:) incl. its size <= queueMaxSizes[i], faulted indices in range,
+    /// pendingInput <= the console's capacity and empty for other devices, required queues present
+    /// exactly as activate() requires). On error the device is left as it was (not activated).
+    ///
+    /// It touches no ring and raises no interrupt (the function may not be attached yet): once the
+    /// machine is assembled the VMM calls `queueNotified(i)` for every queue, which serves whatever
+    /// the driver published while the device was stopped and is harmless when there is nothing.
+    func restoreState(_ state: VirtioDeviceState, memory: GuestMemory, interrupt: any VirtioInterrupt) throws(VirtioDeviceError)
 }

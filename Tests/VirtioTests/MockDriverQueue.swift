@@ -32,6 +32,15 @@ final class MockDriverQueue {
         try memory.zero(at: GuestAddress(desc), length: used + 6 + 8 * UInt64(size) - desc)
     }
 
+    /// The same driver queue in a copy of its guest memory (a restored snapshot): the rings are
+    /// already there, so nothing is zeroed, and the driver's own indices carry on.
+    init(continuing other: MockDriverQueue, in memory: GuestMemory) {
+        self.memory = memory
+        config = other.config
+        nextDescriptor = other.nextDescriptor
+        availIdx = other.availIdx
+    }
+
     func makeDeviceQueue(eventIdx: Bool = false) throws -> SplitVirtqueue {
         try SplitVirtqueue(config: config, eventIdx: eventIdx, memory: memory)
     }

@@ -9,3 +9,13 @@ func makeTestMemory() throws -> GuestMemory {
 
 /// Start of the hole between the second and third regions.
 let holeStart: UInt64 = 0x20000
+
+/// A byte-for-byte copy of `memory` in new host pages, as a snapshot restore or a migration
+/// target has it: the restored device must find everything there and nothing of the original.
+func copyOf(_ memory: GuestMemory) throws -> GuestMemory {
+    let copy = try GuestMemory(ranges: memory.regions.map { ($0.start, $0.size) })
+    for region in memory.regions {
+        try copy.writeBytes(memory.readBytes(at: region.start, count: Int(region.size)), to: region.start)
+    }
+    return copy
+}

@@ -12,6 +12,8 @@ final class TransportFakeDevice: VirtioDevice {
         var configWrites: [(offset: Int, size: Int, value: UInt64)] = []
         var config: [UInt8] = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]
         var activationError: VirtioDeviceError?
+        /// What restoreState was given and captureState returns.
+        var deviceState: VirtioDeviceState?
         /// Re-enter the transport from inside its calls, as a real device may.
         var signalFromCallbacks = false
         var interrupt: (any VirtioInterrupt)?
@@ -74,6 +76,15 @@ final class TransportFakeDevice: VirtioDevice {
         reenter?.signalQueue(0)
     }
 
+    func captureState() -> VirtioDeviceState? { record.withLock { $0.deviceState } }
+
+    func restoreState(_ state: VirtioDeviceState, memory: GuestMemory, interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
+        record.withLock { record in
+            record.deviceState = state
+            record.interrupt = interrupt
+        }
+    }
+
     var activations: [VirtioActivation] { record.withLock { $0.activations } }
     var interrupt: (any VirtioInterrupt)? { activations.last?.interrupt }
 }
@@ -111,14 +122,18 @@ enum CommonOffset {
     static let queueDesc: UInt64 = 0x20, queueDriver: UInt64 = 0x28, queueDevice: UInt64 = 0x30
 }
 
+extension VirtioPCIDriver where Device == TransportFakeDevice {
+    convenience init() throws { try self.init(device: TransportFakeDevice()) }
+}
+
 /// The guest side of a virtio-pci function: enumerates it through ECAM, finds the structures from
 /// its capabilities (as Linux's virtio_pci_modern does) and pokes them through the MMIO window.
-final class VirtioPCIDriver {
+final class VirtioPCIDriver<Device: VirtioDevice> {
     struct Capability { var offset: Int; var bar: Int; var regionOffset: UInt64; var length: UInt64; var extra: UInt32 }
 
     let root: PCIRootComplex
     let transport: VirtioPCIDevice
-    let device: TransportFakeDevice
+    let device: Device
     let memory: GuestMemory
     let msix = TransportMSIXRecorder()
     let line = TransportLine()
@@ -126,7 +141,7 @@ final class VirtioPCIDriver {
     private(set) var capabilities: [UInt8: Capability] = [:]
     private(set) var msixCapability: Int?
 
-    init(device: TransportFakeDevice = TransportFakeDevice()) throws {
+    init(device: Device) throws {
         memory = try makeTestMemory()
         root = try PCIRootComplex(ecamBase: 0xE000_0000, ecamSize: 1 << 20, mmio32: 0xC000_0000..<0xE000_0000)
         transport = try VirtioPCIDevice(device: device, memory: memory, msixController: msix)

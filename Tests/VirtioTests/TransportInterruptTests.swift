@@ -5,7 +5,7 @@ import Testing
 
 @Suite struct TransportInterruptTests {
     /// A driver with the device activated (queue 0 enabled, queue vectors 1 and 2, config vector 0).
-    func activated(msix: Bool) throws -> VirtioPCIDriver {
+    func activated(msix: Bool) throws -> VirtioPCIDriver<TransportFakeDevice> {
         let driver = try VirtioPCIDriver()
         driver.negotiate(VirtioFeature.version1)
         if msix {

@@ -6,7 +6,7 @@ import Testing
 
 @Suite struct TransportStateTests {
     /// A running function: MSI-X on, queue 0 live on vector 1, BAR moved by the guest.
-    func runningDriver() throws -> VirtioPCIDriver {
+    func runningDriver() throws -> VirtioPCIDriver<TransportFakeDevice> {
         let driver = try VirtioPCIDriver()
         driver.setConfig(0x04, size: 2, driver.config(0x04, size: 2) & ~0x2)
         driver.setConfig(0x10, size: 4, 0xD000_0000)

@@ -82,6 +82,17 @@ public final class VirtioBlock: VirtioDevice {
         active.withLock { $0 = nil }
     }
 
+    /// Requests complete synchronously under the queue lock, so a quiesced device has none in
+    /// flight: the queues are the whole state.
+    public func captureState() -> VirtioDeviceState? {
+        active.withLock { $0?.state }
+    }
+
+    public func restoreState(_ state: VirtioDeviceState, memory: GuestMemory, interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
+        let queues = try ActiveQueues(restoring: state, for: self, memory: memory, interrupt: interrupt, required: 1)
+        active.withLock { $0 = queues }
+    }
+
     public func queueNotified(_ index: Int) {
         active.withLock { active in
             let handler = self.handler

@@ -61,6 +61,23 @@ public final class VirtioConsole: VirtioDevice {
         locked.withLock { $0.queues = nil }
     }
 
+    /// The queues plus the host input not yet delivered. Input typed while no driver is active is
+    /// not captured (there is no activated state to carry it).
+    public func captureState() -> VirtioDeviceState? {
+        locked.withLock { locked in
+            guard var state = locked.queues?.state else { return nil }
+            state.pendingInput = locked.input
+            return state
+        }
+    }
+
+    /// Delivers nothing yet: the pending input goes out at the next receive-queue notification.
+    public func restoreState(_ state: VirtioDeviceState, memory: GuestMemory, interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
+        let queues = try ActiveQueues(restoring: state, for: self, memory: memory, interrupt: interrupt,
+                                      required: 2, inputCapacity: Self.inputCapacity)
+        locked.withLock { $0.queues = queues; $0.input = state.pendingInput }
+    }
+
     public func queueNotified(_ index: Int) {
         switch index {
         case Self.receiveQueue: deliverInput()

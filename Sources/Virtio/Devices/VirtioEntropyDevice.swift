@@ -1,3 +1,4 @@
+import GuestMemory
 import Synchronization
 
 /// virtio-rng (VIRTIO 1.2 §5.4): one request queue whose device-writable buffers are filled with
@@ -46,6 +47,16 @@ public final class VirtioEntropyDevice: VirtioDevice {
 
     public func reset() {
         locked.withLock { $0.queues = nil }
+    }
+
+    /// Requests are filled synchronously, so the queues are the whole state.
+    public func captureState() -> VirtioDeviceState? {
+        locked.withLock { $0.queues?.state }
+    }
+
+    public func restoreState(_ state: VirtioDeviceState, memory: GuestMemory, interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
+        let queues = try ActiveQueues(restoring: state, for: self, memory: memory, interrupt: interrupt, required: 1)
+        locked.withLock { $0.queues = queues }
     }
 
     public func queueNotified(_ index: Int) {

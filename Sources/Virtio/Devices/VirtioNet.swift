@@ -72,7 +72,32 @@ public final class VirtioNet: VirtioDevice {
     public func writeConfig(offset: Int, size: Int, value: UInt64) {}
 
     public func activate(_ activation: VirtioActivation) throws(VirtioDeviceError) {
-        let queues = try ActiveQueues(activation, required: 2)
+        try start(ActiveQueues(activation, required: 2))
+    }
+
+    /// Held receive chains go back to the driver's side of the ring: the receive queue's
+    /// lastAvailIdx is rewound by their number, so the restored device pops them again. They are
+    /// always the most recently popped chains (used ones leave `held` from the front), and the
+    /// driver cannot have reused their avail slots while they are outstanding (§2.7.13.2), so no
+    /// buffer is lost or completed twice.
+    public func captureState() -> VirtioDeviceState? {
+        locked.withLock { locked in
+            guard var state = locked.queues?.state else { return nil }
+            if var receive = state.queues[Self.receiveQueue] {
+                receive.lastAvailIdx &-= UInt16(truncatingIfNeeded: locked.heldReceiveChains.count)
+                state.queues[Self.receiveQueue] = receive
+            }
+            return state
+        }
+    }
+
+    /// Re-applies the guest's offloads to the (new) backend, as activation does.
+    public func restoreState(_ state: VirtioDeviceState, memory: GuestMemory, interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
+        try start(ActiveQueues(restoring: state, for: self, memory: memory, interrupt: interrupt, required: 2))
+    }
+
+    /// Takes over `queues` once the backend accepts the negotiated offloads; on error nothing changes.
+    private func start(_ queues: ActiveQueues) throws(VirtioDeviceError) {
         // The 12-byte header (num_buffers always present) is the VERSION_1 layout (§5.1.6).
         guard queues.negotiated(VirtioFeature.version1) else { throw .backend("virtio-net needs VIRTIO_F_VERSION_1") }
         var accepted: NetworkOffloads = []

@@ -7,12 +7,15 @@ public enum VirtioPCIError: Error, Equatable, Sendable, CustomStringConvertible 
     case queueCount(Int)
     case pci(PCIError)
     case state(DeviceStateError)
+    /// The device refused its own captured state (`VirtioDevice.restoreState`).
+    case deviceState(VirtioDeviceError)
 
     public var description: String {
         switch self {
         case let .queueCount(count): return "virtio-pci: \(count) queues is not between 1 and \(VirtioPCILayout.maximumQueues)"
         case let .pci(error): return "virtio-pci: \(error)"
         case let .state(error): return error.description
+        case let .deviceState(error): return "virtio-pci: restoring the device: \(error)"
         }
     }
 }
@@ -45,10 +48,11 @@ public final class VirtioPCIDevice: PCIDevice {
         self.init(device: device, memory: memory, msixController: msixController, template: template, restored: nil)
     }
 
-    /// Rebuilds the transport from a snapshot, refusing a state this device could not be in. Insert
-    /// it into the root as usual: the guest's BAR addresses and MSI-X routes are kept (re-installed
-    /// in the controller at insertion), and DRIVER_OK means the device owns its queues again, so
-    /// the device restores them from its own snapshot with `interrupt` as its interrupt path.
+    /// Rebuilds the transport alone from a snapshot, refusing a state this device could not be in.
+    /// Insert it into the root as usual: the guest's BAR addresses and MSI-X routes are kept
+    /// (re-installed in the controller at insertion). With DRIVER_OK the device owns its queues
+    /// again and must restore them itself with `interrupt`; `init(restoring:deviceState:...)`
+    /// does both together and checks that they belong to each other.
     public convenience init(restoring state: VirtioPCIState, device: any VirtioDevice, memory: GuestMemory,
                             msixController: any MSIXInterruptController) throws(VirtioPCIError) {
         let template = try Self.template(for: device)

@@ -44,6 +44,23 @@ final class DeviceHarness {
         drivers = try (0 ..< queueCount).map { try MockDriverQueue(memory: memory, size: queueSize, base: 0x1000 * UInt64($0 + 1)) }
     }
 
+    /// The same guest after a snapshot restore: a copy of its memory, its drivers carrying on in
+    /// the copy, and a fresh interrupt recorder.
+    init(copying other: DeviceHarness) throws {
+        memory = try copyOf(other.memory)
+        drivers = other.drivers.map { [memory] in MockDriverQueue(continuing: $0, in: memory) }
+    }
+
+    /// Restores `state` into `device` with this guest's memory and interrupt recorder.
+    func restore(_ device: some VirtioDevice, from state: VirtioDeviceState) throws(VirtioDeviceError) {
+        try device.restoreState(state, memory: memory, interrupt: interrupt)
+    }
+
+    /// Kicks every queue once, as the VMM does after a restore.
+    func kickAll(_ device: some VirtioDevice) {
+        for index in device.queueMaxSizes.indices { device.queueNotified(index) }
+    }
+
     /// Activates `device` with every queue enabled except those in `missing`.
     func activate(_ device: some VirtioDevice, features: UInt64? = nil, eventIdx: Bool = false, missing: Set<Int> = []) throws {
         let queues = try drivers.enumerated().map { index, driver in
