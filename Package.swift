@@ -26,6 +26,9 @@ let package = Package(
         // SHA-256 keys of the kernel payload cache (OpenSSL's libcrypto: nothing to compile here).
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
+        // The one contract between the daemon (and CLI) and the VMM: launch specification, control
+        // routes and their JSON bodies, run status. Foundation only; both sides import it.
+        .target(name: "VMContract"),
         .target(name: "KVM", dependencies: ["CKVM"]),
         .target(name: "GuestMemory"),
         .target(name: "Virtio", dependencies: ["GuestMemory", "Devices", "Storage"]),
@@ -33,7 +36,7 @@ let package = Package(
         .target(name: "Devices"),
         .target(name: "Storage", dependencies: ["CZlib", "CZstd"]),
         .target(name: "VMM", dependencies: [
-            "KVM", "GuestMemory", "Boot", "Devices", "Virtio", "Storage", "CCrypto",
+            "KVM", "GuestMemory", "Boot", "Devices", "Virtio", "Storage", "CCrypto", "VMContract",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The per-VM control API (HTTP over a Unix socket), kept out of the VMM core.
@@ -45,11 +48,12 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
         .executableTarget(name: "vireo", dependencies: [
-            "VMM", "VMMControl", "KVM", "Boot", "Devices", "Storage", "Manager",
+            "VMM", "VMMControl", "KVM", "Boot", "Devices", "Storage", "Manager", "VMContract",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The management layer: definitions, state store, the daemon and its REST API.
         .target(name: "Manager", dependencies: [
+            "VMContract",
             .product(name: "Yams", package: "Yams"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -70,7 +74,7 @@ let package = Package(
         // Includes VMMControl's tests: every guest-booting suite shares one serialized parent.
         .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMControl", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport"]),
         .testTarget(name: "ManagerTests", dependencies: [
-            "Manager", "TestSupport",
+            "Manager", "VMContract", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),

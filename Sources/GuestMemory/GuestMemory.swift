@@ -27,7 +27,37 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Allocates anonymous, zero-filled memory for each (start, size) range.
     /// - Parameter hugePages: try MAP_HUGETLB first (falls back to normal pages on failure).
-    public init(ranges: [(start: GuestAddress, size: UInt64)], hugePages: Bool = false) throws {
+    public convenience init(ranges: [(start: GuestAddress, size: UInt64)], hugePages: Bool = false) throws {
+        try self.init(validating: ranges) { _, size in
+            var pointer: UnsafeMutableRawPointer? = MAP_FAILED
+            if hugePages {
+                pointer = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_HUGETLB, -1, 0)
+            }
+            if pointer == MAP_FAILED {
+                pointer = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            }
+            return pointer
+        }
+    }
+
+    /// Maps each range from `fd` at its file offset, private and copy-on-write: a page is read
+    /// from the file when the guest first touches it, and the guest's writes never reach the file.
+    /// What a snapshot restore uses so that its cost does not grow with guest RAM. The file must
+    /// stay where it is (and unchanged) while the memory lives.
+    public convenience init(mapping fd: Int32, ranges: [(start: GuestAddress, size: UInt64, fileOffset: UInt64)]) throws {
+        let offsets = Dictionary(uniqueKeysWithValues: ranges.map { ($0.start.raw, $0.fileOffset) })
+        for range in ranges where range.fileOffset % 4096 != 0 || off_t(exactly: range.fileOffset) == nil {
+            throw GuestMemoryError.invalidLayout("file offset \(range.fileOffset) of region at \(range.start) is not page aligned")
+        }
+        try self.init(validating: ranges.map { ($0.start, $0.size) }) { start, size in
+            mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, off_t(offsets[start.raw] ?? 0))
+        }
+    }
+
+    /// Checks the layout (sorted, aligned, non-overlapping, non-wrapping), then maps each range
+    /// with `map`; on a failure every mapping made so far is released.
+    private init(validating ranges: [(start: GuestAddress, size: UInt64)],
+                 map: (GuestAddress, Int) -> UnsafeMutableRawPointer?) throws {
         let sorted = ranges.sorted { $0.start < $1.start }
         var previousEnd: UInt64 = 0
         for (index, range) in sorted.enumerated() {
@@ -48,13 +78,7 @@ public final class GuestMemory: @unchecked Sendable {
             guard let size = Int(exactly: range.size) else {
                 throw GuestMemoryError.invalidLayout("region size \(range.size) too large for this host")
             }
-            var pointer: UnsafeMutableRawPointer? = MAP_FAILED
-            if hugePages {
-                pointer = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_HUGETLB, -1, 0)
-            }
-            if pointer == MAP_FAILED {
-                pointer = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-            }
+            let pointer = map(range.start, size)
             guard let base = pointer, base != MAP_FAILED else {
                 let err = errno
                 for region in mapped { munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.size)) }
@@ -63,6 +87,14 @@ public final class GuestMemory: @unchecked Sendable {
             mapped.append(GuestMemoryRegion(start: range.start, size: range.size, hostAddress: UInt(bitPattern: base)))
         }
         regions = mapped
+    }
+
+    /// Calls `body` with each region's bytes in address order (snapshot writing). The caller
+    /// must keep every writer of guest memory stopped meanwhile.
+    public func withRegionBytes<R>(_ body: (GuestMemoryRegion, UnsafeRawBufferPointer) throws -> R) rethrows -> [R] {
+        try regions.map { region in
+            try body(region, UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: region.hostAddress), count: Int(region.size)))
+        }
     }
 
     deinit {

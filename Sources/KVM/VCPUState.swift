@@ -13,6 +13,10 @@ public struct VCPUState: Codable, Equatable, Sendable {
     public var lapic: [UInt8]
     public var events: [UInt8]
     public var fpu: [UInt8]
+    /// struct kvm_xsave (x87, SSE, AVX, ... as XSAVE lays them out); empty where KVM has no XSAVE.
+    public var xsave: [UInt8]
+    /// struct kvm_xcrs (XCR0); empty where KVM has none.
+    public var xcrs: [UInt8]
     public var msrs: [MSR]
 
     public struct MSR: Codable, Equatable, Sendable {
@@ -21,16 +25,25 @@ public struct VCPUState: Codable, Equatable, Sendable {
     }
 }
 
-/// MSRs whose values a restored guest needs (syscall entry, TSC, kernel GS base, PAT, ...).
+/// MSRs whose values a restored guest needs (syscall entry, TSC, kernel GS base, PAT, kvmclock,
+/// MTRRs, ...). Those this KVM does not know are skipped at capture.
 let savedMSRIndices: [UInt32] = [
     0x174, 0x175, 0x176,            // SYSENTER_CS/ESP/EIP
     0x10,                           // TSC
+    0x3B,                           // TSC_ADJUST
+    0x6E0,                          // TSC_DEADLINE
     0x277,                          // PAT
     0x1A0,                          // MISC_ENABLE
     0xC000_0081, 0xC000_0082, 0xC000_0083, 0xC000_0084, // STAR, LSTAR, CSTAR, SFMASK
     0xC000_0102,                    // KERNEL_GS_BASE
     0xC000_0100, 0xC000_0101,       // FS_BASE, GS_BASE
-]
+    0xC000_0103,                    // TSC_AUX
+    0x11, 0x12,                     // kvmclock (old): wall clock, system time
+    0x4B56_4D00, 0x4B56_4D01,       // kvmclock: wall clock, system time
+    0x4B56_4D02, 0x4B56_4D03, 0x4B56_4D04, // async page fault, steal time, PV EOI
+    0x2FF,                          // MTRR default type
+    0x250, 0x258, 0x259, 0x268, 0x269, 0x26A, 0x26B, 0x26C, 0x26D, 0x26E, 0x26F, // fixed MTRRs
+] + (0x200..<0x210).map { UInt32($0) } // variable MTRRs: base/mask pairs 0-7
 
 extension VCPU {
     /// Programs LINT0 as ExtINT and LINT1 as NMI, the "virtual wire" state a PC BIOS leaves
@@ -59,17 +72,28 @@ extension VCPU {
         _ = try retryingEINTR("KVM_GET_VCPU_EVENTS") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_VCPU_EVENTS, &events) }
         var fpu = kvm_fpu()
         _ = try retryingEINTR("KVM_GET_FPU") { ckvm_ioctl_ptr(fd.raw, CKVM_GET_FPU, &fpu) }
+        var xsave = kvm_xsave()
+        let hasXSAVE = ckvm_ioctl_ptr(fd.raw, CKVM_GET_XSAVE, &xsave) == 0
+        var xcrs = kvm_xcrs()
+        let hasXCRS = ckvm_ioctl_ptr(fd.raw, CKVM_GET_XCRS, &xcrs) == 0
+        // One at a time: KVM_GET_MSRS stops at the first index it does not know.
+        var msrs: [VCPUState.MSR] = []
+        for index in savedMSRIndices { msrs += try readMSRs([index]) }
         return VCPUState(id: id, registers: try getRegisters(), specialRegisters: try getSpecialRegisters(),
                          mpState: mp.mp_state, lapic: hasLAPIC ? withUnsafeBytes(of: &lapic) { Array($0) } : [],
                          events: withUnsafeBytes(of: &events) { Array($0) }, fpu: withUnsafeBytes(of: &fpu) { Array($0) },
-                         msrs: try readMSRs(savedMSRIndices))
+                         xsave: hasXSAVE ? withUnsafeBytes(of: &xsave) { Array($0) } : [],
+                         xcrs: hasXCRS ? withUnsafeBytes(of: &xcrs) { Array($0) } : [],
+                         msrs: msrs)
     }
 
     /// Restores a captured state; blob sizes are validated first (the state may come from a file).
     public func restoreState(_ state: VCPUState) throws(KVMError) {
         guard state.lapic.isEmpty || state.lapic.count == MemoryLayout<kvm_lapic_state>.size,
               state.events.count == MemoryLayout<kvm_vcpu_events>.size,
-              state.fpu.count == MemoryLayout<kvm_fpu>.size, state.msrs.count <= 256 else {
+              state.fpu.count == MemoryLayout<kvm_fpu>.size, state.msrs.count <= 256,
+              state.xsave.isEmpty || state.xsave.count == MemoryLayout<kvm_xsave>.size,
+              state.xcrs.isEmpty || state.xcrs.count == MemoryLayout<kvm_xcrs>.size else {
             throw KVMError.invalidArgument("vCPU \(state.id) state has the wrong shape for this KVM")
         }
         try setSpecialRegisters(state.specialRegisters)
@@ -77,6 +101,18 @@ extension VCPU {
         var fpu = kvm_fpu()
         withUnsafeMutableBytes(of: &fpu) { $0.copyBytes(from: state.fpu) }
         _ = try retryingEINTR("KVM_SET_FPU") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_FPU, &fpu) }
+        // XCR0 first: it decides which XSAVE components the guest may have in use.
+        if !state.xcrs.isEmpty {
+            var xcrs = kvm_xcrs()
+            withUnsafeMutableBytes(of: &xcrs) { $0.copyBytes(from: state.xcrs) }
+            guard xcrs.nr_xcrs <= UInt32(KVM_MAX_XCRS) else { throw KVMError.invalidArgument("vCPU \(state.id): \(xcrs.nr_xcrs) XCRs") }
+            _ = try retryingEINTR("KVM_SET_XCRS") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_XCRS, &xcrs) }
+        }
+        if !state.xsave.isEmpty {
+            var xsave = kvm_xsave()
+            withUnsafeMutableBytes(of: &xsave) { $0.copyBytes(from: state.xsave) }
+            _ = try retryingEINTR("KVM_SET_XSAVE") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_XSAVE, &xsave) }
+        }
         try writeMSRs(state.msrs)
         if !state.lapic.isEmpty {
             var lapic = kvm_lapic_state()

@@ -1,5 +1,6 @@
-/// The virtio devices of a machine, parsed from `--disk`, `--net`, `--console`, `--rng`.
-public struct DeviceOptions: Sendable, Equatable {
+/// The virtio devices of a machine, parsed from `--disk`, `--net`, `--console`, `--rng` or sent by the
+/// daemon inside a `LaunchSpec`.
+public struct DeviceOptions: Codable, Sendable, Equatable {
     public var disks: [DiskOptions] = []
     public var networks: [NetworkOptions] = []
     /// hvc0 on a virtio-console, next to COM1.
@@ -16,8 +17,8 @@ public struct DeviceOptions: Sendable, Equatable {
     public var deviceCount: Int { disks.count + networks.count + (virtioConsole ? 1 : 0) + (entropy ? 1 : 0) }
 }
 
-public struct DiskOptions: Sendable, Equatable {
-    public enum Format: String, Sendable, CaseIterable { case raw, qcow2 }
+public struct DiskOptions: Codable, Sendable, Equatable {
+    public enum Format: String, Codable, Sendable, CaseIterable { case raw, qcow2 }
     public var path: String
     public var readOnly = false
     /// nil: detect from the file's contents (qcow2 magic, else raw).
@@ -52,7 +53,7 @@ public struct DiskOptions: Sendable, Equatable {
     }
 }
 
-public struct NetworkOptions: Sendable, Equatable {
+public struct NetworkOptions: Codable, Sendable, Equatable {
     public enum Attachment: Sendable, Equatable {
         /// An existing TAP (or one Vireo creates with that name).
         case tap(String)
@@ -91,11 +92,11 @@ public struct NetworkOptions: Sendable, Equatable {
         return options
     }
 
-    static func isValidInterfaceName(_ name: String) -> Bool {
+    public static func isValidInterfaceName(_ name: String) -> Bool {
         (1...15).contains(name.utf8.count) && name.allSatisfy { $0.isASCII && !$0.isWhitespace && $0 != "/" && $0 != ":" }
     }
 
-    static func parseMAC(_ text: String) throws(DeviceOptionError) -> [UInt8] {
+    public static func parseMAC(_ text: String) throws(DeviceOptionError) -> [UInt8] {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         let bytes = parts.compactMap { $0.count == 2 ? UInt8($0, radix: 16) : nil }
         guard parts.count == 6, bytes.count == 6 else {
@@ -154,6 +155,32 @@ enum OptionList {
         case "on", "true", "yes", "1": return true
         case "off", "false", "no", "0": return false
         default: throw .invalidValue(option: option, key: key, value: value, expected: "on or off")
+        }
+    }
+}
+
+/// `{"tap": "NAME"}` or `{"bridge": "NAME"}`: what a reader of a launch file expects to see.
+extension NetworkOptions.Attachment: Codable {
+    private enum CodingKeys: String, CodingKey { case tap, bridge }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let tap = try container.decodeIfPresent(String.self, forKey: .tap)
+        let bridge = try container.decodeIfPresent(String.self, forKey: .bridge)
+        switch (tap, bridge) {
+        case let (tap?, nil) where NetworkOptions.isValidInterfaceName(tap): self = .tap(tap)
+        case let (nil, bridge?) where NetworkOptions.isValidInterfaceName(bridge): self = .bridge(bridge)
+        default:
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                debugDescription: "a network attachment is one of tap or bridge, with an interface name of 1-15 characters"))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case let .tap(name): try container.encode(name, forKey: .tap)
+        case let .bridge(name): try container.encode(name, forKey: .bridge)
         }
     }
 }

@@ -1,4 +1,7 @@
 import Devices
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// COM1's output, fanned out: forwarded to the terminal (or nowhere), kept in a bounded ring so a
 /// client attaching later sees recent output, and streamed to any number of live subscribers.
@@ -59,4 +62,21 @@ public final class ConsoleLog: SerialOutput, @unchecked Sendable {
     public func detach(_ id: Int) {
         state.update { _ = $0.subscribers.removeValue(forKey: id) }
     }
+}
+
+/// Serial output to a file descriptor (the terminal, a log file), written as the guest produces it.
+public struct FileDescriptorOutput: SerialOutput {
+    public let fd: Int32
+    public init(fd: Int32) { self.fd = fd }
+    public func emit(_ byte: UInt8) {
+        var value = byte
+        while write(fd, &value, 1) < 0 && errno == EINTR {}
+    }
+}
+
+/// The same output to several places (terminal and log file).
+public struct TeeOutput: SerialOutput {
+    public let sinks: [any SerialOutput]
+    public init(sinks: [any SerialOutput]) { self.sinks = sinks }
+    public func emit(_ byte: UInt8) { for sink in sinks { sink.emit(byte) } }
 }

@@ -1,10 +1,10 @@
-import VMM
+
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Reads a whole file, refusing anything larger than `limit` before reading it.
-func readWholeFile(_ path: String, kind: String, limit: UInt64) throws -> [UInt8] {
+public func readWholeFile(_ path: String, kind: String, limit: UInt64) throws -> [UInt8] {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw ConfigError.unreadableFile(kind: kind, path: path, reason: String(cString: strerror(errno))) }
     defer { close(fd) }
@@ -28,7 +28,7 @@ func readWholeFile(_ path: String, kind: String, limit: UInt64) throws -> [UInt8
 }
 
 /// Seed for the guest's crng, from the host kernel's.
-func hostRandomBytes(_ count: Int) -> [UInt8] {
+public func hostRandomBytes(_ count: Int) -> [UInt8] {
     // /dev/urandom never blocks once the host crng is initialised (always true after early boot).
     let fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return [] }

@@ -57,7 +57,10 @@ final class IOThread: @unchecked Sendable {
         }
     }
 
+    /// Starts (or, after `stop`, restarts: a snapshot quiesces devices this way) the thread.
     func start() -> Bool {
+        guard thread == nil else { return true }
+        stopping.store(false, ordering: .releasing)
         thread = startThread(name: name) { [self] in loop() }
         return thread != nil
     }

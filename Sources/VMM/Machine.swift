@@ -33,14 +33,30 @@ struct KVMInterruptLine: InterruptLine {
     func setLevel(_ high: Bool) { try? vm.setIRQLine(gsi, level: high) }
 }
 
-/// A PC assembled from a validated `VMConfig`: KVM VM with in-kernel irqchip and PIT, guest RAM
-/// around the MMIO hole, legacy devices on the port bus, a booted kernel, one thread per vCPU.
+/// Where a machine's first instant comes from.
+public enum MachineOrigin: @unchecked Sendable {
+    /// Power on: load the config's kernel into fresh RAM (CMOS NVRAM may carry over a reset).
+    case boot(rngSeed: [UInt8], restoringCMOS: CMOSRTCState? = nil)
+    /// Resume a saved machine: `memory` already holds the guest's RAM (mapped from the snapshot
+    /// file or copied from it), `state` everything else; `cmdline` is what the guest was booted with.
+    /// `paused`: the vCPUs stay parked after `start()` until `resume()`.
+    case snapshot(MachineState, memory: GuestMemory, cmdline: String, source: String, paused: Bool = false)
+}
+
+/// A PC assembled from a validated `VMConfig` and resolved host resources: KVM VM with in-kernel
+/// irqchip and PIT, guest RAM around the MMIO hole, legacy devices on the port bus, virtio-pci
+/// functions, one thread per vCPU. The same builder serves a fresh boot and a restore.
 public final class Machine: @unchecked Sendable {
     public let config: VMConfig
     public let profile: HostProfile
-    public let bootPlan: BootPlan
+    /// How the kernel was loaded; nil for a machine restored from a snapshot.
+    public let bootPlan: BootPlan?
+    /// "bzImage", "multiboot", ... or "snapshot PATH".
+    public let bootDescription: String
     /// The kernel command line the guest actually gets (user's + host profile's).
     public let effectiveCmdline: String
+    /// The snapshot this machine resumed, if it did.
+    public let restoredFrom: String?
     public let pioBus = Bus()
     public let mmioBus = Bus()
     public let serial: Serial16550
@@ -53,6 +69,9 @@ public final class Machine: @unchecked Sendable {
     public let memory: GuestMemory
     /// The PCI root complex and the virtio functions on it.
     let pci: PCIPlatform
+    /// The host side (disks, TAPs); released at stop only when this machine opened it itself.
+    let resources: MachineResources
+    private let ownsResources: Bool
 
     let vm: VirtualMachine
     private let latch = ExitLatch()
@@ -63,27 +82,70 @@ public final class Machine: @unchecked Sendable {
     private let startedFlag = Atomic<Bool>(false)
     private var started: Bool { startedFlag.load(ordering: .acquiring) }
     private let joinState = Guarded(false)
+    /// The device threads are stopped for a snapshot.
+    private let quiesced = Atomic<Bool>(false)
+    /// A restored machine that was paused when saved starts with its vCPUs parked.
+    private var startPaused = false
+    var devicesQuiesced: Bool { quiesced.load(ordering: .acquiring) }
 
     /// Addresses KVM needs outside guest RAM on Intel (TSS: 3 pages; identity map: 1 page).
     static let tssAddress: UInt64 = 0xFFFB_D000
     static let identityMapAddress: UInt64 = 0xFFFB_C000
 
+    /// Boots `config` on host resources it opens itself (and releases when it stops).
+    public convenience init(config: VMConfig, system: KVMSystem, profile: HostProfile, serialOutput: any SerialOutput,
+                            restoringCMOS: CMOSRTCState? = nil, rngSeed: [UInt8],
+                            onSerialInputSpace: (@Sendable () -> Void)? = nil,
+                            log: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        let resources = try MachineResources(devices: config.devices)
+        do {
+            try self.init(config: config, resources: resources, system: system, profile: profile, serialOutput: serialOutput,
+                          origin: .boot(rngSeed: rngSeed, restoringCMOS: restoringCMOS), ownsResources: true,
+                          onSerialInputSpace: onSerialInputSpace, log: log)
+        } catch {
+            resources.release()
+            throw error
+        }
+    }
+
     /// Builds the machine; nothing runs until `start()`.
     /// - Parameters:
+    ///   - resources: the opened host side; `config.devices` is ignored in favour of `resources.devices`.
     ///   - serialOutput: where COM1's output goes.
-    ///   - restoringCMOS: CMOS contents carried across a guest reset (NVRAM survives, as on a PC).
+    ///   - origin: a fresh boot or a saved state.
+    ///   - ownsResources: release `resources` when this machine stops (else its owner does).
     ///   - onSerialInputSpace: called when COM1's receive FIFO has room again.
     ///   - log: one-line device warnings (a guest driver error, a missing ioeventfd).
-    public init(config: VMConfig, system: KVMSystem, profile: HostProfile, serialOutput: any SerialOutput,
-                restoringCMOS: CMOSRTCState? = nil, rngSeed: [UInt8],
+    public init(config: VMConfig, resources: MachineResources, system: KVMSystem, profile: HostProfile,
+                serialOutput: any SerialOutput, origin: MachineOrigin, ownsResources: Bool = false,
                 onSerialInputSpace: (@Sendable () -> Void)? = nil,
                 log: @escaping @Sendable (String) -> Void = { _ in }) throws {
         self.config = config
         self.profile = profile
+        self.resources = resources
+        self.ownsResources = ownsResources
         try system.requireCapabilities()
         let limits = system.vcpuLimits
         guard config.cpus <= limits.maximum else {
             throw ConfigError.invalidCPUCount(config.cpus, maximum: min(limits.maximum, VMConfig.maximumCPUs))
+        }
+        var saved: MachineState?
+        switch origin {
+        case .boot:
+            memory = try GuestMemory(ranges: X86Layout.ramRanges(memorySize: config.memorySize))
+            restoredFrom = nil
+        case let .snapshot(state, restoredMemory, _, source, paused):
+            startPaused = paused
+            guard state.vcpus.count == config.cpus else {
+                throw MachineStateError.mismatch("\(state.vcpus.count) vCPU states for \(config.cpus) vCPUs")
+            }
+            let expected = X86Layout.ramRanges(memorySize: config.memorySize)
+            guard restoredMemory.regions.map({ [$0.start.raw, $0.size] }) == expected.map({ [$0.start.raw, $0.size] }) else {
+                throw MachineStateError.mismatch("guest RAM layout differs from a \(config.memorySize >> 20) MiB machine's")
+            }
+            memory = restoredMemory
+            saved = state
+            restoredFrom = source
         }
 
         vm = try system.createVM()
@@ -91,51 +153,71 @@ public final class Machine: @unchecked Sendable {
         try vm.setTSSAddress(Self.tssAddress)
         try vm.createIRQChip()
         try vm.createPIT()
-
-        memory = try GuestMemory(ranges: X86Layout.ramRanges(memorySize: config.memorySize))
         for (slot, region) in memory.regions.enumerated() {
             try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.start.raw, size: region.size,
                                        hostAddress: region.hostAddress)
         }
 
-        // Legacy PC devices on the port bus.
+        // Legacy PC devices on the port bus, from power-on or from their saved state.
         let inputSpace = serialInputSpace
-        serial = Serial16550(interrupt: KVMInterruptLine(vm: vm, gsi: 4), output: serialOutput, onInputSpace: {
+        let onInput: @Sendable () -> Void = {
             inputSpace.update { $0 &+= 1 }
             onSerialInputSpace?()
-        })
-        i8042 = I8042(events: latch, keyboardInterrupt: KVMInterruptLine(vm: vm, gsi: 1), auxInterrupt: KVMInterruptLine(vm: vm, gsi: 12))
-        if let cmos = restoringCMOS {
-            rtc = try CMOSRTC(restoring: cmos)
+        }
+        let com1 = KVMInterruptLine(vm: vm, gsi: 4)
+        let keyboard = KVMInterruptLine(vm: vm, gsi: 1), aux = KVMInterruptLine(vm: vm, gsi: 12)
+        let sci = KVMInterruptLine(vm: vm, gsi: UInt32(X86Layout.acpiSCIInterrupt))
+        if let saved {
+            let devices = saved.devices
+            serial = try Serial16550(restoring: devices.serial, interrupt: com1, output: serialOutput, onInputSpace: onInput)
+            i8042 = try I8042(restoring: devices.i8042, events: latch, keyboardInterrupt: keyboard, auxInterrupt: aux)
+            rtc = try CMOSRTC(restoring: devices.rtc)
+            fwCfg = try FwCfg(restoring: devices.fwCfg)
+            acpiPM = try ACPIPM(restoring: devices.acpiPM, events: latch, sci: sci)
         } else {
-            let below4G = memory.regions.filter { $0.start.raw < X86Layout.mmioHoleEnd }.reduce(0) { $0 + $1.size }
-            rtc = CMOSRTC(memoryBelow4G: below4G, memoryAbove4G: memory.totalSize - below4G, cpuCount: config.cpus)
+            serial = Serial16550(interrupt: com1, output: serialOutput, onInputSpace: onInput)
+            i8042 = I8042(events: latch, keyboardInterrupt: keyboard, auxInterrupt: aux)
+            if case let .boot(_, cmos?) = origin {
+                rtc = try CMOSRTC(restoring: cmos)
+            } else {
+                let below4G = memory.regions.filter { $0.start.raw < X86Layout.mmioHoleEnd }.reduce(0) { $0 + $1.size }
+                rtc = CMOSRTC(memoryBelow4G: below4G, memoryAbove4G: memory.totalSize - below4G, cpuCount: config.cpus)
+            }
+            fwCfg = try FwCfg(ramSize: config.memorySize, cpuCount: UInt16(config.cpus))
+            acpiPM = ACPIPM(events: latch, sci: sci)
         }
         debugExit = DebugExit(events: latch)
-        fwCfg = try FwCfg(ramSize: config.memorySize, cpuCount: UInt16(config.cpus))
         try pioBus.insert(serial, base: 0x3F8, length: Serial16550.portCount)
         try pioBus.insert(i8042.dataPort, base: 0x60, length: 1)
         try pioBus.insert(i8042.commandPort, base: 0x64, length: 1)
         try pioBus.insert(rtc, base: 0x70, length: 2)
         try pioBus.insert(debugExit, base: DebugExit.defaultPort, length: DebugExit.portCount)
         try pioBus.insert(fwCfg, base: 0x510, length: 2)
-        acpiPM = ACPIPM(events: latch, sci: KVMInterruptLine(vm: vm, gsi: UInt32(X86Layout.acpiSCIInterrupt)))
         try pioBus.insert(acpiPM, base: UInt64(X86Layout.acpiPM1EventPort), length: ACPIPM.portCount)
 
         // PCI with the virtio devices; their I/O threads start with the vCPUs.
-        pci = try PCIPlatform(vm: vm, memory: memory, options: config.devices, pioBus: pioBus, mmioBus: mmioBus,
+        pci = try PCIPlatform(vm: vm, memory: memory, resources: resources, pioBus: pioBus, mmioBus: mmioBus,
                               events: latch, consoleOutput: serialOutput,
-                              onConsoleInputSpace: { inputSpace.update { $0 &+= 1 } }, log: log)
+                              onConsoleInputSpace: { inputSpace.update { $0 &+= 1 } }, restoring: saved?.pci, log: log)
 
-        // The host profile's flags go to Linux-protocol kernels only (Multiboot kernels don't know them).
-        let request = BootRequest(kernel: config.kernel, kernelName: config.kernelPath, initrd: config.initrd,
-                                  initrdName: config.initrdPath ?? "initrd", cmdline: config.cmdline,
-                                  vcpuCount: config.cpus, rngSeed: rngSeed, bootProtocol: config.bootProtocol,
-                                  payloadCache: config.payloadCache, linuxCmdlineExtras: profile.linuxGuestFlags.map(\.flag),
-                                  acpi: ACPIPlatform(vcpuCount: config.cpus))
-        bootPlan = try KernelLoader.load(request, into: memory)
-        effectiveCmdline = bootPlan.format == .multiboot ? config.cmdline : request.linuxCmdline
-        try fwCfg.addFile(name: "etc/vireo/cmdline", data: Array(effectiveCmdline.utf8))
+        switch origin {
+        case let .boot(rngSeed, _):
+            // The host profile's flags go to Linux-protocol kernels only (Multiboot kernels don't know them).
+            let request = BootRequest(kernel: config.kernel, kernelName: config.kernelPath, initrd: config.initrd,
+                                      initrdName: config.initrdPath ?? "initrd", cmdline: config.cmdline,
+                                      vcpuCount: config.cpus, rngSeed: rngSeed, bootProtocol: config.bootProtocol,
+                                      payloadCache: config.payloadCache, linuxCmdlineExtras: profile.linuxGuestFlags.map(\.flag),
+                                      acpi: ACPIPlatform(vcpuCount: config.cpus))
+            let plan = try KernelLoader.load(request, into: memory)
+            bootPlan = plan
+            bootDescription = plan.format.description
+            effectiveCmdline = plan.format == .multiboot ? config.cmdline : request.linuxCmdline
+            try fwCfg.addFile(name: "etc/vireo/cmdline", data: Array(effectiveCmdline.utf8))
+        case let .snapshot(_, _, cmdline, source, _):
+            bootPlan = nil
+            bootDescription = "snapshot \(source)"
+            effectiveCmdline = cmdline
+        }
 
         let supported = try system.supportedCPUID().map {
             CPUIDEntry(function: $0.function, index: $0.index, flags: $0.flags, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)
@@ -149,10 +231,17 @@ public final class Machine: @unchecked Sendable {
             try vcpu.setCPUID(shaped.map {
                 KVMCPUIDEntry(function: $0.function, index: $0.index, flags: $0.flags, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)
             })
-            try vcpu.configureLegacyLocalInterrupts()
-            if index == 0 { try Self.applyEntryState(bootPlan.entry, to: vcpu) }
+            // No vCPU thread exists yet: this (building) thread is the only one touching the vCPU.
+            if let saved {
+                try vcpu.restoreState(saved.vcpus[index])
+            } else {
+                try vcpu.configureLegacyLocalInterrupts()
+                if index == 0, let plan = bootPlan { try Self.applyEntryState(plan.entry, to: vcpu) }
+            }
             runners.append(VCPURunner(vcpu: vcpu, context: context))
         }
+        // The in-kernel irqchip, PIT and clock last, so the LAPICs they deliver to are in place.
+        if let saved { try vm.restoreState(saved.platform) }
     }
 
     static func applyEntryState(_ entry: X86EntryState, to vcpu: VCPU) throws {
@@ -174,6 +263,8 @@ public final class Machine: @unchecked Sendable {
         guard startedFlag.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
         VCPUKicker.installSignalHandler()
         do { try pci.start() } catch { latch.request(.failed("\(error)")) }
+        if restoredFrom != nil { pci.kickRestoredQueues() }
+        if startPaused { for runner in runners { runner.request(.pause) } }
         for runner in runners where !runner.start() {
             latch.request(.failed("cannot start a vCPU thread"))
         }
@@ -210,6 +301,22 @@ public final class Machine: @unchecked Sendable {
         for runner in runners { runner.request(.stop) }
         for runner in runners { runner.join() }
         pci.stop()
+        if ownsResources { resources.release(log: { _ in }) } else { resources.flushDisks(log: { _ in }) }
+    }
+
+    /// Stops the device threads (after `pause()`): with them, nothing touches guest memory or the
+    /// disks any more, so a snapshot sees one instant. `resumeDevices` undoes it.
+    public func quiesceDevices() throws {
+        guard isPaused else { throw MachineError.notPaused }
+        pci.stop()
+        resources.flushDisks(log: { _ in })
+        quiesced.store(true, ordering: .releasing)
+    }
+
+    /// Starts the device threads again after `quiesceDevices`.
+    public func resumeDevices() throws {
+        guard quiesced.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        try pci.start()
     }
 
     /// Parks every vCPU outside the guest at an instruction boundary with I/O completed.
@@ -230,10 +337,10 @@ public final class Machine: @unchecked Sendable {
     /// Whether every vCPU is parked (or finished).
     public var isPaused: Bool { runners.allSatisfy { $0.control.read { $0.parked || $0.finished } } }
 
-    /// Captures each vCPU's registers; only valid while paused.
+    /// Captures each vCPU's state on its own thread (the vCPU channel); only while paused.
     public func captureVCPUStates() throws -> [VCPUState] {
         guard isPaused else { throw MachineError.notPaused }
-        return try runners.map { try $0.vcpu.captureState() }
+        return try runners.map { runner in try runner.perform { try $0.captureState() } }
     }
 
     /// One line per PCI device: what the guest sees and what backs it.
@@ -303,13 +410,15 @@ public final class Machine: @unchecked Sendable {
 public enum MachineError: Error, Equatable, CustomStringConvertible {
     case pauseTimedOut(vcpu: Int)
     case notPaused
-    case stateCaptureUnsupported(String)
+    case devicesRunning
+    case vcpuUnresponsive(vcpu: Int)
 
     public var description: String {
         switch self {
         case let .pauseTimedOut(vcpu): return "vCPU \(vcpu) did not pause in time"
         case .notPaused: return "the machine must be paused first"
-        case let .stateCaptureUnsupported(what): return "capturing the state of a machine with \(what) is not supported yet"
+        case .devicesRunning: return "the device threads must be stopped first (quiesceDevices)"
+        case let .vcpuUnresponsive(vcpu): return "vCPU \(vcpu) did not answer a request on its channel in time"
         }
     }
 }

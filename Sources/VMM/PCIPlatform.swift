@@ -36,9 +36,6 @@ final class PCIPlatform: @unchecked Sendable {
     private(set) var networkDevices: [(name: String, device: VirtioNet)] = []
     private(set) var console: VirtioConsole?
     private(set) var entropy: VirtioEntropyDevice?
-    /// Host resources released when the machine stops: disks are flushed, TAPs closed.
-    private var diskImages: [any BlockDevice] = []
-    private var taps: [TapInterface] = []
     /// One line per device for `vireo run --verbose`: what the guest gets and what backs it.
     private(set) var summary: [String] = []
     private var consoleCounter: CountingSerialOutput?
@@ -46,37 +43,52 @@ final class PCIPlatform: @unchecked Sendable {
     private let vm: VirtualMachine
     private let log: @Sendable (String) -> Void
 
-    init(vm: VirtualMachine, memory: GuestMemory, options: DeviceOptions, pioBus: Bus, mmioBus: Bus,
+    /// Builds the PCI side over resolved host resources; with `restoring`, every function is
+    /// rebuilt from its saved transport and device state instead of from power-on.
+    init(vm: VirtualMachine, memory: GuestMemory, resources: MachineResources, pioBus: Bus, mmioBus: Bus,
          events: any MachineEventSink, consoleOutput: any SerialOutput,
-         onConsoleInputSpace: (@Sendable () -> Void)?, log: @escaping @Sendable (String) -> Void) throws {
+         onConsoleInputSpace: (@Sendable () -> Void)?, restoring saved: [PCIFunctionState]? = nil,
+         log: @escaping @Sendable (String) -> Void) throws {
         self.vm = vm
         self.log = log
+        let options = resources.devices
         msi = KVMMSIRouter(vm: vm, onError: log)
         root = try PCIRootComplex(ecamBase: X86Layout.pciECAMBase, ecamSize: X86Layout.pciECAMSize,
                                   mmio32: X86Layout.pciMMIO32Start..<X86Layout.pciMMIO32End, resetSink: events)
         try pioBus.insert(root.configPorts, base: PCIConfigPorts.basePort, length: PCIConfigPorts.portCount)
         try mmioBus.insert(root.ecam, base: X86Layout.pciECAMBase, length: X86Layout.pciECAMSize)
         try mmioBus.insert(root.mmio32Window, base: root.mmio32Window.base, length: root.mmio32Window.length)
+        if let saved, saved.count != options.deviceCount {
+            throw MachineStateError.mismatch("the snapshot has \(saved.count) PCI functions, this machine \(options.deviceCount)")
+        }
+        /// The saved state of the function about to be added (same order as at capture).
+        func savedFunction(_ name: String) throws -> PCIFunctionState? {
+            guard let saved else { return nil }
+            let state = saved[functions.count]
+            guard state.name == name else {
+                throw MachineStateError.mismatch("PCI function \(functions.count) is \(state.name) in the snapshot, \(name) here")
+            }
+            return state
+        }
 
         for (index, disk) in options.disks.enumerated() {
-            let image = try DiskImage.open(path: disk.path, format: disk.format.map { ImageFormat(rawValue: $0.rawValue) ?? .raw },
-                                           readOnly: disk.readOnly)
+            let image = resources.disks[index]
             let configuration = VirtioBlockConfiguration(readOnly: disk.readOnly,
                                                              serial: disk.serial ?? "vireo-disk\(index)")
-            diskImages.append(image)
             let device = try VirtioBlock(backend: image, configuration: configuration)
             blockDevices.append((disk, device))
-            let function = try add(device, name: "vblk\(index)", memory: memory)
+            let name = "vblk\(index)"
+            let function = try add(device, name: name, memory: memory, restoring: try savedFunction(name))
             summary.append("\(function.transport.address): virtio-blk \(disk.path), \(device.capacitySectors) sectors, "
                            + "\(device.isReadOnly ? "read-only" : "read-write"), serial \(configuration.serial)")
         }
         for (index, network) in options.networks.enumerated() {
-            let backend = try TapNetworkBackend(options: network)
-            taps.append(backend.tap)
+            let backend = resources.networks[index]
             let mac = network.mac ?? Self.generatedMAC()
             let device = try VirtioNet(backend: backend, configuration: VirtioNetConfiguration(mac: mac))
             networkDevices.append((backend.tap.name, device))
-            let function = try add(device, name: "vnet\(index)", memory: memory)
+            let name = "vnet\(index)"
+            let function = try add(device, name: name, memory: memory, restoring: try savedFunction(name))
             var backing = "TAP \(backend.tap.name)"
             if case let .bridge(bridge) = network.attachment { backing += " on bridge \(bridge)" }
             let offloads = backend.offloads.isEmpty ? "none" : [
@@ -95,7 +107,7 @@ final class PCIPlatform: @unchecked Sendable {
             let device = VirtioConsole(output: counter, onInputSpace: onConsoleInputSpace)
             console = device
             consoleCounter = counter
-            let function = try add(device, name: "vcon", memory: memory)
+            let function = try add(device, name: "vcon", memory: memory, restoring: try savedFunction("vcon"))
             summary.append("\(function.transport.address): virtio-console (hvc0)")
         }
         if options.entropy {
@@ -103,7 +115,7 @@ final class PCIPlatform: @unchecked Sendable {
             let device = VirtioEntropyDevice(source: counter.source())
             entropy = device
             entropyCounter = counter
-            let function = try add(device, name: "vrng", memory: memory)
+            let function = try add(device, name: "vrng", memory: memory, restoring: try savedFunction("vrng"))
             summary.append("\(function.transport.address): virtio-rng from the host's getrandom")
         }
         root.setBARObserver { [weak self] address, _, _ in self?.moveNotifyEventFDs(of: address) }
@@ -111,8 +123,14 @@ final class PCIPlatform: @unchecked Sendable {
 
     /// Puts `device` behind a virtio-pci transport in the next free slot and wires its doorbells.
     @discardableResult
-    private func add(_ device: any VirtioDevice, name: String, memory: GuestMemory) throws -> Function {
-        let transport = try VirtioPCIDevice(device: device, memory: memory, msixController: msi)
+    private func add(_ device: any VirtioDevice, name: String, memory: GuestMemory, restoring saved: PCIFunctionState?) throws -> Function {
+        let transport: VirtioPCIDevice
+        if let saved {
+            transport = try VirtioPCIDevice(restoring: saved.transport, deviceState: saved.device, device: device,
+                                            memory: memory, msixController: msi)
+        } else {
+            transport = try VirtioPCIDevice(device: device, memory: memory, msixController: msi)
+        }
         guard let slot = root.nextFreeSlot() else { throw ConfigError.tooManyDevices(functions.count + 1, maximum: DeviceOptions.maximumDevices) }
         let gsi = ACPIPlatform.pciInterruptGSI(slot: UInt8(slot), pin: 0)  // INTA
         let intx = PCIINTxWiring(line: KVMInterruptLine(vm: vm, gsi: gsi), irq: UInt8(gsi))
@@ -192,14 +210,24 @@ final class PCIPlatform: @unchecked Sendable {
         }
     }
 
-    /// Stops the device threads, then makes what the guest wrote durable and lets go of the TAPs
-    /// (a machine rebooting in place opens them again).
+    /// Stops the device threads. Nothing a device does runs after this returns (requests are
+    /// synchronous on these threads), which is what a snapshot needs; `start` brings them back.
     func stop() {
         for function in functions { function.ioThread.stop() }
-        for image in diskImages {
-            do { try image.flush() } catch { log("flushing a disk at VM stop failed: \(error)") }
+    }
+
+    /// Each function's transport and device state; only while the vCPUs are parked and the device
+    /// threads stopped, so that nothing moves underneath.
+    func captureState() -> [PCIFunctionState] {
+        functions.map { PCIFunctionState(name: $0.name, transport: $0.transport.state, device: $0.transport.captureDeviceState()) }
+    }
+
+    /// After a restore: look at every queue once, since notifications the guest sent just before
+    /// the snapshot were never seen by this process (a notification with nothing new is harmless).
+    func kickRestoredQueues() {
+        for function in functions {
+            for event in function.queueEvents { event.signal() }
         }
-        for tap in taps { tap.close() }
     }
 
     /// A locally administered unicast MAC in QEMU's 52:54:00 range, random per VM start.

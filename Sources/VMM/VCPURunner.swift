@@ -6,11 +6,28 @@ import Glibc
 #endif
 
 /// What a vCPU thread has been asked to do and what it is doing.
-struct VCPUControl: Equatable {
+struct VCPUControl {
     enum Request: Equatable { case run, pause, stop }
     var request: Request = .run
     var parked = false
     var finished = false
+    /// Work another thread asked the parked vCPU thread to do (capture or load its state): only
+    /// the vCPU's own thread issues ioctls on it.
+    var job: VCPUJob?
+    /// Jobs handed over and jobs finished, so a caller knows when its own job is done.
+    var jobsPosted: UInt64 = 0
+    var jobsDone: UInt64 = 0
+}
+
+/// Where a job's result waits for the thread that posted it.
+final class JobOutcome<T>: @unchecked Sendable {
+    var value: Result<T, any Error>?
+}
+
+/// One request on the vCPU channel: runs on the vCPU thread, with the vCPU parked.
+final class VCPUJob: @unchecked Sendable {
+    let body: (VCPU) -> Void
+    init(_ body: @escaping (VCPU) -> Void) { self.body = body }
 }
 
 /// Everything a vCPU thread needs from its machine, shared by all vCPUs.
@@ -53,6 +70,23 @@ final class VCPURunner: @unchecked Sendable {
     func request(_ request: VCPUControl.Request) {
         control.update { $0.request = request }
         if let thread { kicker.kick(thread: thread) }
+    }
+
+    /// Runs `body` on this vCPU's own thread while it is parked, and returns its result: the
+    /// channel through which pause-time work (state capture for snapshots) reaches a vCPU.
+    func perform<T>(timeoutSeconds: Double = 10, _ body: @escaping (VCPU) throws -> T) throws -> T {
+        let outcome = JobOutcome<T>()
+        let job = VCPUJob { vcpu in outcome.value = Result { try body(vcpu) } }
+        let ticket: UInt64? = control.update { control in
+            guard control.parked, !control.finished, control.job == nil else { return nil }
+            control.job = job
+            control.jobsPosted &+= 1
+            return control.jobsPosted
+        }
+        guard let ticket else { throw MachineError.notPaused }
+        let done = control.wait(until: { $0.jobsDone >= ticket || $0.finished }, timeoutSeconds: timeoutSeconds) { $0.jobsDone >= ticket }
+        guard done == true, let value = outcome.value else { throw MachineError.vcpuUnresponsive(vcpu: vcpu.id) }
+        return try value.get()
     }
 
     func waitParked(timeoutSeconds: Double) -> Bool {
@@ -98,7 +132,17 @@ final class VCPURunner: @unchecked Sendable {
         vcpu.makeKicker().setImmediateExit()
         _ = try? vcpu.run()
         control.update { $0.parked = true }
-        _ = control.wait(until: { $0.request != .pause }) { $0.parked = false }
+        while true {
+            // Leave when told to; run what the channel brings in the meantime.
+            let job = control.wait(until: { $0.request != .pause || $0.job != nil }) { control -> VCPUJob? in
+                if let job = control.job { control.job = nil; return job }
+                control.parked = false
+                return nil
+            } ?? nil
+            guard let job else { return }
+            job.body(vcpu)
+            control.update { $0.jobsDone &+= 1 }
+        }
     }
 
     /// Handles one exit; returns false when this vCPU must stop.

@@ -1,12 +1,5 @@
 import Boot
-
-/// What happens when the guest resets itself.
-public enum RebootAction: String, Sendable, CaseIterable, Codable {
-    /// `vireo run` ends with status 0, like a VM whose owner wants it gone after reboot.
-    case exit
-    /// The machine is rebuilt and the kernel booted again (CMOS NVRAM survives, as on a PC).
-    case restart
-}
+@_exported import VMContract
 
 public enum ConfigError: Error, Equatable, CustomStringConvertible {
     case invalidSize(String)

@@ -19,17 +19,17 @@ public enum ControlServerError: Error, CustomStringConvertible {
 
 /// Serves `ControlAPI` over HTTP/1.1 on a Unix socket (mode 0600), on one event-loop thread.
 /// Scriptable with `curl --unix-socket PATH http://vm/vm`.
-public final class ControlServer: @unchecked Sendable {
+public final class ControlServer: SessionEndpoint, @unchecked Sendable {
     public let socketPath: String
     private let api: ControlAPI
     private let console: ConsoleLog
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private var channel: Channel?
 
-    public init(socketPath: String, api: ControlAPI, console: ConsoleLog) {
+    public init(socketPath: String, api: ControlAPI) {
         self.socketPath = socketPath
         self.api = api
-        self.console = console
+        self.console = api.console
     }
 
     public func start() throws {

@@ -4,21 +4,6 @@ import VMM
 import Glibc
 #endif
 
-/// COM1 output to a file descriptor (the terminal), written as the guest produces it.
-struct FileDescriptorOutput: SerialOutput {
-    let fd: Int32
-    func emit(_ byte: UInt8) {
-        var value = byte
-        while write(fd, &value, 1) < 0 && errno == EINTR {}
-    }
-}
-
-/// The same output to several places (terminal and log file).
-struct TeeOutput: SerialOutput {
-    let sinks: [any SerialOutput]
-    func emit(_ byte: UInt8) { for sink in sinks { sink.emit(byte) } }
-}
-
 /// The interactive serial console: raw terminal, keystrokes to the guest, Ctrl-A X to leave.
 final class SerialConsole: @unchecked Sendable {
     static let escapeByte: UInt8 = 0x01   // Ctrl-A, as in QEMU

@@ -1,36 +1,35 @@
 import ArgumentParser
 import Boot
 import Devices
+import Foundation
 import KVM
 import VMM
 import VMMControl
+import VMContract
 #if canImport(Glibc)
 import Glibc
 #endif
 
 extension RebootAction: ExpressibleByArgument {}
-extension BootProtocol: ExpressibleByArgument {}
-
-enum HostProfileChoice: String, ExpressibleByArgument, CaseIterable {
-    case auto, native
-    case emulatedKernelMode = "emulated-kernel-mode"
-}
+extension BootProtocolChoice: ExpressibleByArgument {}
+extension HostProfileChoice: ExpressibleByArgument {}
+extension SnapshotMemoryMode: ExpressibleByArgument {}
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Boot a kernel in a new VM with the serial console on this terminal.",
+        abstract: "Boot a kernel (or resume a snapshot) in a new VM with the serial console on this terminal.",
         discussion: """
         The guest's COM1 is the terminal, in raw mode: keystrokes go to the guest. \
         \(SerialConsole.help). \
-        Exit status: 0 when the guest powers off or resets (see --on-reboot), (V << 1) | 1 when a \
+        Exit status: 0 when the guest powers off or resets (see --on-reboot) or is saved, (V << 1) | 1 when a \
         test guest writes V to the debug-exit port 0xf4 (as QEMU's isa-debug-exit), 1 on an error. \
         Kernels: ELF vmlinux, bzImage (payload decompressed on the host when possible), PVH ELF, \
-        Multiboot v1.
+        Multiboot v1. Snapshots: PUT /vm/snapshot on the control API writes one; --restore resumes it.
         """
     )
 
     @Option(help: "Kernel image: bzImage, ELF vmlinux, PVH ELF or Multiboot kernel.")
-    var kernel: String
+    var kernel: String?
 
     @Option(help: "Initial ramdisk (Multiboot: passed as module 0).")
     var initrd: String?
@@ -48,7 +47,7 @@ struct Run: ParsableCommand {
     var onReboot: RebootAction = .exit
 
     @Option(name: .customLong("boot-protocol"), help: "Entry protocol for ELF kernels: auto, linux64 or pvh.")
-    var bootProtocol: BootProtocol = .auto
+    var bootProtocol: BootProtocolChoice = .auto
 
     @Option(name: .customLong("host-profile"), help: "Host KVM profile: auto (detect), native or emulated-kernel-mode.")
     var hostProfile: HostProfileChoice = .auto
@@ -68,11 +67,20 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("serial-log"), help: "Also append the guest's serial output to this file.")
     var serialLog: String?
 
-    @Option(name: .customLong("api-socket"), help: ArgumentHelp("Serve the VM's control API (pause, resume, stop, state, stats, console) on this Unix socket.", discussion: "HTTP/1.1, e.g. curl --unix-socket PATH http://vm/vm; see README."))
+    @Option(name: .customLong("api-socket"), help: ArgumentHelp("Serve the VM's control API (pause, resume, stop, snapshot, state, stats, console) on this Unix socket.", discussion: "HTTP/1.1, e.g. curl --unix-socket PATH http://vm/vm; see README."))
     var apiSocket: String?
 
     @Option(name: .customLong("status-file"), help: "At exit, write how the VM ended (JSON: outcome, detail, exit_status) to this file.")
     var statusFile: String?
+
+    @Option(name: .customLong("restore"), help: ArgumentHelp("Resume the VM saved in this snapshot file instead of booting a kernel.", discussion: "The machine (vCPUs, memory, devices) is the snapshot's; --disk and --net may point its devices at other host paths (same number and kinds). With --restore-memory mapped (the default) the file must stay in place while the VM runs.", valueName: "file"))
+    var restore: String?
+
+    @Option(name: .customLong("restore-memory"), help: "How a restore loads guest RAM: mapped (copy-on-write from the file, cost flat in RAM size) or copy (read it all now).")
+    var restoreMemory: SnapshotMemoryMode = .mapped
+
+    @Option(name: .customLong("launch-spec"), help: ArgumentHelp("Read the whole VM description from this JSON launch specification (what the daemon writes) instead of flags.", valueName: "file"))
+    var launchSpec: String?
 
     @Flag(name: .customLong("no-kernel-cache"), help: ArgumentHelp("Decompress a bzImage's payload at every boot instead of reusing the copy cached from an earlier boot.", discussion: "The cache lives in ${VIREO_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/vireo}/kernels; VIREO_KERNEL_CACHE=off also disables it."))
     var noKernelCache = false
@@ -81,107 +89,107 @@ struct Run: ParsableCommand {
     var verbose = false
 
     func run() throws {
+        let spec: LaunchSpec
         do {
-            let status = try boot()
+            spec = try launchSpecification()
+        } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+        do {
+            let status = try run(spec)
             throw ExitCode(status)
         } catch let exit as ExitCode {
             throw exit
         } catch {
             printError("\(error)")
-            recordStatus(.failed, detail: "\(error)", exitStatus: 1)
+            if let path = spec.statusFile {
+                try? RunStatus(outcome: .failed, detail: "\(error)", exitStatus: 1).write(to: path)
+            }
             throw ExitCode(1)
         }
     }
 
-    private func boot() throws -> Int32 {
-        let memorySize = try VMConfig.parseSize(memory)
-        let kernelBytes = try readWholeFile(kernel, kind: "kernel", limit: max(memorySize, 64 << 20))
-        let initrdBytes = try initrd.map { try readWholeFile($0, kind: "initrd", limit: memorySize) }
+    /// The flags (or the --launch-spec file) as the one description the VMM runs from.
+    func launchSpecification() throws -> LaunchSpec {
+        if let launchSpec {
+            guard let bytes = readSmallFileBytes(launchSpec, limit: LaunchSpec.maximumEncodedBytes + 1) else {
+                throw ConfigError.unreadableFile(kind: "launch specification", path: launchSpec, reason: String(cString: strerror(errno)))
+            }
+            guard bytes.count <= LaunchSpec.maximumEncodedBytes else {
+                throw ConfigError.unreadableFile(kind: "launch specification", path: launchSpec, reason: "larger than \(LaunchSpec.maximumEncodedBytes) bytes")
+            }
+            do {
+                return try ContractJSON.decode(LaunchSpec.self, from: bytes)
+            } catch {
+                throw ConfigError.unreadableFile(kind: "launch specification", path: launchSpec, reason: "not a valid launch specification (\(error))")
+            }
+        }
+        guard kernel != nil || restore != nil else {
+            throw ValidationError("give --kernel to boot, --restore to resume a snapshot, or --launch-spec")
+        }
+        guard kernel == nil || restore == nil else { throw ValidationError("--kernel and --restore exclude each other") }
+        let devices = DeviceOptions(disks: try disks.map { try DiskOptions.parse($0) },
+                                    networks: try networks.map { try NetworkOptions.parse($0) },
+                                    virtioConsole: consoleKind == .virtio, entropy: entropy)
+        return LaunchSpec(kernel: kernel, initrd: initrd, cmdline: cmdline, cpus: cpus, memoryBytes: try VMConfig.parseSize(memory),
+                          onReboot: onReboot, bootProtocol: bootProtocol, hostProfile: hostProfile, devices: devices,
+                          apiSocket: apiSocket, serialLog: serialLog, statusFile: statusFile, kernelCache: !noKernelCache,
+                          restore: restore.map { RestoreSource(path: $0, memory: restoreMemory) })
+    }
+
+    private func run(_ spec: LaunchSpec) throws -> Int32 {
         let system = try KVMSystem()
-        let profile = try resolveProfile(system: system)
-        var config = try VMConfig(kernel: kernelBytes, kernelPath: kernel, initrd: initrdBytes, initrdPath: initrd,
-                                  cmdline: cmdline, cpus: cpus, memorySize: memorySize, onReboot: onReboot,
-                                  bootProtocol: bootProtocol, hostProfile: profile,
-                                  devices: try deviceOptions())
-        let kernelCache = KernelPayloadCacheDirectory.configured(environment: Self.cacheEnvironment(), disabled: noKernelCache)
-        config.payloadCache = kernelCache.cache
+        let kernelCache = KernelPayloadCacheDirectory.configured(environment: Self.cacheEnvironment(), disabled: !spec.kernelCache)
+        let session = try VMSession(spec: spec, system: system, terminal: FileDescriptorOutput(fd: 1),
+                                    payloadCache: kernelCache.cache, log: { printNote($0) })
         if verbose {
-            describeProfile(profile)
+            describeProfile(session.profile)
             printNote(kernelCache.note)
         }
-
         let console = SerialConsole()
         let signals = SignalWatcher()
-        // COM1 goes to the terminal and into a bounded ring the control API serves.
-        var sinks: [any SerialOutput] = [FileDescriptorOutput(fd: 1)]
-        if let serialLog {
-            let fd = open(serialLog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-            guard fd >= 0 else {
-                throw ConfigError.unwritableFile(kind: "serial log", path: serialLog, reason: String(cString: strerror(errno)))
+        session.onMachine = { [verbose, unowned session] machine, boots in
+            if verbose, let restored = session.restoreMilliseconds, boots == 1 {
+                printNote(String(format: "restored in %.2f ms (snapshot opened and checked, RAM %@, devices and vCPUs loaded)",
+                                 restored, session.spec.restore?.memory == .copy ? "copied" : "mapped"))
             }
-            sinks.append(FileDescriptorOutput(fd: fd))
-        }
-        let consoleLog = ConsoleLog(forwardingTo: TeeOutput(sinks: sinks))
-        var server: ControlServer?
-        defer { server?.stop() }
-        var cmos: CMOSRTCState?
-        var boots = 0
-        while true {
-            boots += 1
-            let machine = try Machine(config: config, system: system, profile: profile,
-                                      serialOutput: consoleLog, restoringCMOS: cmos,
-                                      rngSeed: hostRandomBytes(32), log: { printNote($0) })
             if verbose {
-                printNote("boot #\(boots): \(machine.bootPlan.format), \(cpus) vCPU(s), \(memorySize >> 20) MiB")
-                for note in machine.bootPlan.notes { printNote(note) }
+                printNote("boot #\(boots): \(machine.bootDescription), \(machine.config.cpus) vCPU(s), \(machine.config.memorySize >> 20) MiB")
+                for note in machine.bootPlan?.notes ?? [] { printNote(note) }
                 for line in machine.deviceSummary { printNote("pci \(line)") }
                 printNote("guest command line: \(machine.effectiveCmdline)")
             }
             console.attach(machine)
-            console.onQuit = { [machine] in machine.requestStop() }
-            signals.onSignal = { [machine] _ in machine.requestStop() }
-            signals.onForcedExit = { [console] in console.restoreTerminal() }
             if boots == 1 {
-                if let apiSocket {
-                    let api = ControlAPI(machine: { [console] in console.currentMachine }, console: consoleLog)
-                    server = ControlServer(socketPath: apiSocket, api: api, console: consoleLog)
-                    try server?.start()
-                    if verbose { printNote("control API on \(apiSocket)") }
-                }
                 console.enterRawMode()
                 console.startInputThread()
                 signals.start()
             }
-            let outcome = try machine.run()
-            if verbose {
-                let top = machine.exitReasons.top(8).map { "\($0.reason) \($0.count)" }.joined(separator: ", ")
-                printNote("vCPU exits: \(machine.exitCount) in all; most frequent: \(top)")
-            }
-            if outcome == .reset && onReboot == .restart {
-                cmos = machine.rtc.state
-                if verbose { printNote("guest reset: restarting") }
-                continue
-            }
-            console.restoreTerminal()
-            if let signal = signals.received {
-                printNote("terminating on signal \(signal)")
-                recordStatus(.signal, detail: "signal \(signal)", exitStatus: 128 + signal)
-                return 128 + signal
-            }
-            if case let .failed(why) = outcome {
-                printError(why)
-            } else if verbose {
-                printNote("\(outcome); exit status \(outcome.processStatus)")
-            }
-            recordStatus(outcome)
-            return outcome.processStatus
         }
-    }
-
-    private func deviceOptions() throws -> DeviceOptions {
-        DeviceOptions(disks: try disks.map { try DiskOptions.parse($0) },
-                      networks: try networks.map { try NetworkOptions.parse($0) },
-                      virtioConsole: consoleKind == .virtio, entropy: entropy)
+        session.onMachineEnded = { [verbose, onReboot = spec.onReboot] machine, outcome in
+            guard verbose else { return }
+            let top = machine.exitReasons.top(8).map { "\($0.reason) \($0.count)" }.joined(separator: ", ")
+            printNote("vCPU exits: \(machine.exitCount) in all; most frequent: \(top)")
+            if outcome == .reset && onReboot == .restart { printNote("guest reset: restarting") }
+        }
+        console.onQuit = { [session] in session.requestStop() }
+        signals.onSignal = { [session] signal in session.requestStop(signal: signal) }
+        signals.onForcedExit = { [console] in console.restoreTerminal() }
+        if let apiSocket = session.spec.apiSocket {
+            let server = ControlServer(socketPath: apiSocket, api: ControlAPI(session: session))
+            try server.start()
+            session.serve(server)
+            if verbose { printNote("control API on \(apiSocket)") }
+        }
+        let status = session.run()
+        console.restoreTerminal()
+        if let signal = session.endedBySignal { printNote("terminating on signal \(signal)") }
+        if let outcome = session.lastOutcome {
+            if case let .failed(why) = outcome { printError(why) }
+            else if verbose { printNote("\(outcome); exit status \(status)") }
+        }
+        return status
     }
 
     /// The variables that place (or switch off) the kernel payload cache.
@@ -191,14 +199,6 @@ struct Run: ParsableCommand {
             if let value = getenv(name) { environment[name] = String(cString: value) }
         }
         return environment
-    }
-
-    private func resolveProfile(system: KVMSystem) throws -> HostProfile {
-        switch hostProfile {
-        case .native: return HostProfile.native
-        case .emulatedKernelMode: return HostProfile.emulatedKernelMode
-        case .auto: return HostProfile.detect(kernelModeProbe: try? KernelModeProbe.run(system: system))
-        }
     }
 
     private func describeProfile(_ profile: HostProfile) {

@@ -17,7 +17,28 @@ const char *guest_prefix = "user";
 static u8 user_stack[16384] __attribute__((aligned(16)));
 
 /* Parsed at CPL0, read at CPL3 (the shim maps all of the low 4 GiB user-accessible). */
-static u32 iters, ticks, tick_spin, fault;
+static u32 iters, ticks, tick_spin, fault, fill_mib;
+
+/* fill=N: N MiB from 16 MiB up hold a pattern that depends only on the address; each tick then
+   re-checks one MiB of it, so a snapshot restore that loses or moves guest RAM is caught. */
+#define FILL_BASE 0x1000000ul
+
+static u64 fill_value(u64 *p) { return (u64)(uptr)p * 0x9E3779B97F4A7C15ull; }
+
+static void fill_memory(void) {
+    u64 *end = (u64 *)(FILL_BASE + ((uptr)fill_mib << 20));
+    for (u64 *p = (u64 *)FILL_BASE; p < end; p++)
+        *p = fill_value(p);
+}
+
+/* Address of the first wrong word in MiB `mib` of the fill, or 0. */
+static uptr check_fill(u32 mib) {
+    u64 *start = (u64 *)(FILL_BASE + ((uptr)mib << 20));
+    for (u64 *p = start; p < start + (1u << 17); p++)
+        if (*p != fill_value(p))
+            return (uptr)p;
+    return 0;
+}
 
 static u32 current_cpl(void) {
     u16 cs;
@@ -37,8 +58,19 @@ void user_main(void) {
         __asm__ volatile("hlt");  /* privileged: #GP(0) at CPL3, reported by the IDT and exit 0x7F */
     }
     if (ticks) {
+        if (fill_mib) {
+            fill_memory();
+            kprintf("user: filled %u MiB\n", fill_mib);
+        }
         for (u32 k = 1; k <= ticks; k++) {
             spin(tick_spin);
+            if (fill_mib) {
+                uptr bad = check_fill(k % fill_mib);
+                if (bad) {
+                    kprintf("user: memory corrupt at 0x%x\n", (u32)bad);
+                    guest_exit(0x31);
+                }
+            }
             kprintf("user: tick %u\n", k);
         }
         guest_exit(0);
@@ -63,6 +95,7 @@ void guest_main(u32 magic, uptr info) {
     ticks = cmdline_u32(cmdline, "ticks", 0);
     tick_spin = cmdline_u32(cmdline, "spin", DEFAULT_TICK_SPIN);
     fault = (u32)cmdline_has(cmdline, "fault");
+    fill_mib = cmdline_u32(cmdline, "fill", 0);
     if (!tick_spin)
         tick_spin = 1;
     extern u8 kernel_stack_top[];

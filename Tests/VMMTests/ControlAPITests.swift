@@ -4,22 +4,19 @@ import Testing
 @testable import VMM
 @testable import VMMControl
 
-/// A test guest booted with its serial output going into a ConsoleLog, as `vireo run` does.
+/// A test guest run by a VM session with the control API in front of it, as `vireo run` does.
 struct ControlledGuest {
-    let machine: Machine
-    let console: ConsoleLog
+    let guest: SessionGuest
     let api: ControlAPI
+    var machine: Machine { guest.machine }
+    var console: ConsoleLog { guest.session.console }
 
-    init(_ guest: String = "mb-user.elf", cmdline: String) throws {
-        let kernel = try TestGuests.bytes(guest)
-        let config = try VMConfig(kernel: kernel, kernelPath: guest, cmdline: cmdline, cpus: 1, memorySize: 32 << 20)
-        console = ConsoleLog(capacity: 4096)
-        machine = try Machine(config: config, system: try KVMSystem(), profile: HostProfile.detect(kernelModeProbe: nil),
-                              serialOutput: console, rngSeed: [])
-        let machine = self.machine
-        api = ControlAPI(machine: { machine }, console: console)
-        try machine.start()
+    init(_ name: String = "mb-user.elf", cmdline: String, devices: DeviceOptions = DeviceOptions()) throws {
+        guest = try SessionGuest(guest: name, cmdline: cmdline, devices: devices)
+        api = ControlAPI(session: guest.session)
     }
+
+    func stop() { guest.stop() }
 
     /// Waits (bounded) until the console shows `needle`, by subscribing rather than polling.
     func waitFor(_ needle: String, timeoutSeconds: Double = 30) -> Bool {
@@ -100,7 +97,7 @@ extension KVMGuestSuites {
 
     @Test func errorsAreJSONWithTheRightStatus() throws {
         let guest = try ControlledGuest(cmdline: "ticks=100000")
-        defer { guest.machine.stop() }
+        defer { guest.stop() }
         for (method, uri, status) in [("GET", "/nope", 404), ("POST", "/vm/pause", 405), ("GET", "/vm/pause", 405),
                                       ("GET", "/vm/shutdown", 405)] {
             let response = guest.api.handle(method: method, uri: uri)
@@ -151,9 +148,9 @@ extension KVMGuestSuites {
 
     @Test func servesTheAPIAndStreamsTheConsoleOverAUnixSocket() throws {
         let guest = try ControlledGuest(cmdline: "ticks=100000 spin=20000000")
-        defer { guest.machine.stop() }
+        defer { guest.stop() }
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-api-\(getpid()).sock").path
-        let server = ControlServer(socketPath: path, api: guest.api, console: guest.console)
+        let server = ControlServer(socketPath: path, api: guest.api)
         try server.start()
         defer { server.stop() }
         var info = stat()
@@ -186,7 +183,9 @@ extension KVMGuestSuites {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-not-a-socket-\(getpid())").path
         FileManager.default.createFile(atPath: path, contents: Data("keep me".utf8))
         defer { unlink(path) }
-        let server = ControlServer(socketPath: path, api: ControlAPI(machine: { nil }, console: ConsoleLog()), console: ConsoleLog())
+        let guest = try ControlledGuest(cmdline: "ticks=100000")
+        defer { guest.stop() }
+        let server = ControlServer(socketPath: path, api: guest.api)
         #expect(throws: ControlServerError.self) { try server.start() }
         #expect(FileManager.default.contents(atPath: path) == Data("keep me".utf8))
     }

@@ -111,3 +111,84 @@ final class RecordingDevice: BusDevice, @unchecked Sendable {
     func write(offset: UInt64, size: Int, value: UInt64) { writes.update { $0.append((offset, size, value)) } }
     var writeCount: Int { writes.read { $0.count } }
 }
+
+/// A VM session (what `vireo run` runs) on a thread of its own, for tests of the session, the
+/// control API and snapshots.
+final class SessionGuest: @unchecked Sendable {
+    let session: VMSession
+    /// Machines built so far and the session's exit status once it has ended.
+    private let progress = Guarded<(machines: Int, status: Int32?)>((0, nil))
+    /// Everything the guest printed in this session, and the last "user: tick N" seen.
+    private let printed = Guarded<(bytes: [UInt8], lastTick: Int, tickLines: Int, line: [UInt8])>(([], 0, 0, []))
+
+    /// Starts `spec` and returns once its first machine exists or the session has ended.
+    init(_ spec: LaunchSpec, timeoutSeconds: Double = 60) throws {
+        session = try VMSession(spec: spec, system: try KVMSystem(), terminal: nil, log: { _ in })
+        let progress = self.progress
+        session.onMachine = { _, _ in progress.update { $0.machines += 1 } }
+        let printed = self.printed
+        _ = session.console.attach { byte in
+            printed.update { printed in
+                printed.bytes.append(byte)
+                guard byte == 0x0A else { printed.line.append(byte); return }
+                let line = String(decoding: printed.line, as: UTF8.self)
+                if line.hasPrefix("user: tick "), let tick = Int(line.dropFirst("user: tick ".count)) {
+                    printed.lastTick = tick
+                    printed.tickLines += 1
+                }
+                printed.line = []
+            }
+        }
+        let session = self.session
+        guard startThread(name: "session", { let status = session.run(); progress.update { $0.status = status } }) != nil else {
+            throw GuestHarnessError.buildFailed("cannot start the session thread")
+        }
+        _ = progress.wait(until: { $0.machines > 0 || $0.status != nil }, timeoutSeconds: timeoutSeconds) { _ in true }
+    }
+
+    /// A test guest by name, booted as `vireo run --kernel` would boot it.
+    convenience init(guest: String, cmdline: String = "", memory: UInt64 = 32 << 20, cpus: Int = 1,
+                     devices: DeviceOptions = DeviceOptions(), onReboot: RebootAction = .exit) throws {
+        try self.init(LaunchSpec(kernel: try TestGuests.path(guest), cmdline: cmdline, cpus: cpus, memoryBytes: memory,
+                                 onReboot: onReboot, devices: devices, kernelCache: false))
+    }
+
+    var machine: Machine { session.machine! }
+
+    /// All the output of this session (not just the console's ring).
+    var output: String { printed.read { String(decoding: $0.bytes, as: UTF8.self) } }
+
+    /// The last tick the counting guest printed in this session (0: none yet).
+    var lastTick: Int { printed.read { $0.lastTick } }
+
+    /// Waits until the guest has printed `count` more tick lines in this session than it had.
+    func waitForMoreTicks(_ count: Int, timeoutSeconds: Double = 60) -> Bool {
+        let target = printed.read { $0.tickLines } + count
+        return printed.wait(until: { $0.tickLines >= target }, timeoutSeconds: timeoutSeconds) { _ in true } ?? false
+    }
+
+    /// Waits (bounded) until the output shows `needle`; each wake-up searches only what is new.
+    func waitFor(_ needle: String, timeoutSeconds: Double = 30) -> Bool {
+        let pattern = Array(needle.utf8)
+        final class Cursor: @unchecked Sendable { var checked = 0 }
+        let cursor = Cursor()
+        return printed.wait(until: { printed in
+            let start = max(0, cursor.checked - pattern.count)
+            cursor.checked = printed.bytes.count
+            guard printed.bytes.count - start >= pattern.count else { return false }
+            return (start...(printed.bytes.count - pattern.count)).contains { printed.bytes[$0..<($0 + pattern.count)].elementsEqual(pattern) }
+        }, timeoutSeconds: timeoutSeconds) { _ in true } ?? false
+    }
+
+    /// The session's exit status once it has ended (bounded wait), nil if it did not end in time.
+    func waitForEnd(timeoutSeconds: Double = 60) -> Int32? {
+        progress.wait(until: { $0.status != nil }, timeoutSeconds: timeoutSeconds) { $0.status } ?? nil
+    }
+
+    /// Stops the VM and waits for the session to end.
+    @discardableResult
+    func stop() -> Int32? {
+        session.requestStop()
+        return waitForEnd()
+    }
+}

@@ -78,6 +78,49 @@ import Testing
         #expect(gone.stderr == "error: failed to get domain 'web'\n")
     }
 
+    @Test func saveAndRestoreLikeVirsh() throws {
+        let daemon = try CLIDaemon()
+        let file = daemon.directory + "/sr.yaml"
+        try "name: sr\nmemory: 32M\nos:\n  kernel: \(VireoBinary.guest("mb-echo.elf"))\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try daemon.vireo(["define", file]).status == 0)
+
+        let notRunning = try daemon.vireo(["save", "sr", daemon.directory + "/sr.save"])
+        #expect(notRunning.status == 1)
+        #expect(notRunning.stderr == "error: Failed to save domain 'sr'\nerror: domain 'sr' is not running\n")
+
+        #expect(try daemon.vireo(["start", "sr"]).status == 0)
+        let console = try daemon.vireo(["console", "sr"], input: [("before\n", 0.5), ("\u{1d}", 1.5)])
+        #expect(console.stdout.contains("BEFORE"))
+
+        // A relative file is the caller's: made absolute against its working directory.
+        let save = try daemon.vireo(["save", "sr", "sr.save"], directory: daemon.directory)
+        #expect(save.status == 0, "\(save.stderr)")
+        #expect(save.stdout == "Domain 'sr' saved to \(daemon.directory)/sr.save\n\n")
+        #expect(try daemon.vireo(["domstate", "sr", "--reason"]).stdout == "shut off (saved)\n\n")
+        #expect(try daemon.vireo(["list", "--all"]).stdout.contains(" -    sr     shut off\n"))
+        #expect(try daemon.vireo(["domstats", "sr"]).stdout.contains("  state.reason=5\n"))
+
+        let restore = try daemon.vireo(["restore", "sr.save"], directory: daemon.directory)
+        #expect(restore.status == 0, "\(restore.stderr)")
+        #expect(restore.stdout == "Domain 'sr' restored from \(daemon.directory)/sr.save\n\n")
+        #expect(try daemon.vireo(["domstate", "sr", "--reason"]).stdout == "running (restored)\n\n")
+        #expect(try daemon.vireo(["domstats", "sr"]).stdout.contains("  state.reason=3\n"))
+        // The guest carries on where it was saved: it echoes, without booting (and greeting) again.
+        let after = try daemon.vireo(["console", "sr"], input: [("after\n", 0.5), ("\u{1d}", 1.5)])
+        #expect(after.stdout.contains("AFTER"))
+        #expect(!after.stdout.contains("echo: ready"))
+
+        let again = try daemon.vireo(["restore", daemon.directory + "/sr.save"])
+        #expect(again.status == 1)
+        #expect(again.stderr == "error: Failed to restore domain from \(daemon.directory)/sr.save\nerror: domain 'sr' is already active\n")
+        let stranger = daemon.directory + "/stranger.save"
+        #expect(FileManager.default.createFile(atPath: stranger, contents: Data("x".utf8)))
+        let unknown = try daemon.vireo(["restore", stranger])
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr == "error: Failed to restore domain from \(stranger)\nerror: no defined domain was saved to \(stranger)\n")
+        #expect(try daemon.vireo(["destroy", "sr"]).status == 0)
+    }
+
     @Test func badDefinitionsAndConnectionsFailWithOneClearLine() throws {
         let daemon = try CLIDaemon()
         let yaml = daemon.directory + "/bad.yaml"
@@ -187,10 +230,12 @@ final class CLIDaemon {
 
     struct Result { var status: Int32; var stdout: String; var stderr: String }
 
-    /// Runs `vireo ARGS --socket S`, writing each input piece after its delay (seconds).
-    func vireo(_ arguments: [String], input: [(String, Double)] = [], environment: [String: String] = [:]) throws -> Result {
+    /// Runs `vireo ARGS --socket S` (in `directory`), writing each input piece after its delay (seconds).
+    func vireo(_ arguments: [String], input: [(String, Double)] = [], environment: [String: String] = [:],
+               directory: String? = nil) throws -> Result {
         let child = Process()
         child.executableURL = VireoBinary.executable
+        if let directory { child.currentDirectoryURL = URL(fileURLWithPath: directory) }
         child.arguments = arguments + ["--socket", socket]
         child.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let out = Pipe(), err = Pipe(), stdin = Pipe()

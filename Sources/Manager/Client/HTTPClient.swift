@@ -1,3 +1,4 @@
+import VMContract
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -40,10 +41,10 @@ public struct HTTPResponse: Sendable {
 
     public var text: String { String(decoding: body, as: UTF8.self) }
 
-    /// The `error` member of a JSON error body, or the body itself.
+    /// The `error` member of a JSON error body (the VMM's `ControlError`; the daemon's
+    /// `APIErrorBody` has the same member), or the body itself.
     public var errorMessage: String {
-        if let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
-           let message = object["error"] as? String { return message }
+        if let answer = try? ContractJSON.decode(ControlError.self, from: body) { return answer.error }
         return text.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

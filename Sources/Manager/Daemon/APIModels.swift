@@ -1,3 +1,4 @@
+import VMContract
 import Foundation
 
 // The JSON bodies of the daemon's REST API (docs/api/openapi.yaml), shared by the daemon and the
@@ -46,6 +47,25 @@ public struct DeviceCounters: Codable, Equatable, Sendable {
         self.name = name
         self.path = path
         self.counters = counters
+    }
+}
+
+extension DeviceCounters {
+    /// A disk's counters under virsh's domstats names (`block.N.rd.reqs`, ...); named by image path
+    /// until the daemon puts the definition's target in its place.
+    init(_ disk: DeviceStatistics.Disk) {
+        self.init(name: disk.path, counters: [
+            "rd.reqs": disk.readRequests, "rd.bytes": disk.readBytes, "wr.reqs": disk.writeRequests,
+            "wr.bytes": disk.writeBytes, "fl.reqs": disk.flushRequests, "errs": disk.errors,
+        ])
+    }
+
+    /// A NIC's counters under virsh's domstats names (`net.N.rx.bytes`, ...).
+    init(_ nic: DeviceStatistics.Network) {
+        self.init(name: nic.interface, counters: [
+            "rx.bytes": nic.rxBytes, "rx.pkts": nic.rxPackets, "rx.drop": nic.rxDropped,
+            "tx.bytes": nic.txBytes, "tx.pkts": nic.txPackets, "tx.errs": nic.txErrors,
+        ])
     }
 }
 
@@ -106,6 +126,20 @@ public struct ActionResult: Codable, Equatable, Sendable {
     public var message: String
     public var state: String
     public var reason: String
+}
+
+/// `POST /v1/vms/{name}/save` and `POST /v1/restore`: the snapshot file, an absolute path on the
+/// daemon's host.
+public struct SnapshotFileBody: Codable, Equatable, Sendable {
+    public var path: String
+    public init(path: String) { self.path = path }
+
+    /// How long the daemon waits for a VMM to write a save (all of guest RAM) before giving up;
+    /// a client waiting on the save must wait at least this long.
+    public static let saveTimeoutSeconds = 3600
+    /// How long a restored VMM has to answer on its control socket (it opens and checks the
+    /// snapshot first); a client waiting on the restore must wait at least this long.
+    public static let restoreTimeoutSeconds = 120
 }
 
 /// `PUT /v1/vms/{name}/autostart`.

@@ -1,3 +1,4 @@
+import VMContract
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -146,11 +147,7 @@ public final class Daemon: @unchecked Sendable {
     /// The VMM's own run state ("running", "paused"), retried briefly: a busy VMM may be slow.
     private static func vmmState(_ running: VMProcess) -> String? {
         for _ in 0..<10 {
-            if let answer = try? running.control.request("GET", "/vm"), answer.status == 200,
-               let object = try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any],
-               let state = object["state"] as? String {
-                return state
-            }
+            if let info = running.control.answer(VMInfo.self, to: .info) { return info.state }
             usleep(200_000)
         }
         return nil

@@ -1,3 +1,4 @@
+import VMContract
 import Foundation
 
 // The REST API's handlers (routes in `Route.all`, documented in docs/api/openapi.yaml).
@@ -14,7 +15,8 @@ extension Daemon {
             let name = parameters["name"] ?? ""
             let vmAction = route.method == "POST" && route.template.hasPrefix("/v1/vms/{name}/") && !route.template.hasSuffix("/console/input")
             if vmAction {
-                lifecycle(action: String(route.template.split(separator: "/").last ?? ""), name: name, respond: respond)
+                lifecycle(action: String(route.template.split(separator: "/").last ?? ""), name: name, body: request.body,
+                          respond: respond)
                 return
             }
             DispatchQueue.global().async { [self] in
@@ -63,8 +65,10 @@ extension Daemon {
             return try console(name: name, follow: request.query["follow"] == "1")
         case ("POST", "/v1/vms/{name}/console/input"):
             guard let running = try controller(name).process else { throw APIError(409, "domain '\(name)' is not running") }
-            let answer = try running.control.request("POST", "/console/input", body: request.body)
+            let answer = try running.control.call(.consoleInput, body: request.body)
             return APIResponse(status: answer.status, contentType: "application/json", body: .bytes(answer.body))
+        case ("POST", "/v1/restore"):
+            return try restore(request.body)
         case ("GET", "/v1/events"):
             return eventStream()
         case ("GET", "/metrics"):
@@ -74,19 +78,25 @@ extension Daemon {
         }
     }
 
-    private func lifecycle(action: String, name: String, respond: @escaping @Sendable (APIResponse) -> Void) {
+    private func lifecycle(action: String, name: String, body: [UInt8], respond: @escaping @Sendable (APIResponse) -> Void) {
         let controller: VMController
-        do { controller = try self.controller(name) } catch {
+        let operation: @Sendable () throws -> ActionResult
+        do {
+            controller = try self.controller(name)
+            switch action {
+            case "start": operation = controller.start
+            case "shutdown": operation = controller.shutdown
+            case "destroy": operation = controller.destroy
+            case "reboot": operation = controller.reboot
+            case "suspend": operation = controller.suspend
+            case "save":
+                let path = try Self.snapshotFile(body)
+                operation = { try controller.save(to: path) }
+            default: operation = controller.resume
+            }
+        } catch {
             respond(.error(APIError.from(error)))
             return
-        }
-        let operation: @Sendable () throws -> ActionResult = switch action {
-        case "start": controller.start
-        case "shutdown": controller.shutdown
-        case "destroy": controller.destroy
-        case "reboot": controller.reboot
-        case "suspend": controller.suspend
-        default: controller.resume
         }
         controller.enqueue(operation) { result in
             switch result {
@@ -94,6 +104,31 @@ extension Daemon {
             case .failure(let error): respond(.error(error))
             }
         }
+    }
+
+    /// `POST /v1/restore`: the VM whose saved image the file is, resumed from it (on its queue).
+    private func restore(_ body: [UInt8]) throws -> APIResponse {
+        let path = try Self.snapshotFile(body)
+        guard let image = canonicalPath(path) else {
+            let reason = String(cString: strerror(errno))
+            throw APIError(404, "cannot restore from \(path): \(reason)")
+        }
+        guard let name = try store.vmName(savedTo: image) else {
+            throw APIError(404, "no defined domain was saved to \(path)")
+        }
+        let controller = try controller(name)
+        return .json(200, try controller.queue.sync { try controller.restore(from: image) })
+    }
+
+    /// The `{"path": ...}` body of save and restore: a file on the daemon's host, so absolute.
+    static func snapshotFile(_ body: [UInt8]) throws -> String {
+        guard let request = try? JSONDecoder().decode(SnapshotFileBody.self, from: Data(body)) else {
+            throw APIError(400, "body must be {\"path\": \"/absolute/file\"}", field: "path")
+        }
+        guard request.path.hasPrefix("/"), request.path.utf8.count <= DefinitionLimits.maxPathBytes else {
+            throw APIError(400, "path: '\(sanitized(String(request.path.prefix(256))))' is not an absolute path", field: "path")
+        }
+        return request.path
     }
 
     private func define(_ definition: VMDefinition, unsupported: [String]) throws -> APIResponse {
@@ -157,26 +192,11 @@ extension Daemon {
                        block: devices.block, net: devices.net)
     }
 
-    /// Block and network counters from the VMM's `GET /vm/stats` (`devices.disks`, `devices.nets`),
-    /// named as virsh domstats names them. Read loosely: a VMM without them yields none.
+    /// Block and network counters from the VMM's `GET /vm/stats`, named as virsh domstats names
+    /// them. A VMM that does not answer (stopping, restarting) yields none.
     func deviceCounters(_ running: VMProcess?) -> (block: [DeviceCounters], net: [DeviceCounters]) {
-        guard let running, let answer = try? running.control.request("GET", "/vm/stats"), answer.status == 200,
-              let object = try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any],
-              let devices = object["devices"] as? [String: Any] else { return ([], []) }
-        func counters(_ entries: Any?, nameKey: String, keys: [(String, String)]) -> [DeviceCounters] {
-            (entries as? [[String: Any]] ?? []).map { entry in
-                var values: [String: UInt64] = [:]
-                for (theirs, ours) in keys { if let value = entry[theirs] as? NSNumber { values[ours] = value.uint64Value } }
-                return DeviceCounters(name: entry[nameKey] as? String ?? "", counters: values)
-            }
-        }
-        let block = counters(devices["disks"], nameKey: "path", keys: [
-            ("read_requests", "rd.reqs"), ("read_bytes", "rd.bytes"), ("write_requests", "wr.reqs"),
-            ("write_bytes", "wr.bytes"), ("flush_requests", "fl.reqs"), ("errors", "errs")])
-        let net = counters(devices["nets"], nameKey: "interface", keys: [
-            ("rx_bytes", "rx.bytes"), ("rx_packets", "rx.pkts"), ("rx_dropped", "rx.drop"),
-            ("tx_bytes", "tx.bytes"), ("tx_packets", "tx.pkts"), ("tx_errors", "tx.errs")])
-        return (block, net)
+        guard let stats = running?.control.answer(VMContract.VMStats.self, to: .stats) else { return ([], []) }
+        return (stats.devices.disks.map(DeviceCounters.init), stats.devices.nets.map(DeviceCounters.init))
     }
 
     /// Recent serial output (from the running VMM's ring, or the serial log of a stopped VM), and
@@ -189,7 +209,7 @@ extension Daemon {
                                body: .bytes(readTailBytes(controller.paths.serialLog, bytes: 64 << 10) ?? []))
         }
         guard follow else {
-            let answer = try running.control.request("GET", "/console")
+            let answer = try running.control.call(.console)
             return APIResponse(status: answer.status, contentType: "application/octet-stream", body: .bytes(answer.body))
         }
         let client = running.control
@@ -197,7 +217,7 @@ extension Daemon {
             let handle = StreamHandle()
             writer.onClose { handle.cancel() }
             let thread = Thread {
-                _ = try? client.stream("GET", "/console?follow=1", connection: handle) { bytes in
+                _ = try? client.stream(ControlRoute.console.method, ControlRoute.console.path + "?follow=1", connection: handle) { bytes in
                     writer.write(bytes)
                     return true
                 }

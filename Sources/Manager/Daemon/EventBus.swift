@@ -8,7 +8,8 @@ public struct LifecycleEvent: Codable, Equatable, Sendable {
 
     public var kind: Kind
     public var name: String
-    /// The state reason: booted, user, shutdown, destroyed, crashed, failed, unknown.
+    /// The state reason: booted, restored (started from a save), user, shutdown, destroyed,
+    /// crashed, failed, saved (stopped by a save), unknown.
     public var reason: String?
     /// RFC 3339, UTC.
     public var time: String

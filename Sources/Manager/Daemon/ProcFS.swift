@@ -1,3 +1,4 @@
+import VMContract
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -61,20 +62,4 @@ public struct ProcessSnapshot: Equatable, Sendable {
         guard let snapshot = read(pid: pid) else { return false }
         return snapshot.startTicks == startTicks && snapshot.isRunning
     }
-}
-
-/// Reads a file of at most `limit` bytes (procfs files report size 0, so read until EOF).
-func readSmallFile(_ path: String, limit: Int = 64 << 10) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var data = [UInt8]()
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while data.count < limit {
-        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if count < 0 && errno == EINTR { continue }
-        if count <= 0 { break }
-        data += buffer[0..<count]
-    }
-    return String(decoding: data.prefix(limit), as: UTF8.self)
 }

@@ -1,3 +1,4 @@
+import VMContract
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -20,13 +21,15 @@ struct DaemonEnvironment: Sendable {
 final class VMController: @unchecked Sendable {
     let name: String
     let queue: DispatchQueue
-    private let environment: DaemonEnvironment
+    let environment: DaemonEnvironment
     private let lock = NSLock()
     private var _process: VMProcess?
 
     /// How long a started VM has to open its control socket before the start counts as failed.
     static let startTimeout = 15.0
     static let stopTimeout = 5.0
+    /// A restoring VMM opens and checks the snapshot before its control socket opens.
+    static let restoreTimeout = Double(SnapshotFileBody.restoreTimeoutSeconds)
 
     init(name: String, environment: DaemonEnvironment) {
         self.name = name
@@ -40,7 +43,7 @@ final class VMController: @unchecked Sendable {
     }
 
     var paths: VMPaths { VMPaths(stateDirectory: environment.stateDirectory, name: name) }
-    private var store: StateStore { environment.store }
+    var store: StateStore { environment.store }
 
     /// Runs `operation` on the VM's queue and hands its result to `completion`.
     func enqueue<T: Sendable>(_ operation: @escaping @Sendable () throws -> T,
@@ -71,7 +74,7 @@ final class VMController: @unchecked Sendable {
     /// asked.
     func shutdown() throws -> ActionResult {
         guard let running = process else { throw APIError(409, "domain '\(name)' is not running") }
-        let response = try controlCall(running, "PUT", "/vm/shutdown")
+        let response = try controlCall(running, .shutdown)
         if response.status == 501 {
             throw APIError(501, "graceful shutdown of domain '\(name)' is not supported by this VMM yet (no ACPI power button); use 'vireo destroy \(name)' to stop it")
         }
@@ -82,9 +85,9 @@ final class VMController: @unchecked Sendable {
         running.intent = .shutdown
         // The VMM says whether the guest enabled power-button events; one that did not (no ACPI
         // driver) will likely ignore the press, and the user should know why nothing happens.
-        let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+        let pressed = try? ContractJSON.decode(PowerButtonResult.self, from: response.body)
         var message = "Domain '\(name)' is being shutdown"
-        if object?["guest_listening"] as? Bool == false {
+        if pressed?.guestListening == false {
             message += " (the guest has not enabled ACPI power-button events and may ignore it; 'vireo destroy \(name)' stops it at once)"
         }
         return ActionResult(message: message, state: VMRunState.running.rawValue, reason: VMStateReason.booted.rawValue)
@@ -110,20 +113,20 @@ final class VMController: @unchecked Sendable {
     }
 
     func suspend() throws -> ActionResult {
-        try changeRunState(verb: "suspend", path: "/vm/pause", to: .paused, reason: .user, event: .suspended,
+        try changeRunState(verb: "suspend", route: .pause, to: .paused, reason: .user, event: .suspended,
                            message: "Domain '\(name)' suspended")
     }
 
     func resume() throws -> ActionResult {
-        try changeRunState(verb: "resume", path: "/vm/resume", to: .running, reason: .unpaused, event: .resumed,
+        try changeRunState(verb: "resume", route: .resume, to: .running, reason: .unpaused, event: .resumed,
                            message: "Domain '\(name)' resumed")
     }
 
     /// Pause and resume: one control-socket call, then the new state recorded and announced.
-    private func changeRunState(verb: String, path: String, to state: VMRunState, reason: VMStateReason,
+    private func changeRunState(verb: String, route: ControlRoute, to state: VMRunState, reason: VMStateReason,
                                 event: LifecycleEvent.Kind, message: String) throws -> ActionResult {
         guard let running = process else { throw APIError(409, "domain '\(name)' is not running") }
-        let response = try controlCall(running, "PUT", path)
+        let response = try controlCall(running, route)
         guard (200..<300).contains(response.status) else {
             throw APIError(409, "domain '\(name)': \(verb) failed: \(response.errorMessage)")
         }
@@ -142,11 +145,14 @@ final class VMController: @unchecked Sendable {
 
     // MARK: process handling
 
-    private func launch(_ definition: VMDefinition) throws {
+    /// Starts a `vireo run` for the definition (or, with `restore`, for the VM saved in that file)
+    /// and returns once its control API answers.
+    func launch(_ definition: VMDefinition, restore: RestoreSource? = nil, reason: VMStateReason = .booted) throws {
         let paths = self.paths
+        let failed = restore.map { "failed to restore domain '\(name)' from \($0.path)" } ?? "failed to start domain '\(name)'"
         // sockaddr_un holds 107 bytes of path: refuse here with the reason, not in the VM's log.
         guard paths.controlSocket.utf8.count <= 107 else {
-            throw APIError(500, "failed to start domain '\(name)': control socket path \(paths.controlSocket) is longer than 107 bytes; use a shorter --state-dir")
+            throw APIError(500, "\(failed): control socket path \(paths.controlSocket) is longer than 107 bytes; use a shorter --state-dir")
         }
         do {
             try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true,
@@ -157,30 +163,39 @@ final class VMController: @unchecked Sendable {
         unlink(paths.statusFile)
         let pid: Int32
         do {
+            try VMLaunch.write(VMLaunch.spec(for: definition, paths: paths, restore: restore), to: paths.launchSpec)
             pid = try spawnDetached(executable: environment.executable,
-                                    arguments: VMLaunch.arguments(for: definition, paths: paths), logPath: paths.processLog)
+                                    arguments: VMLaunch.arguments(specFile: paths.launchSpec), logPath: paths.processLog)
         } catch {
-            throw APIError(500, "failed to start domain '\(name)': \(error)")
+            throw APIError(500, "\(failed): \(error)")
         }
         // The child cannot be reaped before the watcher exists, so its /proc entry is there.
         let ticks = ProcessSnapshot.read(pid: pid)?.startTicks ?? 0
         let identity = ProcessIdentity(pid: pid, startTicks: ticks, controlSocket: paths.controlSocket, statusFile: paths.statusFile)
         let running = VMProcess(identity: identity, isChild: true)
-        try adopt(running, state: .running, reason: .booted)
+        try adopt(running, state: .running, reason: reason)
         // Started means the VMM answers on its control socket; a VM that fails first is reported
         // with the last lines its process wrote.
-        let deadline = Date().addingTimeInterval(Self.startTimeout)
+        let timeout = restore == nil ? Self.startTimeout : Self.restoreTimeout
+        let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if running.waitForExit(seconds: 0.05) {
                 let why = lastLines(of: paths.processLog, count: 2)
-                throw APIError(500, "failed to start domain '\(name)': \(why.isEmpty ? "vireo run exited" : why)")
+                throw APIError(500, "\(failed): \(why.isEmpty ? "vireo run exited" : why)")
             }
-            if let answer = try? running.control.request("GET", "/vm"), answer.status == 200 { return }
+            if let info = running.control.answer(VMInfo.self, to: .info) {
+                running.hasAnswered = true
+                // A VM saved while paused is restored paused (the VMM keeps its vCPUs parked).
+                if restore != nil, info.state == "paused" {
+                    try store.setActive(name: name, state: .paused, reason: reason, process: running.identity)
+                }
+                return
+            }
         }
         running.intent = .destroy
         running.kill()
         _ = running.waitForExit(seconds: Self.stopTimeout)
-        throw APIError(500, "failed to start domain '\(name)': its control socket did not answer within \(Int(Self.startTimeout))s")
+        throw APIError(500, "\(failed): its control socket did not answer within \(Int(timeout))s")
     }
 
     /// Makes `running` the VM's process: records it and starts watching for its end.
@@ -211,13 +226,18 @@ final class VMController: @unchecked Sendable {
         // A reboot starts the next process itself; the VM is never recorded as shut off.
         if intent == .reboot { return }
         do {
-            try store.setInactive(name: name, state: .shutoff, reason: reason)
+            if reason == .saved, let image = intent.savedImage {
+                try store.setSaved(name: name, image: image)
+            } else {
+                try store.setInactive(name: name, state: .shutoff, reason: reason)
+            }
         } catch {
             environment.log("VM '\(name)': cannot record its exit: \(error)")
         }
         environment.log("VM '\(name)' (pid \(running.identity.pid)) stopped: \(reason.rawValue)\(status.map { " (\($0.detail))" } ?? "")")
         environment.events.publish(.stopped, name: name, reason: reason)
-        restartIfAsked(after: reason)
+        // A VMM that never came up would fail again at once: restarting it would only loop.
+        if running.hasAnswered { restartIfAsked(after: reason) }
     }
 
     /// libvirt's on_poweroff / on_crash = restart.
@@ -234,7 +254,7 @@ final class VMController: @unchecked Sendable {
     /// Asks the VMM to stop, then waits; a VMM that does not stop in time is killed.
     private func stop(_ running: VMProcess, intent: StopIntent) throws {
         running.intent = intent
-        _ = try? controlCall(running, "PUT", "/vm/stop")
+        _ = try? controlCall(running, .stop)
         if running.waitForExit(seconds: Self.stopTimeout) { return }
         environment.log("VM '\(name)' (pid \(running.identity.pid)) did not stop in \(Int(Self.stopTimeout))s; killing it")
         running.kill()
@@ -243,9 +263,9 @@ final class VMController: @unchecked Sendable {
         }
     }
 
-    private func controlCall(_ running: VMProcess, _ method: String, _ path: String, body: [UInt8] = []) throws -> HTTPResponse {
+    func controlCall(_ running: VMProcess, _ route: ControlRoute, body: [UInt8] = [], timeoutSeconds: Int = 5) throws -> HTTPResponse {
         do {
-            return try running.control.request(method, path, body: body)
+            return try running.control(timeoutSeconds: timeoutSeconds).call(route, body: body)
         } catch {
             throw APIError(502, "domain '\(name)': control socket \(running.identity.controlSocket): \(error)")
         }

@@ -1,3 +1,4 @@
+import VMContract
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -11,6 +12,8 @@ struct VMPaths: Sendable {
     /// The `vireo run` process's own stdout and stderr (its error lines land here).
     var processLog: String { directory + "/vireo-run.log" }
     var statusFile: String { directory + "/status.json" }
+    /// The `LaunchSpec` the VM's current process was started from (`vireo run --launch-spec`).
+    var launchSpec: String { directory + "/launch.json" }
 
     /// `name` is a validated definition name (letters, digits, . _ -; no leading dot), so it is
     /// one path component.
@@ -19,129 +22,93 @@ struct VMPaths: Sendable {
     }
 }
 
-/// The `vireo run` command line for a definition. Every value comes from a validated definition;
-/// each goes into its own argv element, so nothing is ever interpreted by a shell.
-enum VMLaunch {
-    static func arguments(for definition: VMDefinition, paths: VMPaths) -> [String] {
-        var arguments = [
-            "run",
-            "--kernel", definition.os.kernel,
-            "--cmdline", definition.os.cmdline,
-            "--cpus", String(definition.vcpus),
-            // Memory is validated to be a multiple of 4 KiB, so KiB are exact.
-            "--memory", "\(definition.memory >> 10)K",
-            // libvirt's on_reboot=restart is the VMM's own restart loop; destroy and preserve end
-            // the process (preserve is not supported: the VM is recorded as shut off).
-            "--on-reboot", definition.onReboot == .restart ? "restart" : "exit",
-            "--api-socket", paths.controlSocket,
-            "--serial-log", paths.serialLog,
-            "--status-file", paths.statusFile,
-        ]
-        if let initrd = definition.os.initrd { arguments += ["--initrd", initrd] }
-        for disk in definition.disks {
-            var spec = "path=\(disk.source),format=\(disk.format.rawValue)"
-            if disk.readonly { spec += ",readonly=on" }
-            if let serial = disk.serial { spec += ",serial=\(serial)" }
-            arguments += ["--disk", spec]
-        }
-        for interface in definition.interfaces {
-            switch interface.type {
-            case .tap: arguments += ["--net", "tap=\(interface.source),mac=\(interface.mac)"]
-            case .bridge: arguments += ["--net", "bridge=\(interface.source),mac=\(interface.mac)"]
-            // A named network would be a bridge the daemon manages; until then the name is the bridge.
-            case .network: arguments += ["--net", "bridge=\(interface.source),mac=\(interface.mac)"]
-            }
-        }
-        return arguments
-    }
-}
-
-enum SpawnError: Error, CustomStringConvertible {
-    case failed(path: String, reason: String)
+enum LaunchSpecError: Error, CustomStringConvertible {
+    case cannotWrite(path: String, reason: String)
     var description: String {
         switch self {
-        case .failed(let path, let reason): "cannot start \(path): \(reason)"
+        case .cannotWrite(let path, let reason): "cannot write launch specification \(path): \(reason)"
         }
     }
 }
 
-/// Starts a process in its own session (so it outlives the daemon and no terminal signal reaches
-/// it), stdin from /dev/null, stdout and stderr appended to `logPath`, no other fds inherited.
-func spawnDetached(executable: String, arguments: [String], logPath: String) throws -> Int32 {
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    // The daemon ignores SIGPIPE (NIO does); the VM should get the defaults back.
-    var defaults = sigset_t()
-    sigemptyset(&defaults)
-    for signal in [SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP] { sigaddset(&defaults, signal) }
-    posix_spawnattr_setsigdefault(&attributes, &defaults)
-    var noMask = sigset_t()
-    sigemptyset(&noMask)
-    posix_spawnattr_setsigmask(&attributes, &noMask)
-    // POSIX_SPAWN_SETSID (glibc ≥ 2.26) is behind _GNU_SOURCE, which Swift's Glibc module lacks.
-    let setsid: Int32 = 0x80
-    posix_spawnattr_setflags(&attributes, Int16(setsid | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    // The daemon's listening sockets and database must not leak into (and be held open by) VMs.
-    closeFrom(3, in: &actions)
-
-    let argv = ([executable] + arguments).map { strdup($0) }
-    defer { argv.forEach { free($0) } }
-    var argvPointers = argv + [nil]
-    var pid: pid_t = 0
-    let result = argvPointers.withUnsafeMutableBufferPointer { buffer -> Int32 in
-        guard let base = buffer.baseAddress else { return EINVAL }
-        return posix_spawn(&pid, executable, &actions, &attributes, base, environ)
+/// How the daemon starts a VM: a `LaunchSpec` built from a validated definition, written to the
+/// VM's directory, and `vireo run --launch-spec FILE`. The VMM decodes the same Codable type, so
+/// no value is ever turned into a flag string on this side and parsed back on the other.
+enum VMLaunch {
+    /// The VM the definition describes; with `restore`, the VM saved in that snapshot file, its
+    /// devices re-attached to the definition's host paths.
+    static func spec(for definition: VMDefinition, paths: VMPaths, restore: RestoreSource? = nil) -> LaunchSpec {
+        let disks = definition.disks.map { disk in
+            DiskOptions(path: disk.source, readOnly: disk.readonly, format: DiskOptions.Format(disk.format), serial: disk.serial)
+        }
+        let networks = definition.interfaces.map { interface in
+            NetworkOptions(attachment: .init(interface), mac: interface.mac.octets)
+        }
+        return LaunchSpec(
+            kernel: restore == nil ? definition.os.kernel : nil,
+            initrd: restore == nil ? definition.os.initrd : nil,
+            cmdline: definition.os.cmdline, cpus: definition.vcpus, memoryBytes: definition.memory,
+            // libvirt's on_reboot=restart is the VMM's own restart loop; destroy and preserve end
+            // the process (preserve is not supported: the VM is recorded as shut off).
+            onReboot: definition.onReboot == .restart ? .restart : .exit,
+            devices: DeviceOptions(disks: disks, networks: networks),
+            apiSocket: paths.controlSocket, serialLog: paths.serialLog, statusFile: paths.statusFile,
+            restore: restore)
     }
-    guard result == 0 else { throw SpawnError.failed(path: executable, reason: String(cString: strerror(result))) }
-    return pid
-}
 
-/// posix_spawn_file_actions_addclosefrom_np (glibc 2.34), looked up at run time because the
-/// header hides it behind _GNU_SOURCE. Without it, fds still close on exec where they are
-/// O_CLOEXEC (SQLite's and NIO's are).
-private func closeFrom(_ lowest: Int32, in actions: inout posix_spawn_file_actions_t) {
-    typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return }
-    let addCloseFrom = unsafeBitCast(symbol, to: AddCloseFrom.self)
-    _ = addCloseFrom(&actions, lowest)
-}
-
-/// The last lines of a VM's process log, for an error message when it fails to start.
-func lastLines(of path: String, count: Int) -> String {
-    guard let text = readTail(path, bytes: 4096) else { return "" }
-    let lines = text.split(separator: "\n").suffix(count)
-    return lines.joined(separator: "; ").trimmingCharacters(in: .whitespacesAndNewlines)
-}
-
-/// The last `bytes` bytes of a file (the serial log shown on attach when no VM runs).
-func readTail(_ path: String, bytes: Int) -> String? {
-    guard let data = readTailBytes(path, bytes: bytes) else { return nil }
-    return String(decoding: data, as: UTF8.self)
-}
-
-func readTailBytes(_ path: String, bytes: Int) -> [UInt8]? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    let size = lseek(fd, 0, SEEK_END)
-    guard size >= 0 else { return nil }
-    let start = max(0, Int(size) - bytes)
-    guard lseek(fd, off_t(start), SEEK_SET) >= 0 else { return nil }
-    var data = [UInt8](repeating: 0, count: Int(size) - start)
-    var filled = 0
-    while filled < data.count {
-        let count = data[filled...].withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if count < 0 && errno == EINTR { continue }
-        if count <= 0 { break }
-        filled += count
+    /// Writes the spec where `vireo run` will read it: mode 0600 (it names the VM's files), written
+    /// beside the target and renamed, so a VMM never reads half of it.
+    static func write(_ spec: LaunchSpec, to path: String) throws {
+        let bytes: [UInt8]
+        do { bytes = try ContractJSON.encode(spec) } catch {
+            throw LaunchSpecError.cannotWrite(path: path, reason: "\(error)")
+        }
+        guard bytes.count <= LaunchSpec.maximumEncodedBytes else {
+            throw LaunchSpecError.cannotWrite(path: path, reason: "\(bytes.count) bytes is over the \(LaunchSpec.maximumEncodedBytes)-byte limit")
+        }
+        let temporary = path + ".tmp"
+        unlink(temporary)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw LaunchSpecError.cannotWrite(path: path, reason: String(cString: strerror(errno))) }
+        var offset = 0
+        var failure: Int32 = 0
+        while offset < bytes.count {
+            let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { failure = count < 0 ? errno : EIO; break }
+            offset += count
+        }
+        if failure == 0 && fsync(fd) != 0 { failure = errno }
+        close(fd)
+        if failure == 0 && rename(temporary, path) != 0 { failure = errno }
+        if failure != 0 {
+            unlink(temporary)
+            throw LaunchSpecError.cannotWrite(path: path, reason: String(cString: strerror(failure)))
+        }
     }
-    return Array(data[0..<filled])
+
+    /// `vireo run`'s whole command line: everything else is in the file.
+    static func arguments(specFile: String) -> [String] {
+        ["run", "--launch-spec", specFile]
+    }
+}
+
+extension DiskOptions.Format {
+    init(_ format: Disk.Format) {
+        switch format {
+        case .raw: self = .raw
+        case .qcow2: self = .qcow2
+        }
+    }
+}
+
+extension NetworkOptions.Attachment {
+    init(_ interface: NetworkInterface) {
+        switch interface.type {
+        case .tap: self = .tap(interface.source)
+        case .bridge: self = .bridge(interface.source)
+        // A named network would be a bridge the daemon manages; until then the name is the bridge.
+        case .network: self = .bridge(interface.source)
+        }
+    }
 }

@@ -10,11 +10,15 @@ final class VMProcess: @unchecked Sendable {
     let isChild: Bool
     private let lock = NSLock()
     private var _intent: StopIntent = .none
+    private var _hasAnswered: Bool
     private let exitedGroup = DispatchGroup()
 
+    /// `isChild`: the daemon spawned it just now, and it has yet to answer on its control socket
+    /// (a re-attached process has answered already).
     init(identity: ProcessIdentity, isChild: Bool) {
         self.identity = identity
         self.isChild = isChild
+        _hasAnswered = !isChild
         exitedGroup.enter()
     }
 
@@ -23,7 +27,18 @@ final class VMProcess: @unchecked Sendable {
         set { lock.lock(); _intent = newValue; lock.unlock() }
     }
 
-    var control: HTTPClient { HTTPClient(endpoint: .unix(path: identity.controlSocket), timeoutSeconds: 5) }
+    /// The VMM's control API; its calls answer at once, except a snapshot (which writes guest RAM).
+    /// Its control API answered once: the VM came up (a later end is not a failed start).
+    var hasAnswered: Bool {
+        get { lock.lock(); defer { lock.unlock() }; return _hasAnswered }
+        set { lock.lock(); _hasAnswered = newValue; lock.unlock() }
+    }
+
+    var control: HTTPClient { control(timeoutSeconds: 5) }
+
+    func control(timeoutSeconds: Int) -> HTTPClient {
+        HTTPClient(endpoint: .unix(path: identity.controlSocket), timeoutSeconds: timeoutSeconds)
+    }
 
     /// Waits until the exit has been recorded; false on timeout.
     func waitForExit(seconds: Double) -> Bool {

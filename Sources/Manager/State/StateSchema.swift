@@ -34,6 +34,11 @@ enum StateSchema {
                 ALTER TABLE vm_state ADD COLUMN status_file TEXT;
                 """)
         }
+        // Where `vireo save` last wrote each VM (canonical path): `vireo restore FILE` finds the VM
+        // by it. NULL for a VM never saved.
+        migrator.registerMigration("v3-saved-image") { db in
+            try db.execute(sql: "ALTER TABLE vm_state ADD COLUMN saved_image TEXT")
+        }
         return migrator
     }
 }

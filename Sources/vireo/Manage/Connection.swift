@@ -109,8 +109,9 @@ extension HTTPClient {
         return response
     }
 
-    func decode<T: Decodable>(_ type: T.Type, _ method: String, _ path: String, action: String, name: String) throws -> T {
-        let response = try expect(method, path, action: action, name: name)
+    func decode<T: Decodable>(_ type: T.Type, _ method: String, _ path: String, body: Data = Data(), action: String,
+                              name: String) throws -> T {
+        let response = try expect(method, path, body: Array(body), action: action, name: name)
         do {
             return try JSONDecoder().decode(type, from: Data(response.body))
         } catch {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Manager
+import VMContract
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -68,9 +69,10 @@ private func forwardKeystrokes(client: HTTPClient, path: String, handle: StreamH
         var pending = chunk[...]
         var idle = 0
         while !pending.isEmpty && idle < 500 {
+            // The daemon passes the VMM's answer through: a ConsoleInputResult.
             guard let answer = try? client.request("POST", path, body: Array(pending)), answer.status == 200,
-                  let object = try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any],
-                  let accepted = object["accepted"] as? Int, accepted >= 0 else { break }
+                  let accepted = (try? ContractJSON.decode(ConsoleInputResult.self, from: answer.body))?.accepted,
+                  accepted >= 0 else { break }
             pending = pending.dropFirst(accepted)
             if accepted == 0 { idle += 1; usleep(10_000) }
         }

@@ -5,7 +5,7 @@ import Manager
 /// The virsh-like commands, in the order `vireo --help` lists them.
 let managementCommands: [any ParsableCommand.Type] = [
     DaemonCommand.self, Define.self, Undefine.self, List.self, Start.self, ConsoleCommand.self,
-    Shutdown.self, Destroy.self, Reboot.self, Suspend.self, Resume.self, Autostart.self,
+    Shutdown.self, Destroy.self, Reboot.self, Suspend.self, Resume.self, Save.self, Restore.self, Autostart.self,
     DomInfo.self, DomState.self, DomStats.self, DumpXML.self, Edit.self,
 ]
 
@@ -68,6 +68,54 @@ struct Resume: ParsableCommand {
     @Argument(help: "VM name.") var name: String
     @OptionGroup var connection: ConnectionOptions
     func run() throws { try lifecycle("resume", failing: "Failed to resume", name: name, connection: connection) }
+}
+
+struct Save: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Save a running or paused VM's whole state to a file and stop it (virsh save).",
+        discussion: "The VM is then shut off (saved); 'vireo restore FILE' resumes it where it was. 'vireo start' boots it afresh and leaves the file alone. The file is written by the daemon's host, and must stay in place while a restored VM runs (its memory is mapped from it).")
+    @Argument(help: "VM name.") var name: String
+    @Argument(help: "The file to write (created or replaced).") var file: String
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() throws {
+        try manage {
+            let path = absolutePath(file)
+            // The daemon answers once all guest RAM is on disk: wait as long as it may take.
+            let client = try connection.client(timeoutSeconds: SnapshotFileBody.saveTimeoutSeconds + 60)
+            let answer = try client.decode(ActionResult.self, "POST", "/v1/vms/\(escapedName(name))/save",
+                                           body: try JSONEncoder().encode(SnapshotFileBody(path: path)),
+                                           action: "Failed to save", name: name)
+            print(answer.message + "\n")
+        }
+    }
+}
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Resume a VM from a file written by 'vireo save' (virsh restore).",
+        discussion: "The VM is the defined one that was last saved to FILE; it runs with its definition's disks and NICs, which must be the same number and kinds as when it was saved.")
+    @Argument(help: "The file 'vireo save' wrote.") var file: String
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() throws {
+        try manage {
+            let path = absolutePath(file)
+            let body = Array(try JSONEncoder().encode(SnapshotFileBody(path: path)))
+            let client = try connection.client(timeoutSeconds: SnapshotFileBody.restoreTimeoutSeconds + 60)
+            let response = try client.request("POST", "/v1/restore", body: body)
+            guard response.status == 200, let answer = try? JSONDecoder().decode(ActionResult.self, from: Data(response.body)) else {
+                throw ManageFailure(["Failed to restore domain from \(path)", response.errorMessage])
+            }
+            print(answer.message + "\n")
+        }
+    }
+}
+
+/// A file named on the command line, made absolute against the working directory: the daemon
+/// has a working directory of its own.
+func absolutePath(_ file: String) -> String {
+    URL(fileURLWithPath: file).standardizedFileURL.path
 }
 
 struct Undefine: ParsableCommand {

@@ -141,12 +141,14 @@ final class DaemonProcess: @unchecked Sendable {
     }
 }
 
-/// Live `vireo run` processes whose command line names this control socket.
+/// Live `vireo run` processes of the VM with this control socket: their command line names the
+/// launch specification in the same directory.
 func vmProcesses(controlSocket: String) -> [Int32] {
+    let launchSpec = URL(fileURLWithPath: controlSocket).deletingLastPathComponent().appendingPathComponent("launch.json").path
     guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
     return entries.compactMap { Int32($0) }.filter { pid in
         guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
         let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        return arguments.contains(controlSocket) && (ProcessSnapshot.read(pid: pid)?.isRunning ?? false)
+        return arguments.contains(launchSpec) && (ProcessSnapshot.read(pid: pid)?.isRunning ?? false)
     }
 }

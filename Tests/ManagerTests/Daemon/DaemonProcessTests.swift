@@ -1,3 +1,4 @@
+import VMContract
 import Foundation
 import Testing
 @testable import Manager
@@ -36,6 +37,14 @@ import Testing
         #expect(ExitClassifier.reason(intent: .none, status: nil, waitStatus: 9) == .crashed)
         #expect(ExitClassifier.reason(intent: .none, status: nil, waitStatus: 1 << 8) == .failed)
         #expect(ExitClassifier.reason(intent: .none, status: nil, waitStatus: nil) == .unknown)
+        // A save: the VMM's status says so; without one, a clean exit after asking, or any end
+        // once the VMM confirmed the file, is a save too. A failure while saving is a crash.
+        let saved = RunStatus(outcome: .saved, detail: "saved to /f", exitStatus: 0)
+        #expect(ExitClassifier.reason(intent: .none, status: saved, waitStatus: 0) == .saved)
+        #expect(ExitClassifier.reason(intent: .save("/f"), status: nil, waitStatus: 0) == .saved)
+        #expect(ExitClassifier.reason(intent: .saved("/f"), status: nil, waitStatus: 9) == .saved)
+        #expect(ExitClassifier.reason(intent: .save("/f"), status: failed, waitStatus: 1 << 8) == .crashed)
+        #expect(ExitClassifier.reason(intent: .save("/f"), status: nil, waitStatus: 9) == .crashed)
     }
 
     @Test func statusFileRoundTripsAndJunkIsIgnored() throws {
@@ -49,25 +58,59 @@ import Testing
         #expect(RunStatus.read(from: path) == nil)
     }
 
-    @Test func launchArgumentsCarryTheDefinition() throws {
+    @Test func launchSpecCarriesTheDefinition() throws {
         var definition = VMDefinition(name: "web", memory: 64 << 20, vcpus: 2,
                                       os: OSBoot(kernel: "/k", initrd: "/i", cmdline: "console=ttyS0 a=\"b c\""),
-                                      disks: [Disk(source: "/d.qcow2", format: .qcow2, target: "vda", readonly: true, serial: "S1")],
-                                      interfaces: [NetworkInterface(type: .tap, source: "tap0", mac: MACAddress("52:54:00:00:00:01")!)])
+                                      disks: [Disk(source: "/d.qcow2", format: .qcow2, target: "vda", readonly: true, serial: "S1"),
+                                              Disk(source: "/e.img", target: "vdb")],
+                                      interfaces: [NetworkInterface(type: .tap, source: "tap0", mac: MACAddress("52:54:00:00:00:01")!),
+                                                   NetworkInterface(type: .bridge, source: "br0", mac: MACAddress("52:54:00:00:00:02")!),
+                                                   NetworkInterface(type: .network, source: "vnet", mac: MACAddress("52:54:00:00:00:03")!)])
         definition.onReboot = .destroy
         let paths = VMPaths(stateDirectory: "/s", name: "web")
-        let arguments = VMLaunch.arguments(for: definition, paths: paths)
-        func value(_ flag: String) -> String? { arguments.firstIndex(of: flag).map { arguments[$0 + 1] } }
-        #expect(arguments.first == "run")
-        #expect(value("--kernel") == "/k" && value("--initrd") == "/i")
-        #expect(value("--cmdline") == "console=ttyS0 a=\"b c\"")
-        #expect(value("--cpus") == "2" && value("--memory") == "65536K")
-        #expect(value("--on-reboot") == "exit")
-        #expect(value("--api-socket") == "/s/vms/web/control.sock")
-        #expect(value("--serial-log") == "/s/vms/web/serial.log")
-        #expect(value("--status-file") == "/s/vms/web/status.json")
-        #expect(value("--disk") == "path=/d.qcow2,format=qcow2,readonly=on,serial=S1")
-        #expect(value("--net") == "tap=tap0,mac=52:54:00:00:00:01")
+        let spec = VMLaunch.spec(for: definition, paths: paths)
+        #expect(spec.kernel == "/k" && spec.initrd == "/i" && spec.restore == nil)
+        #expect(spec.cmdline == "console=ttyS0 a=\"b c\"")
+        #expect(spec.cpus == 2 && spec.memoryBytes == 64 << 20)
+        #expect(spec.onReboot == .exit)
+        #expect(spec.apiSocket == "/s/vms/web/control.sock")
+        #expect(spec.serialLog == "/s/vms/web/serial.log")
+        #expect(spec.statusFile == "/s/vms/web/status.json")
+        #expect(spec.devices.disks == [DiskOptions(path: "/d.qcow2", readOnly: true, format: .qcow2, serial: "S1"),
+                                       DiskOptions(path: "/e.img", readOnly: false, format: .raw, serial: nil)])
+        #expect(spec.devices.networks == [NetworkOptions(attachment: .tap("tap0"), mac: [0x52, 0x54, 0, 0, 0, 1]),
+                                          NetworkOptions(attachment: .bridge("br0"), mac: [0x52, 0x54, 0, 0, 0, 2]),
+                                          NetworkOptions(attachment: .bridge("vnet"), mac: [0x52, 0x54, 0, 0, 0, 3])])
+        #expect(!spec.devices.virtioConsole && !spec.devices.entropy)
+        definition.onReboot = .restart
+        #expect(VMLaunch.spec(for: definition, paths: paths).onReboot == .restart)
+
+        // A restore names the snapshot instead of the kernel, and keeps the definition's devices.
+        let restore = VMLaunch.spec(for: definition, paths: paths, restore: RestoreSource(path: "/saves/web"))
+        #expect(restore.kernel == nil && restore.initrd == nil)
+        #expect(restore.restore == RestoreSource(path: "/saves/web", memory: .mapped))
+        #expect(restore.devices == spec.devices && restore.apiSocket == spec.apiSocket)
+    }
+
+    @Test func launchSpecFileIsPrivateAndParsesBack() throws {
+        let directory = StateTempDirForDaemon()
+        try FileManager.default.createDirectory(atPath: directory.path, withIntermediateDirectories: true)
+        let definition = VMDefinition(name: "f", memory: 32 << 20, os: OSBoot(kernel: "/k"),
+                                      disks: [Disk(source: "/d,with=comma.img", target: "vda")])
+        let spec = VMLaunch.spec(for: definition, paths: VMPaths(stateDirectory: directory.path, name: "f"))
+        let file = directory.path + "/launch.json"
+        try VMLaunch.write(spec, to: file)
+        // Replaced whole on the next launch, never appended to or left half-written.
+        try VMLaunch.write(spec, to: file)
+        let bytes = try #require(readSmallFileBytes(file, limit: LaunchSpec.maximumEncodedBytes))
+        #expect(try ContractJSON.decode(LaunchSpec.self, from: bytes) == spec)
+        // A path with commas survives as a value: no option string is built and parsed back.
+        #expect(try ContractJSON.decode(LaunchSpec.self, from: bytes).devices.disks.first?.path == "/d,with=comma.img")
+        let mode = try #require(FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int)
+        #expect(mode == 0o600)
+        #expect(!FileManager.default.fileExists(atPath: file + ".tmp"))
+        #expect(VMLaunch.arguments(specFile: file) == ["run", "--launch-spec", file])
+        #expect(throws: LaunchSpecError.self) { try VMLaunch.write(spec, to: directory.path + "/missing/launch.json") }
     }
 
     @Test func processIdentityIsStoredWithTheState() throws {
@@ -82,7 +125,7 @@ import Testing
         try store.setInactive(name: "p", state: .shutoff, reason: .destroyed)
         #expect(try store.processIdentity(name: "p") == nil)
         #expect(try store.state(named: "p").reason == .destroyed)
-        #expect(try store.appliedMigrations().last == "v2-process-identity")
+        #expect(try store.appliedMigrations().last == "v3-saved-image")
     }
 }
 
@@ -112,7 +155,7 @@ import GRDB
             }
         }
         let store = try StateStore(stateDirectory: directory.path)
-        #expect(try store.appliedMigrations() == ["v1-vm-and-state", "v2-process-identity"])
+        #expect(try store.appliedMigrations() == ["v1-vm-and-state", "v2-process-identity", "v3-saved-image"])
         #expect(try store.state(named: "old").state == .running)
         #expect(try store.state(named: "old").pid == 4242)
         #expect(try store.processIdentity(name: "old") == nil)

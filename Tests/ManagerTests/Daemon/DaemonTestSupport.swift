@@ -2,20 +2,25 @@ import Foundation
 @testable import Manager
 
 /// A daemon in this process with a fresh state dir, its API on a Unix socket and on TCP (port
-/// chosen by the kernel). It never starts VMs in these tests (the executable does not exist), so
-/// it needs no KVM; the suites with real VMs are in VireoCLITests.
+/// chosen by the kernel). It starts no real VMs (the executable does not exist, or is
+/// FakeVMMDaemon's script), so it needs no KVM; the suites with real VMs are DaemonVMTests and
+/// VireoCLITests.
 final class InProcessDaemon {
     let directory: String
     let daemon: Daemon
     static let token = "test-token-0123456789abcdef"
 
-    init() throws {
+    private let cleanUp: [String]
+
+    /// `executable` is what VMs run as (FakeVMMDaemon's script); `cleanUp` is removed at the end.
+    init(executable: String = "/nonexistent/vireo", cleanUp: [String] = []) throws {
         // Short: a Unix socket path has at most 107 bytes.
         directory = "/tmp/vd-\(UUID().uuidString.prefix(8))"
+        self.cleanUp = cleanUp
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         daemon = try Daemon(configuration: DaemonConfiguration(
             stateDirectory: directory + "/state", socketPath: directory + "/api.sock",
-            listen: ("127.0.0.1", 0), token: Self.token, executable: "/nonexistent/vireo"), log: { _ in })
+            listen: ("127.0.0.1", 0), token: Self.token, executable: executable), log: { _ in })
         try daemon.start()
     }
 
@@ -28,6 +33,7 @@ final class InProcessDaemon {
     deinit {
         daemon.stop()
         try? FileManager.default.removeItem(atPath: directory)
+        for path in cleanUp { try? FileManager.default.removeItem(atPath: path) }
     }
 }
 

@@ -156,6 +156,44 @@ import Testing
         #expect(refused.status == 409)
     }
 
+    /// virsh save and restore with a real guest: the VMM writes the whole VM to a file and exits;
+    /// a new process resumes it from there, mid-run (the guest does not boot again).
+    @Test func saveAndRestoreARunningGuest() throws {
+        let daemon = try DaemonProcess()
+        try daemon.start()
+        try daemon.defineEcho("saved")
+        #expect(try daemon.client.request("POST", "/v1/vms/saved/start").status == 200)
+        #expect(daemon.waitForConsole("saved", toContain: "echo: ready"))
+        _ = try daemon.client.request("POST", "/v1/vms/saved/console/input", body: Array("before\n".utf8))
+        #expect(daemon.waitForConsole("saved", toContain: "BEFORE"))
+        let first = try #require(try daemon.summary("saved").id)
+
+        let file = daemon.directory + "/saved.save"
+        let save = try daemon.client.request("POST", "/v1/vms/saved/save", body: Array(#"{"path": "\#(file)"}"#.utf8))
+        #expect(save.status == 200, "\(save.text) \(daemon.daemonLog)")
+        #expect(try JSONDecoder().decode(ActionResult.self, from: Data(save.body)).message == "Domain 'saved' saved to \(file)")
+        #expect(try daemon.state("saved") == VMStateBody(state: "shutoff", reason: "saved"))
+        #expect(ProcessSnapshot.read(pid: first)?.isRunning != true)
+        #expect(vmProcesses(controlSocket: daemon.stateDirectory + "/vms/saved/control.sock").isEmpty)
+        #expect(((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0) > 0)
+
+        let restore = try daemon.client.request("POST", "/v1/restore", body: Array(#"{"path": "\#(file)"}"#.utf8))
+        #expect(restore.status == 200, "\(restore.text) \(daemon.daemonLog)")
+        #expect(try daemon.state("saved") == VMStateBody(state: "running", reason: "restored"))
+        let second = try #require(try daemon.summary("saved").id)
+        #expect(second != first)
+        let vmm = try HTTPClient(endpoint: .unix(path: daemon.stateDirectory + "/vms/saved/control.sock")).request("GET", "/vm")
+        #expect(vmm.text.contains(#""restored_from":"\#(file)""#), "\(vmm.text)")
+        // The guest goes on from where it was: it echoes at once, and never printed its banner again.
+        _ = try daemon.client.request("POST", "/v1/vms/saved/console/input", body: Array("after\n".utf8))
+        #expect(daemon.waitForConsole("saved", toContain: "AFTER"))
+        #expect(try !daemon.client.request("GET", "/v1/vms/saved/console").text.contains("echo: ready"))
+
+        let running = try daemon.client.request("POST", "/v1/restore", body: Array(#"{"path": "\#(file)"}"#.utf8))
+        #expect(running.status == 409)
+        #expect(try daemon.client.request("POST", "/v1/vms/saved/destroy").status == 200)
+    }
+
     @Test func vmSurvivesDaemonKill9AndIsReattached() throws {
         let daemon = try DaemonProcess()
         try daemon.start()
@@ -321,15 +359,17 @@ final class EventRecorder: @unchecked Sendable {
         for _ in 0..<100 where !text.text.contains(": vireo") { usleep(20_000) }
     }
 
-    /// Event kinds ("stopped:destroyed" with the reason for stops), once `last` arrived.
-    func kinds(until last: String, seconds: Double = 10) -> [String] {
+    /// Event kinds ("stopped:destroyed" with the reason for stops; with `withReasons`, for every
+    /// event that has one), once `count` events of kind `last` arrived.
+    func kinds(until last: String, count: Int = 1, withReasons: Bool = false, seconds: Double = 10) -> [String] {
         let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline && !text.text.contains("event: \(last)") { usleep(20_000) }
+        while Date() < deadline && text.text.components(separatedBy: "event: \(last)\n").count <= count { usleep(20_000) }
         handle.cancel()
         return text.text.components(separatedBy: "\n").compactMap { line -> String? in
             guard line.hasPrefix("data: "),
                   let event = try? JSONDecoder().decode(LifecycleEvent.self, from: Data(line.dropFirst(6).utf8)) else { return nil }
-            return event.kind == .stopped ? "stopped:\(event.reason ?? "")" : event.kind.rawValue
+            guard let reason = event.reason, withReasons || event.kind == .stopped else { return event.kind.rawValue }
+            return "\(event.kind.rawValue):\(reason)"
         }
     }
 }

@@ -1,0 +1,83 @@
+/// What happens when the guest resets itself.
+public enum RebootAction: String, Sendable, CaseIterable, Codable {
+    /// `vireo run` ends with status 0, like a VM whose owner wants it gone after reboot.
+    case exit
+    /// The machine is rebuilt and the kernel booted again (CMOS NVRAM survives, as on a PC).
+    case restart
+}
+
+/// How the VMM decides which host quirks apply (see HostProfile in the VMM).
+public enum HostProfileChoice: String, Codable, Sendable, CaseIterable {
+    case auto, native
+    case emulatedKernelMode = "emulated-kernel-mode"
+}
+
+/// Entry protocol for ELF kernels (the Boot module's BootProtocol, by name).
+public enum BootProtocolChoice: String, Codable, Sendable, CaseIterable {
+    case auto, linux64, pvh
+}
+
+/// Where a restored machine's RAM comes from.
+public enum SnapshotMemoryMode: String, Codable, Sendable, CaseIterable {
+    /// The snapshot file is mapped copy-on-write: pages load when the guest first touches them,
+    /// so restoring costs the same for any guest size (the file must stay in place while it runs).
+    case mapped
+    /// RAM is read into fresh memory at restore: for snapshots on slow or remote storage, or a
+    /// file that is about to be replaced.
+    case copy
+}
+
+/// A machine to resume from a snapshot file instead of booting a kernel.
+public struct RestoreSource: Codable, Equatable, Sendable {
+    public var path: String
+    public var memory: SnapshotMemoryMode
+
+    public init(path: String, memory: SnapshotMemoryMode = .mapped) {
+        self.path = path
+        self.memory = memory
+    }
+}
+
+/// Everything one `vireo run` process needs to run one VM: what the daemon writes and the VMM
+/// reads (`vireo run --launch-spec FILE`), and what `vireo run`'s own flags are turned into. One
+/// Codable type on both sides, so a renamed field fails to compile rather than to launch.
+public struct LaunchSpec: Codable, Equatable, Sendable {
+    /// Bumped when a field changes meaning; a VMM refuses specs newer than it understands.
+    public static let currentVersion = 1
+
+    public var version: Int
+    /// The kernel to boot; nil when the machine is restored from a snapshot.
+    public var kernel: String?
+    public var initrd: String?
+    public var cmdline: String
+    public var cpus: Int
+    public var memoryBytes: UInt64
+    public var onReboot: RebootAction
+    public var bootProtocol: BootProtocolChoice
+    public var hostProfile: HostProfileChoice
+    public var devices: DeviceOptions
+    /// The control API's Unix socket.
+    public var apiSocket: String?
+    /// A file that also receives the guest's serial output.
+    public var serialLog: String?
+    /// Where the VMM writes how it ended (`RunStatus`), just before it exits.
+    public var statusFile: String?
+    /// Reuse decompressed bzImage payloads from earlier boots.
+    public var kernelCache: Bool
+    /// Resume this snapshot instead of booting `kernel`.
+    public var restore: RestoreSource?
+
+    public init(kernel: String? = nil, initrd: String? = nil, cmdline: String = "", cpus: Int = 1,
+                memoryBytes: UInt64 = 512 << 20, onReboot: RebootAction = .exit, bootProtocol: BootProtocolChoice = .auto,
+                hostProfile: HostProfileChoice = .auto, devices: DeviceOptions = DeviceOptions(), apiSocket: String? = nil,
+                serialLog: String? = nil, statusFile: String? = nil, kernelCache: Bool = true, restore: RestoreSource? = nil) {
+        self.version = Self.currentVersion
+        self.kernel = kernel; self.initrd = initrd; self.cmdline = cmdline; self.cpus = cpus
+        self.memoryBytes = memoryBytes; self.onReboot = onReboot; self.bootProtocol = bootProtocol
+        self.hostProfile = hostProfile; self.devices = devices; self.apiSocket = apiSocket
+        self.serialLog = serialLog; self.statusFile = statusFile; self.kernelCache = kernelCache; self.restore = restore
+    }
+
+    /// Launch files are small; anything larger is not one.
+    public static let maximumEncodedBytes = 1 << 20
+}

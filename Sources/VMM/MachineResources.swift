@@ -1,0 +1,52 @@
+import Storage
+import Virtio
+
+/// The host side of a machine, resolved before anything is built: disk images opened, TAPs opened
+/// (or created and bridged), MAC addresses fixed. The first of the two construction steps: a
+/// machine is then assembled from these and either a boot request or a saved state, and a reboot
+/// or a restore reuses them instead of opening everything again.
+public final class MachineResources: @unchecked Sendable {
+    /// The devices as resolved: every NIC has its MAC (generated ones included), so a snapshot
+    /// records exactly what the guest saw.
+    public let devices: DeviceOptions
+    let disks: [any BlockDevice]
+    let networks: [TapNetworkBackend]
+    private let closed = Guarded(false)
+
+    /// Opens every disk and TAP the options name; on an error nothing stays open.
+    public init(devices requested: DeviceOptions) throws {
+        var devices = requested
+        var disks: [any BlockDevice] = []
+        var networks: [TapNetworkBackend] = []
+        do {
+            for disk in requested.disks {
+                disks.append(try DiskImage.open(path: disk.path, format: disk.format.map { ImageFormat(rawValue: $0.rawValue) ?? .raw },
+                                                readOnly: disk.readOnly))
+            }
+            for index in requested.networks.indices {
+                networks.append(try TapNetworkBackend(options: requested.networks[index]))
+                if devices.networks[index].mac == nil { devices.networks[index].mac = PCIPlatform.generatedMAC() }
+            }
+        } catch {
+            for tap in networks { tap.tap.close() }
+            throw error
+        }
+        self.devices = devices
+        self.disks = disks
+        self.networks = networks
+    }
+
+    /// Makes what the guest wrote durable.
+    func flushDisks(log: (String) -> Void) {
+        for disk in disks {
+            do { try disk.flush() } catch { log("flushing a disk failed: \(error)") }
+        }
+    }
+
+    /// Flushes the disks and lets go of the TAPs (once; later calls do nothing).
+    public func release(log: (String) -> Void = { _ in }) {
+        guard closed.update({ done -> Bool in defer { done = true }; return !done }) else { return }
+        flushDisks(log: log)
+        for network in networks { network.tap.close() }
+    }
+}

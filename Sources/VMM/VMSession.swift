@@ -1,0 +1,339 @@
+import Boot
+import Devices
+import Foundation
+import KVM
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Something the session serves while it runs (the control API's socket) and closes at the end.
+public protocol SessionEndpoint: AnyObject, Sendable {
+    func stop()
+}
+
+/// One VM, for the whole life of a `vireo run` process: the launch specification, the host
+/// resources, the current `Machine` (a new one after each guest reset when the policy restarts),
+/// snapshots, the endpoints serving it and the status file written at the end. The CLI and the
+/// control API drive it; neither owns any of this.
+public final class VMSession: @unchecked Sendable {
+    /// The machine as launched (for a restore: as recorded in the snapshot, with this launch's
+    /// host-side paths).
+    public let spec: LaunchSpec
+    public let profile: HostProfile
+    /// COM1 (and hvc0) output: the terminal or nothing, the serial log, and the ring the control
+    /// API serves.
+    public let console: ConsoleLog
+    /// Called on the running thread with each new machine before it starts (boot number from 1).
+    public var onMachine: ((Machine, Int) -> Void)?
+    /// Called on the running thread when a machine has ended, with how it ended.
+    public var onMachineEnded: ((Machine, MachineExit) -> Void)?
+    /// How the last machine ended.
+    public private(set) var lastOutcome: MachineExit?
+    /// One-line notes (device warnings).
+    public let log: @Sendable (String) -> Void
+
+    /// For a restore: from opening the snapshot to a machine ready to run (RAM mapped or copied,
+    /// every device and vCPU loaded), in milliseconds.
+    public private(set) var restoreMilliseconds: Double?
+    /// Time spent opening and checking the snapshot file, in nanoseconds (part of the above).
+    private var snapshotOpenNanoseconds: UInt64 = 0
+    private let system: KVMSystem
+    private let resources: MachineResources
+    private let payloadCache: (any BzImagePayloadCache)?
+    private var restoring: SnapshotFile.Opened?
+    private let current = Guarded<Machine?>(nil)
+    /// Serializes what changes the machine's run state from outside (pause, resume, snapshot).
+    private let operations = Mutex(())
+    private let endpoints = Guarded<[any SessionEndpoint]>([])
+    /// Why the session is ending when the guest did not decide it: a signal, or a save.
+    private let stopCause = Guarded<StopCause?>(nil)
+    private enum StopCause: Equatable { case requested, signal(Int32), saved(String) }
+
+    /// Resolves everything a machine needs before any is built: the host profile, the snapshot
+    /// (validated, when restoring), the devices' host side (disks, TAPs).
+    public init(spec launch: LaunchSpec, system: KVMSystem, terminal: (any SerialOutput)?,
+                payloadCache: (any BzImagePayloadCache)? = nil, log: @escaping @Sendable (String) -> Void) throws {
+        guard launch.version <= LaunchSpec.currentVersion else {
+            throw ConfigError.unreadableFile(kind: "launch specification", path: "version \(launch.version)",
+                                             reason: "newer than this VMM (\(LaunchSpec.currentVersion))")
+        }
+        self.system = system
+        self.log = log
+        self.payloadCache = payloadCache
+        var spec = launch
+        if let restore = launch.restore {
+            let openStarted = DispatchTime.now().uptimeNanoseconds
+            let opened = try SnapshotFile.open(restore.path)
+            snapshotOpenNanoseconds = DispatchTime.now().uptimeNanoseconds - openStarted
+            do {
+                spec = try Self.restoredSpec(opened.payload.machine, launch: launch)
+            } catch {
+                opened.close()
+                throw error
+            }
+            restoring = opened
+        }
+        profile = try Self.resolveProfile(spec.hostProfile, system: system)
+
+        var sinks: [any SerialOutput] = terminal.map { [$0] } ?? []
+        if let serialLog = spec.serialLog {
+            let fd = open(serialLog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+            guard fd >= 0 else {
+                restoring?.close()
+                throw ConfigError.unwritableFile(kind: "serial log", path: serialLog, reason: String(cString: strerror(errno)))
+            }
+            sinks.append(FileDescriptorOutput(fd: fd))
+        }
+        console = ConsoleLog(forwardingTo: TeeOutput(sinks: sinks))
+        do {
+            resources = try MachineResources(devices: spec.devices)
+        } catch {
+            restoring?.close()
+            throw error
+        }
+        spec.devices = resources.devices
+        self.spec = spec
+    }
+
+    deinit { restoring?.close() }
+
+    /// The machine a restore builds is the snapshot's; this launch contributes where its control
+    /// socket, logs and status go, and may point the same devices at other host paths.
+    static func restoredSpec(_ recorded: LaunchSpec, launch: LaunchSpec) throws -> LaunchSpec {
+        var spec = recorded
+        spec.apiSocket = launch.apiSocket
+        spec.serialLog = launch.serialLog
+        spec.statusFile = launch.statusFile
+        spec.restore = launch.restore
+        spec.kernelCache = launch.kernelCache
+        if launch.hostProfile != .auto { spec.hostProfile = launch.hostProfile }
+        let given = launch.devices
+        if given.deviceCount > 0 {
+            guard given.disks.count == recorded.devices.disks.count, given.networks.count == recorded.devices.networks.count,
+                  given.virtioConsole == recorded.devices.virtioConsole, given.entropy == recorded.devices.entropy else {
+                throw MachineStateError.mismatch("the snapshot's devices are \(describe(recorded.devices)); this launch gives \(describe(given))")
+            }
+            for index in given.disks.indices {
+                spec.devices.disks[index].path = given.disks[index].path
+                spec.devices.disks[index].format = given.disks[index].format ?? recorded.devices.disks[index].format
+            }
+            for index in given.networks.indices {
+                spec.devices.networks[index].attachment = given.networks[index].attachment
+            }
+        }
+        return spec
+    }
+
+    private static func describe(_ devices: DeviceOptions) -> String {
+        "\(devices.disks.count) disk(s), \(devices.networks.count) NIC(s), virtio console \(devices.virtioConsole ? "on" : "off"), rng \(devices.entropy ? "on" : "off")"
+    }
+
+    static func resolveProfile(_ choice: HostProfileChoice, system: KVMSystem) throws -> HostProfile {
+        switch choice {
+        case .native: return HostProfile.native
+        case .emulatedKernelMode: return HostProfile.emulatedKernelMode
+        case .auto: return HostProfile.detect(kernelModeProbe: try? KernelModeProbe.run(system: system))
+        }
+    }
+
+    /// The machine running now (nil before the first boot and between a reset and the next boot;
+    /// the last one once the session has ended).
+    public var machine: Machine? { current.read { $0 } }
+
+    /// Serves `endpoint` until the session ends.
+    public func serve(_ endpoint: any SessionEndpoint) {
+        endpoints.update { $0.append(endpoint) }
+    }
+
+    /// Boots (or restores) and runs the VM until it ends for good: through guest resets when the
+    /// policy restarts, until power-off, a stop, a save or a failure. Writes the status file and
+    /// releases the host resources on the way out. Returns the process exit status.
+    public func run() -> Int32 {
+        defer {
+            for endpoint in endpoints.read({ $0 }) { endpoint.stop() }
+            resources.release(log: log)
+        }
+        var cmos: CMOSRTCState?
+        var boots = 0
+        while true {
+            boots += 1
+            let machine: Machine
+            do {
+                machine = try buildMachine(cmos: cmos)
+            } catch {
+                lastOutcome = .failed("\(error)")
+                return finish(.failed("\(error)"))
+            }
+            current.update { $0 = machine }
+            onMachine?(machine, boots)
+            if stopCause.read({ $0 != nil }) { machine.requestStop() }
+            let outcome: MachineExit
+            do { outcome = try machine.run() } catch { outcome = .failed("\(error)") }
+            lastOutcome = outcome
+            onMachineEnded?(machine, outcome)
+            if outcome == .reset && spec.onReboot == .restart && stopCause.read({ $0 == nil }) {
+                // No machine until the next one is built; the last one stays for status queries.
+                current.update { $0 = nil }
+                cmos = machine.rtc.state
+                continue
+            }
+            return finish(outcome)
+        }
+    }
+
+    /// The first machine restores the snapshot (once); every other one boots the kernel.
+    private func buildMachine(cmos: CMOSRTCState?) throws -> Machine {
+        if let opened = restoring {
+            restoring = nil
+            defer { opened.close() }
+            let config = try VMConfig(kernel: [], kernelPath: spec.kernel ?? "", initrd: nil, initrdPath: spec.initrd,
+                                      cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes,
+                                      onReboot: spec.onReboot, hostProfile: profile, devices: spec.devices)
+            let buildStarted = DispatchTime.now().uptimeNanoseconds
+            do {
+                let memory = try opened.memory(spec.restore?.memory ?? .mapped)
+                let machine = try Machine(config: config, resources: resources, system: system, profile: profile, serialOutput: console,
+                                          origin: .snapshot(opened.payload.state, memory: memory, cmdline: opened.payload.effectiveCmdline,
+                                                            source: opened.path, paused: opened.payload.paused),
+                                          log: log)
+                restoreMilliseconds = Double(DispatchTime.now().uptimeNanoseconds - buildStarted + snapshotOpenNanoseconds) / 1e6
+                return machine
+            } catch {
+                throw SessionError.cannotRestore(path: opened.path, reason: "\(error)")
+            }
+        }
+        guard let kernelPath = spec.kernel else {
+            throw ConfigError.unreadableFile(kind: "kernel", path: "(none)", reason: "a VM that boots needs --kernel")
+        }
+        let kernel = try readWholeFile(kernelPath, kind: "kernel", limit: max(spec.memoryBytes, 64 << 20))
+        let initrd = try spec.initrd.map { try readWholeFile($0, kind: "initrd", limit: spec.memoryBytes) }
+        var config = try VMConfig(kernel: kernel, kernelPath: kernelPath, initrd: initrd, initrdPath: spec.initrd,
+                                  cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes, onReboot: spec.onReboot,
+                                  bootProtocol: BootProtocol(rawValue: spec.bootProtocol.rawValue) ?? .auto,
+                                  hostProfile: profile, devices: spec.devices)
+        config.payloadCache = spec.kernelCache ? payloadCache : nil
+        return try Machine(config: config, resources: resources, system: system, profile: profile, serialOutput: console,
+                           origin: .boot(rngSeed: hostRandomBytes(32), restoringCMOS: cmos), log: log)
+    }
+
+    /// Records how the session ended and returns the process status for it.
+    private func finish(_ outcome: MachineExit) -> Int32 {
+        let status: RunStatus
+        switch stopCause.read({ $0 }) {
+        case let .signal(signal)?:
+            status = RunStatus(outcome: .signal, detail: "signal \(signal)", exitStatus: 128 + signal)
+        case let .saved(path)? where outcome == .stopped:
+            status = RunStatus(outcome: .saved, detail: "saved to \(path)", exitStatus: 0)
+        default:
+            status = RunStatus(outcome: RunStatus.Outcome(outcome), detail: outcome.description, exitStatus: outcome.processStatus)
+        }
+        if let path = spec.statusFile {
+            do { try status.write(to: path) } catch { log("cannot write status file \(path): \(error)") }
+        }
+        return status.exitStatus
+    }
+
+    /// How the run ended, for callers that print it.
+    public var endedBySignal: Int32? {
+        if case let .signal(signal)? = stopCause.read({ $0 }) { return signal }
+        return nil
+    }
+
+    // MARK: Requests from outside (control API, signals, the terminal)
+
+    /// Ends the session (a signal, Ctrl-A X, `PUT /vm/stop`): the current machine stops and no
+    /// new one boots.
+    public func requestStop(signal: Int32? = nil) {
+        // Remembered, so that a machine still being built (or rebooting) stops as soon as it exists.
+        stopCause.update { cause in
+            if let signal, cause == nil || cause == .requested { cause = .signal(signal) }
+            else if cause == nil { cause = .requested }
+        }
+        machine?.requestStop()
+    }
+
+    /// Parks every vCPU.
+    public func pause() throws {
+        try operations.withLock { _ in
+            guard let machine else { throw SessionError.noMachine }
+            try machine.pause()
+        }
+    }
+
+    /// Lets the vCPUs run again.
+    public func resume() throws {
+        try operations.withLock { _ in
+            guard let machine else { throw SessionError.noMachine }
+            machine.resume()
+        }
+    }
+
+    /// Writes a snapshot of the running (or paused) VM to `request.path`. The vCPUs are parked and
+    /// the device threads stopped while the state is captured and RAM written; afterwards the VM
+    /// is left as it was (running or paused), or stopped for good with `then: stop`.
+    public func snapshot(_ request: SnapshotRequest) throws -> SnapshotResult {
+        try operations.withLock { _ in
+            guard let machine, machine.runState == .running || machine.runState == .paused else {
+                throw SessionError.notRunning(machine?.runState.rawValue ?? "restarting")
+            }
+            let wasPaused = machine.runState == .paused
+            let started = DispatchTime.now().uptimeNanoseconds
+            try machine.pause()
+            var resumed = false
+            defer {
+                // A failed snapshot leaves the VM as it found it.
+                if !resumed {
+                    try? machine.resumeDevices()
+                    if !wasPaused { machine.resume() }
+                }
+            }
+            try machine.quiesceDevices()
+            var recorded = spec
+            recorded.apiSocket = nil; recorded.serialLog = nil; recorded.statusFile = nil; recorded.restore = nil
+            let payload = SnapshotPayload(machine: recorded, effectiveCmdline: machine.effectiveCmdline, paused: wasPaused,
+                                          state: try machine.captureState())
+            let bytes = try SnapshotFile.write(payload, memory: machine.memory, to: request.path)
+            let state: String
+            if request.then == .stop {
+                stopCause.update { $0 = .saved(request.path) }
+                machine.requestStop()
+                resumed = true
+                state = "stopped"
+            } else {
+                try machine.resumeDevices()
+                if !wasPaused { machine.resume() }
+                resumed = true
+                state = wasPaused ? "paused" : "running"
+            }
+            let paused = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
+            return SnapshotResult(path: request.path, bytes: bytes, pausedMilliseconds: paused, state: state)
+        }
+    }
+}
+
+public enum SessionError: Error, Equatable, CustomStringConvertible {
+    case noMachine
+    case notRunning(String)
+    case cannotRestore(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .noMachine: return "the VM is being restarted; try again"
+        case let .notRunning(state): return "cannot snapshot a VM that is \(state)"
+        case let .cannotRestore(path, reason): return "cannot restore snapshot \(path): \(reason)"
+        }
+    }
+}
+
+extension RunStatus.Outcome {
+    init(_ exit: MachineExit) {
+        switch exit {
+        case .powerOff: self = .poweroff
+        case .reset: self = .reset
+        case .debugExit: self = .debugExit
+        case .stopped: self = .stopped
+        case .failed: self = .failed
+        }
+    }
+}
