@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 public enum FwCfgError: Error, Equatable, CustomStringConvertible {
@@ -27,6 +28,21 @@ public struct FwCfgFile: Codable, Sendable, Equatable {
     public init(name: String, data: [UInt8]) {
         self.name = name
         self.data = data
+    }
+
+    // The contents (ACPI tables: kilobytes) as Data, base64 in JSON: quick to decode at restore.
+    enum CodingKeys: String, CodingKey { case name, data }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        data = Array(try c.decode(Data.self, forKey: .data))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(Data(data), forKey: .data)
     }
 }
 

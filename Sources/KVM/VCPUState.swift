@@ -1,4 +1,5 @@
 import CKVM
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,6 +23,44 @@ public struct VCPUState: Codable, Equatable, Sendable {
     public struct MSR: Codable, Equatable, Sendable {
         public var index: UInt32
         public var value: UInt64
+    }
+
+    // The KVM blobs are coded as Data (base64 in JSON): thousands of bytes as one string instead
+    // of one JSON number each keeps a snapshot's state quick to decode at restore.
+    enum CodingKeys: String, CodingKey { case id, registers, specialRegisters, mpState, lapic, events, fpu, xsave, xcrs, msrs }
+
+    public init(id: Int, registers: Registers, specialRegisters: SpecialRegisters, mpState: UInt32, lapic: [UInt8],
+                events: [UInt8], fpu: [UInt8], xsave: [UInt8], xcrs: [UInt8], msrs: [MSR]) {
+        self.id = id; self.registers = registers; self.specialRegisters = specialRegisters; self.mpState = mpState
+        self.lapic = lapic; self.events = events; self.fpu = fpu; self.xsave = xsave; self.xcrs = xcrs; self.msrs = msrs
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(Int.self, forKey: .id)
+        registers = try c.decode(Registers.self, forKey: .registers)
+        specialRegisters = try c.decode(SpecialRegisters.self, forKey: .specialRegisters)
+        mpState = try c.decode(UInt32.self, forKey: .mpState)
+        lapic = Array(try c.decode(Data.self, forKey: .lapic))
+        events = Array(try c.decode(Data.self, forKey: .events))
+        fpu = Array(try c.decode(Data.self, forKey: .fpu))
+        xsave = Array(try c.decode(Data.self, forKey: .xsave))
+        xcrs = Array(try c.decode(Data.self, forKey: .xcrs))
+        msrs = try c.decode([MSR].self, forKey: .msrs)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(registers, forKey: .registers)
+        try c.encode(specialRegisters, forKey: .specialRegisters)
+        try c.encode(mpState, forKey: .mpState)
+        try c.encode(Data(lapic), forKey: .lapic)
+        try c.encode(Data(events), forKey: .events)
+        try c.encode(Data(fpu), forKey: .fpu)
+        try c.encode(Data(xsave), forKey: .xsave)
+        try c.encode(Data(xcrs), forKey: .xcrs)
+        try c.encode(msrs, forKey: .msrs)
     }
 }
 

@@ -1,4 +1,5 @@
 import CKVM
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -113,4 +114,25 @@ public struct VMPlatformState: Codable, Equatable, Sendable {
     public var irqchips: [[UInt8]]
     public var pit: [UInt8]
     public var clock: UInt64
+
+    // Blobs as Data (base64 in JSON), as in VCPUState.
+    enum CodingKeys: String, CodingKey { case irqchips, pit, clock }
+
+    public init(irqchips: [[UInt8]], pit: [UInt8], clock: UInt64) {
+        self.irqchips = irqchips; self.pit = pit; self.clock = clock
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        irqchips = try c.decode([Data].self, forKey: .irqchips).map { Array($0) }
+        pit = Array(try c.decode(Data.self, forKey: .pit))
+        clock = try c.decode(UInt64.self, forKey: .clock)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(irqchips.map { Data($0) }, forKey: .irqchips)
+        try c.encode(Data(pit), forKey: .pit)
+        try c.encode(clock, forKey: .clock)
+    }
 }

@@ -10,6 +10,7 @@ public enum ControlRoute: String, CaseIterable, Sendable {
     case stop = "/vm/stop"
     case shutdown = "/vm/shutdown"
     case snapshot = "/vm/snapshot"
+    case snapshotProgress = "/vm/snapshot/progress"
     case console = "/console"
     case consoleInput = "/console/input"
 
@@ -18,7 +19,7 @@ public enum ControlRoute: String, CaseIterable, Sendable {
     /// The one method each resource takes.
     public var method: String {
         switch self {
-        case .info, .stats, .console: "GET"
+        case .info, .stats, .console, .snapshotProgress: "GET"
         case .pause, .resume, .stop, .shutdown, .snapshot: "PUT"
         case .consoleInput: "POST"
         }
@@ -175,5 +176,35 @@ public struct SnapshotResult: Codable, Equatable, Sendable {
 
     public init(path: String, bytes: UInt64, pausedMilliseconds: Double, state: String) {
         self.path = path; self.bytes = bytes; self.pausedMilliseconds = pausedMilliseconds; self.state = state
+    }
+}
+
+/// `GET /vm/snapshot/progress`: how far the snapshot being written (or the last one) has come, for
+/// progress displays while `PUT /vm/snapshot` is still waiting for its answer.
+public struct SnapshotProgress: Codable, Equatable, Sendable {
+    public enum Phase: String, Codable, Sendable {
+        /// No snapshot was requested in this process yet.
+        case none
+        /// Pausing, capturing device and vCPU state.
+        case capturing
+        /// Writing guest RAM.
+        case writing
+        case completed, failed
+    }
+
+    public var phase: Phase
+    public var path: String?
+    /// Guest RAM bytes looked at so far (written, or skipped as zero pages) and in all.
+    public var ramBytesDone: UInt64
+    public var ramBytesTotal: UInt64
+
+    enum CodingKeys: String, CodingKey {
+        case phase, path
+        case ramBytesDone = "ram_bytes_done"
+        case ramBytesTotal = "ram_bytes_total"
+    }
+
+    public init(phase: Phase, path: String? = nil, ramBytesDone: UInt64 = 0, ramBytesTotal: UInt64 = 0) {
+        self.phase = phase; self.path = path; self.ramBytesDone = ramBytesDone; self.ramBytesTotal = ramBytesTotal
     }
 }

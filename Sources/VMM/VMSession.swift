@@ -36,7 +36,8 @@ public final class VMSession: @unchecked Sendable {
     /// For a restore: from opening the snapshot to a machine ready to run (RAM mapped or copied,
     /// every device and vCPU loaded), in milliseconds.
     public private(set) var restoreMilliseconds: Double?
-    /// Time spent opening and checking the snapshot file, in nanoseconds (part of the above).
+    /// The part of it spent opening and checking the snapshot file (header, checksums, state).
+    public private(set) var snapshotCheckMilliseconds: Double?
     private var snapshotOpenNanoseconds: UInt64 = 0
     private let system: KVMSystem
     private let resources: MachineResources
@@ -46,6 +47,7 @@ public final class VMSession: @unchecked Sendable {
     /// Serializes what changes the machine's run state from outside (pause, resume, snapshot).
     private let operations = Mutex(())
     private let endpoints = Guarded<[any SessionEndpoint]>([])
+    private let progress = Guarded(SnapshotProgress(phase: .none))
     /// Why the session is ending when the guest did not decide it: a signal, or a save.
     private let stopCause = Guarded<StopCause?>(nil)
     private enum StopCause: Equatable { case requested, signal(Int32), saved(String) }
@@ -198,6 +200,7 @@ public final class VMSession: @unchecked Sendable {
                                                             source: opened.path, paused: opened.payload.paused),
                                           log: log)
                 restoreMilliseconds = Double(DispatchTime.now().uptimeNanoseconds - buildStarted + snapshotOpenNanoseconds) / 1e6
+                snapshotCheckMilliseconds = Double(snapshotOpenNanoseconds) / 1e6
                 return machine
             } catch {
                 throw SessionError.cannotRestore(path: opened.path, reason: "\(error)")
@@ -269,6 +272,9 @@ public final class VMSession: @unchecked Sendable {
         }
     }
 
+    /// How far the current (or last) snapshot has come; never waits for one in progress.
+    public var snapshotProgress: SnapshotProgress { progress.read { $0 } }
+
     /// Writes a snapshot of the running (or paused) VM to `request.path`. The vCPUs are parked and
     /// the device threads stopped while the state is captured and RAM written; afterwards the VM
     /// is left as it was (running or paused), or stopped for good with `then: stop`.
@@ -279,6 +285,10 @@ public final class VMSession: @unchecked Sendable {
             }
             let wasPaused = machine.runState == .paused
             let started = DispatchTime.now().uptimeNanoseconds
+            let progress = self.progress
+            progress.update { $0 = SnapshotProgress(phase: .capturing, path: request.path, ramBytesTotal: machine.memory.totalSize) }
+            var completed = false
+            defer { if !completed { progress.update { $0.phase = .failed } } }
             try machine.pause()
             var resumed = false
             defer {
@@ -293,7 +303,12 @@ public final class VMSession: @unchecked Sendable {
             recorded.apiSocket = nil; recorded.serialLog = nil; recorded.statusFile = nil; recorded.restore = nil
             let payload = SnapshotPayload(machine: recorded, effectiveCmdline: machine.effectiveCmdline, paused: wasPaused,
                                           state: try machine.captureState())
-            let bytes = try SnapshotFile.write(payload, memory: machine.memory, to: request.path)
+            progress.update { $0.phase = .writing }
+            let bytes = try SnapshotFile.write(payload, memory: machine.memory, to: request.path) { done, total in
+                progress.update { $0.ramBytesDone = done; $0.ramBytesTotal = total }
+            }
+            completed = true
+            progress.update { $0.phase = .completed }
             let state: String
             if request.then == .stop {
                 stopCause.update { $0 = .saved(request.path) }

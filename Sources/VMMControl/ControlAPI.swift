@@ -12,6 +12,7 @@ import VMM
 /// PUT  /vm/stop            hard stop (like pulling the plug)        204
 /// PUT  /vm/shutdown        ACPI power button (guest shuts down)     202 PowerButtonResult
 /// PUT  /vm/snapshot        {"path": F, "then": "keep"|"stop"}       200 SnapshotResult
+/// GET  /vm/snapshot/progress  phase, RAM bytes done / total            200 SnapshotProgress
 /// GET  /console            recent serial output (bounded ring)      200 bytes
 /// GET  /console?follow=1   recent output, then live as it comes     200 chunked
 /// POST /console/input      typed into hvc0 or COM1, flow-controlled 200 ConsoleInputResult
@@ -51,6 +52,10 @@ public struct ControlAPI: Sendable {
         let (path, query) = split(uri)
         guard let route = ControlRoute(rawValue: path) else { return .error(404, "no such resource: \(path)") }
         guard route.method == method else { return .error(405, "\(method) is not allowed on \(path) (use \(route.method))") }
+        if route == .snapshotProgress {
+            // Answered while a snapshot holds the session (and after a save has stopped the VM).
+            return .json(200, session.snapshotProgress)
+        }
         if route == .console {
             var response = Response(status: 200, body: console.recent(), contentType: "application/octet-stream")
             response.followConsole = query["follow"] == "1"
@@ -108,7 +113,7 @@ public struct ControlAPI: Sendable {
             let listening = machine.powerButtonEnabled
             machine.pressPowerButton()
             return .json(202, PowerButtonResult(pressed: true, guestListening: listening))
-        case .console:
+        case .console, .snapshotProgress:
             return .error(500, "unreachable")
         }
     }

@@ -151,8 +151,9 @@ struct Run: ParsableCommand {
         let signals = SignalWatcher()
         session.onMachine = { [verbose, unowned session] machine, boots in
             if verbose, let restored = session.restoreMilliseconds, boots == 1 {
-                printNote(String(format: "restored in %.2f ms (snapshot opened and checked, RAM %@, devices and vCPUs loaded)",
-                                 restored, session.spec.restore?.memory == .copy ? "copied" : "mapped"))
+                printNote(String(format: "restored in %.2f ms (snapshot opened and checked in %.2f ms; RAM %@, devices and vCPUs loaded)",
+                                 restored, session.snapshotCheckMilliseconds ?? 0,
+                                 session.spec.restore?.memory == .copy ? "copied" : "mapped"))
             }
             if verbose {
                 printNote("boot #\(boots): \(machine.bootDescription), \(machine.config.cpus) vCPU(s), \(machine.config.memorySize >> 20) MiB")

@@ -53,7 +53,11 @@ extension KVMGuestSuites {
         let guest = try ControlledGuest(cmdline: "ticks=1000000 spin=50000000 fill=8")
         defer { guest.stop() }
         #expect(guest.guest.waitForMoreTicks(2))
+        let before = guest.api.handle(method: "GET", uri: "/vm/snapshot/progress")
+        #expect(try ContractJSON.decode(SnapshotProgress.self, from: before.body).phase == SnapshotProgress.Phase.none)
         let response = guest.api.handle(method: "PUT", uri: "/vm/snapshot", body: Array("{\"path\":\"\(path)\"}".utf8))
+        let after = try ContractJSON.decode(SnapshotProgress.self, from: guest.api.handle(method: "GET", uri: "/vm/snapshot/progress").body)
+        #expect(after == SnapshotProgress(phase: .completed, path: path, ramBytesDone: 32 << 20, ramBytesTotal: 32 << 20))
         #expect(response.status == 200, "\(String(decoding: response.body, as: UTF8.self))")
         let result = try ContractJSON.decode(SnapshotResult.self, from: response.body)
         #expect(result.state == "running")

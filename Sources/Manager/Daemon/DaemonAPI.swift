@@ -67,6 +67,13 @@ extension Daemon {
             guard let running = try controller(name).process else { throw APIError(409, "domain '\(name)' is not running") }
             let answer = try running.control.call(.consoleInput, body: request.body)
             return APIResponse(status: answer.status, contentType: "application/json", body: .bytes(answer.body))
+        case ("GET", "/v1/vms/{name}/save/progress"):
+            // Not on the VM's queue: the save it reports on holds that queue.
+            guard let running = try controller(name).process else { throw APIError(409, "domain '\(name)' is not running") }
+            guard let progress = running.control.answer(SnapshotProgress.self, to: .snapshotProgress) else {
+                throw APIError(502, "domain '\(name)': the VMM did not report snapshot progress")
+            }
+            return .json(200, progress)
         case ("POST", "/v1/restore"):
             return try restore(request.body)
         case ("GET", "/v1/events"):

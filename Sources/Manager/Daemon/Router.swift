@@ -77,6 +77,7 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
         Route(method: "POST", template: "/v1/vms/{name}/suspend"),
         Route(method: "POST", template: "/v1/vms/{name}/resume"),
         Route(method: "POST", template: "/v1/vms/{name}/save"),
+        Route(method: "GET", template: "/v1/vms/{name}/save/progress"),
         Route(method: "POST", template: "/v1/restore"),
         Route(method: "PUT", template: "/v1/vms/{name}/autostart"),
         Route(method: "GET", template: "/v1/vms/{name}/state"),

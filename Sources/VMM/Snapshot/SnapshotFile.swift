@@ -116,8 +116,10 @@ public enum SnapshotFile {
     /// Writes `payload` and `memory` to `path` (through a temporary file beside it, renamed at the
     /// end, so a failed or interrupted save never leaves half a snapshot under the name). Zero
     /// pages are skipped and stay holes. Returns the file's size.
+    /// `progress` is called after each piece of RAM with the bytes done and the total.
     @discardableResult
-    public static func write(_ payload: SnapshotPayload, memory: GuestMemory, to path: String) throws -> UInt64 {
+    public static func write(_ payload: SnapshotPayload, memory: GuestMemory, to path: String,
+                             progress: (UInt64, UInt64) -> Void = { _, _ in }) throws -> UInt64 {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let state = Array(try encoder.encode(payload))
@@ -159,8 +161,16 @@ public enum SnapshotFile {
         try header.withUnsafeBytes { try writeFully(fd, $0, at: 0, path: temporary) }
         try state.withUnsafeBytes { try writeFully(fd, $0, at: stateOffset, path: temporary) }
         var offset = memoryOffset
+        let ramTotal = memory.totalSize
         for bytes in memory.withRegionBytes({ _, bytes in bytes }) {
-            try writeNonZeroPages(fd, bytes, at: offset, path: temporary)
+            // Pieces of 64 MiB, so a progress display moves on a large guest.
+            var start = 0
+            while start < bytes.count {
+                let end = min(bytes.count, start + (64 << 20))
+                try writeNonZeroPages(fd, UnsafeRawBufferPointer(rebasing: bytes[start..<end]), at: offset + UInt64(start), path: temporary)
+                progress(offset + UInt64(end) - memoryOffset, ramTotal)
+                start = end
+            }
             offset += UInt64(bytes.count)
         }
         guard fsync(fd) == 0 else { throw SnapshotError.io(path: temporary, operation: "fsync", errno: errno) }
@@ -194,13 +204,13 @@ public enum SnapshotFile {
         try flush(upTo: bytes.count)
     }
 
+    /// One page of zeros to compare against (memcmp is vectorized even in debug builds).
+    private static let zeroPage = [UInt8](repeating: 0, count: Int(pageSize))
+
     private static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        // Word at a time: the pages are 8-byte aligned.
-        let words = bytes.count / 8
-        let base = bytes.baseAddress!
-        for index in 0..<words where base.load(fromByteOffset: index * 8, as: UInt64.self) != 0 { return false }
-        for index in (words * 8)..<bytes.count where bytes[index] != 0 { return false }
-        return true
+        zeroPage.withUnsafeBytes { zeros in
+            bytes.count <= zeros.count && memcmp(bytes.baseAddress!, zeros.baseAddress!, bytes.count) == 0
+        }
     }
 
     // MARK: Reading

@@ -81,11 +81,16 @@ struct Save: ParsableCommand {
     func run() throws {
         try manage {
             let path = absolutePath(file)
-            // The daemon answers once all guest RAM is on disk: wait as long as it may take.
+            // The daemon answers once all guest RAM is on disk: wait as long as it may take, and
+            // show how far it has come on a terminal meanwhile.
             let client = try connection.client(timeoutSeconds: SnapshotFileBody.saveTimeoutSeconds + 60)
+            let progress = isatty(2) != 0 ? SaveProgressLine(client: try connection.client(timeoutSeconds: 5), name: name) : nil
+            progress?.start()
+            defer { progress?.finish() }
             let answer = try client.decode(ActionResult.self, "POST", "/v1/vms/\(escapedName(name))/save",
                                            body: try JSONEncoder().encode(SnapshotFileBody(path: path)),
                                            action: "Failed to save", name: name)
+            progress?.finish()
             print(answer.message + "\n")
         }
     }

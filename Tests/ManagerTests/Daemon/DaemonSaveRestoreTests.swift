@@ -78,6 +78,21 @@ import Testing
         #expect(try fake.post("/v1/vms/b/destroy").status == 200)
     }
 
+    /// `vireo save`'s progress line reads the VMM's snapshot progress through the daemon, outside
+    /// the VM's queue (which the save itself holds).
+    @Test func saveProgressIsTheVMMsOwn() throws {
+        let fake = try FakeVMMDaemon()
+        _ = try fake.define("vm1")
+        let idle = try fake.client.request("GET", "/v1/vms/vm1/save/progress")
+        #expect(idle.status == 409)
+        #expect(try fake.post("/v1/vms/vm1/start").status == 200)
+        let running = try fake.client.request("GET", "/v1/vms/vm1/save/progress")
+        #expect(running.status == 200)
+        #expect(try ContractJSON.decode(SnapshotProgress.self, from: running.body) == FakeControl.progress)
+        #expect(try fake.client.request("GET", "/v1/vms/nope/save/progress").status == 404)
+        #expect(try fake.post("/v1/vms/vm1/destroy").status == 200)
+    }
+
     @Test func restoreNeedsAFileADefinedVMWasSavedTo() throws {
         let fake = try FakeVMMDaemon()
         try fake.define("vm1")

@@ -93,6 +93,9 @@ final class FakeControl: @unchecked Sendable {
 
     var snapshotRequests: [SnapshotRequest] { lock.lock(); defer { lock.unlock() }; return snapshots }
 
+    /// What `GET /vm/snapshot/progress` reports.
+    static let progress = SnapshotProgress(phase: .writing, path: "/saves/vm1.save", ramBytesDone: 1 << 30, ramBytesTotal: 4 << 30)
+
     /// The disk counters `GET /vm/stats` reports.
     static let disk = DeviceStatistics.Disk(path: "/images/a.img", readRequests: 3, readBytes: 1536, writeRequests: 2,
                                             writeBytes: 1024, flushRequests: 1, errors: 0)
@@ -124,6 +127,8 @@ final class FakeControl: @unchecked Sendable {
             if snapshot.then == .stop { exit(RunStatus(outcome: .saved, detail: "saved to \(snapshot.path)", exitStatus: 0)) }
             return json(200, SnapshotResult(path: snapshot.path, bytes: 13, pausedMilliseconds: 1,
                                             state: snapshot.then == .stop ? "stopped" : "running"))
+        case (ControlRoute.snapshotProgress.method, ControlRoute.snapshotProgress.path):
+            return json(200, Self.progress)
         default:
             return json(404, ControlError(error: "no such resource: \(request.path)"))
         }
