@@ -88,7 +88,7 @@ hash_of() { sha256sum | cut -c1-16; }
 kernel_key=$( { echo "kernel-recipe $KERNEL_RECIPE linux-source-6.1 $source_version"
                 cat "$fragment"; } | hash_of)
 guest_key=$( { echo "guest-recipe $GUEST_RECIPE kernel $kernel_key busybox $busybox_version"
-               gcc --version | head -1; cat "$init_src" "$init_dir/init32.h" "$init_dir/devices32.c" "$cpio_list"; } | hash_of)
+               gcc --version | head -1; cat "$init_src" "$init_dir/init32.h" "$init_dir/devices32.c" "$init_dir/sequence32.c" "$cpio_list"; } | hash_of)
 src_root=$cache/src-$source_version
 src=$src_root/linux-source-6.1
 kernel_dir=$cache/kernel-$kernel_key
@@ -168,7 +168,7 @@ if [ ! -e "$guest_dir/.complete" ]; then
     gcc -m32 -march=i686 -static -nostdlib -ffreestanding -fno-pic -no-pie -O2 \
         -fno-stack-protector -fno-asynchronous-unwind-tables -fno-builtin \
         -Wall -Wextra -Werror -Wl,--build-id=none \
-        -o "$work/init32" "$init_src" "$init_dir/devices32.c" -lgcc || die "compiling $init_src failed"
+        -o "$work/init32" "$init_src" "$init_dir/devices32.c" "$init_dir/sequence32.c" -lgcc || die "compiling $init_src failed"
     if objdump -d "$work/init32" | grep -qwE 'syscall|sysenter'; then
         die "$work/init32 contains syscall/sysenter; it must use int \$0x80 only"
     fi

@@ -329,6 +329,7 @@ __attribute__((noreturn, used)) void init_main(u32 *initial_stack)
         run_shell(); /* returns only if execve failed: fall through to shutting down */
     if (cmdline_has(cmdline, "vireo.devices"))
         run_device_checks(cmdline); /* then waits for the ACPI power button */
+    run_sequence(cmdline); /* with vireo.sequence=N: counts while the host saves and restores the VM */
 
     u32 cmd = REBOOT_CMD_POWER_OFF;
     if (cmdline_has(cmdline, "vireo.reboot")) {

@@ -11,7 +11,7 @@ typedef long long s64;
 enum {
     NR_exit = 1, NR_read = 3, NR_write = 4, NR_open = 5, NR_close = 6, NR_execve = 11,
     NR_time = 13, NR_getpid = 20, NR_mount = 21, NR_pause = 29, NR_setsid = 66, NR_reboot = 88,
-    NR_fsync = 118, NR_sched_getaffinity = 242, NR_socket = 359, NR_connect = 362,
+    NR_fsync = 118, NR_nanosleep = 162, NR_sched_getaffinity = 242, NR_socket = 359, NR_connect = 362,
     NR_clock_gettime64 = 403,
 };
 
@@ -43,5 +43,7 @@ void emit(struct line *l);
 
 /* devices32.c: the user-space half of the virtio/ACPI end-to-end test (vireo.devices). */
 void run_device_checks(const char *cmdline);
+/* sequence32.c: the guest side of the snapshot end-to-end test (vireo.sequence=N). */
+void run_sequence(const char *cmdline);
 
 #endif

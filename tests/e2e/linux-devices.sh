@@ -62,14 +62,11 @@ init32=$(dirname "$(guest_var VIREO_GUEST_INITRAMFS)")/init32
 [ -r "$kernel" ] && [ -r "$init32" ] || { fail "guest build printed no kernel/init32"; finish; }
 
 # The root disk: ext4 made on the host with the init and a file, /dev/console made without root.
-mkdir -p "$work/root/sbin" "$work/root/dev" "$work/root/proc" "$work/root/sys" "$work/root/vireo"
-cp "$init32" "$work/root/sbin/init"
+. "$repo/tests/e2e/lib/root-disk.sh"
+root_tree "$work/root" "$init32"
 echo "written by the host" >"$work/root/vireo/from-host.txt"
 disk=$work/root.img
-truncate -s 64M "$disk"
-mkfs.ext4 -q -F -L vireo-root -d "$work/root" "$disk" || { fail "mkfs.ext4 -d failed"; finish; }
-printf 'cd /dev\nmknod console c 5 1\n' >"$work/mknod.debugfs"
-debugfs -w -f "$work/mknod.debugfs" "$disk" >/dev/null 2>&1
+root_image "$work/root" "$disk" 64M || { fail "mkfs.ext4 -d failed"; finish; }
 mounts_before=$(dumpe2fs -h "$disk" 2>/dev/null | sed -n 's/^Mount count: *//p')
 # A second disk: a qcow2 image (through the same BlockDevice protocol), attached read-only.
 data_disk=$work/data.qcow2

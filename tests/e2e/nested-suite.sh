@@ -34,4 +34,5 @@ run "host-check picks native in L1" profile_check
 run "linux-boot (full)" env VIREO_E2E_KERNEL=bzImage bash "$repo/tests/e2e/linux-boot.sh"
 run "linux-devices (full)" env VIREO_E2E_DEVICES_MODE=full bash "$repo/tests/e2e/linux-devices.sh"
 run "linux-debian (stock kernel)" bash "$repo/tests/e2e/linux-debian.sh"
+run "linux-snapshot (save and restore under a counting guest process)" bash "$repo/tests/e2e/linux-snapshot.sh"
 ! grep -q ' FAILED ' "$results"
