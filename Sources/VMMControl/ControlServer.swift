@@ -25,6 +25,9 @@ public final class ControlServer: SessionEndpoint, @unchecked Sendable {
     private let console: ConsoleLog
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private var channel: Channel?
+    /// Requests being answered: `stop` lets them finish, so the answer to the request that ends
+    /// the VM (a save with then=stop) still reaches its caller.
+    private let inFlight = InFlightRequests()
 
     public init(socketPath: String, api: ControlAPI) {
         self.socketPath = socketPath
@@ -37,12 +40,12 @@ public final class ControlServer: SessionEndpoint, @unchecked Sendable {
         if lstat(socketPath, &info) == 0, (info.st_mode & S_IFMT) != S_IFSOCK {
             throw ControlServerError.pathInUse(socketPath)
         }
-        let api = self.api, console = self.console
+        let api = self.api, console = self.console, inFlight = self.inFlight
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 16)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
-                    channel.pipeline.addHandler(ControlHandler(api: api, console: console))
+                    channel.pipeline.addHandler(ControlHandler(api: api, console: console, inFlight: inFlight))
                 }
             }
         do {
@@ -53,8 +56,10 @@ public final class ControlServer: SessionEndpoint, @unchecked Sendable {
         chmod(socketPath, 0o600)
     }
 
-    /// Closes the socket (removing its file) and joins the event-loop thread.
+    /// Closes the socket (removing its file) and joins the event-loop thread, once the requests
+    /// being answered have been (at most 10 s).
     public func stop() {
+        inFlight.waitUntilIdle(timeoutSeconds: 10)
         try? channel?.close().wait()
         channel = nil
         try? group.syncShutdownGracefully()
@@ -73,6 +78,7 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private let api: ControlAPI
     private let console: ConsoleLog
+    private let inFlight: InFlightRequests
     private var head: HTTPRequestHead?
     private var bodyBytes = 0
     private var body: [UInt8] = []
@@ -80,9 +86,10 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Console bytes waiting to be written, batched so a burst becomes one write.
     private let pending = NIOLockedValueBox<(bytes: [UInt8], scheduled: Bool)>(([], false))
 
-    init(api: ControlAPI, console: ConsoleLog) {
+    init(api: ControlAPI, console: ConsoleLog, inFlight: InFlightRequests) {
         self.api = api
         self.console = console
+        self.inFlight = inFlight
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -108,14 +115,18 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
             let api = self.api
             let requestBody = body
             body = []
+            let inFlight = self.inFlight
+            inFlight.begin()
             DispatchQueue.global().async {
                 let response = api.handle(method: request.method.rawValue, uri: request.uri, body: requestBody)
                 loop.execute {
                     let (handler, context) = bound.value
                     if response.followConsole {
+                        // A stream never ends by itself: it does not hold up a stop.
                         handler.startFollowing(context: context)
+                        inFlight.end()
                     } else {
-                        handler.write(response, keepAlive: keepAlive, context: context)
+                        handler.write(response, keepAlive: keepAlive, context: context).whenComplete { _ in inFlight.end() }
                     }
                 }
             }
@@ -128,7 +139,8 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         context.fireChannelInactive()
     }
 
-    private func write(_ response: ControlAPI.Response, keepAlive: Bool, context: ChannelHandlerContext) {
+    @discardableResult
+    private func write(_ response: ControlAPI.Response, keepAlive: Bool, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: response.contentType)
         headers.add(name: "content-length", value: String(response.body.count))
@@ -143,6 +155,7 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
             let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }
         }
+        return done
     }
 
     /// Chunked response: the recent output, then every byte the guest prints from now on.
@@ -180,5 +193,26 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         guard !bytes.isEmpty, context.channel.isActive else { return }
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+    }
+}
+
+/// A count of requests being answered, and a bounded wait for it to reach zero.
+final class InFlightRequests: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var count = 0
+
+    func begin() {
+        condition.lock(); count += 1; condition.unlock()
+    }
+
+    func end() {
+        condition.lock(); count -= 1; condition.broadcast(); condition.unlock()
+    }
+
+    func waitUntilIdle(timeoutSeconds: Double) {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        condition.lock()
+        while count > 0, condition.wait(until: deadline) {}
+        condition.unlock()
     }
 }
