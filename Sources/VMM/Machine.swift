@@ -10,12 +10,17 @@ import Glibc
 /// The machine's first-wins exit latch; devices and vCPUs report into it, `run` waits on it.
 final class ExitLatch: MachineEventSink, @unchecked Sendable {
     let outcome = Guarded<MachineExit?>(nil)
+    /// Mirrors `outcome != nil` for the vCPU exit path, which checks it after every exit.
+    private let decided = Atomic<Bool>(false)
 
     func request(_ exit: MachineExit) {
-        outcome.update { if $0 == nil { $0 = exit } }
+        outcome.update {
+            if $0 == nil { $0 = exit }
+            decided.store(true, ordering: .releasing)
+        }
     }
 
-    var hasOutcome: Bool { outcome.read { $0 != nil } }
+    var hasOutcome: Bool { decided.load(ordering: .acquiring) }
 
     func machineEvent(_ event: MachineEvent) {
         switch event {

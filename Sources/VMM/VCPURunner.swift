@@ -47,6 +47,9 @@ final class VCPURunner: @unchecked Sendable {
     let vcpu: VCPU
     private let context: ExitContext
     let control = Guarded(VCPUControl())
+    /// Set (under `control`'s lock) whenever a request is posted: the exit path reads this one
+    /// atomic instead of taking the lock on every exit.
+    private let requestPosted = Atomic<Bool>(true)
     private let kicker: VCPUKicker
     private var thread: pthread_t?
     /// Exits handled, for stats (read from other threads, hence atomic).
@@ -68,7 +71,10 @@ final class VCPURunner: @unchecked Sendable {
 
     /// Asks the thread to move to `request` and forces it out of the guest.
     func request(_ request: VCPUControl.Request) {
-        control.update { $0.request = request }
+        control.update {
+            $0.request = request
+            requestPosted.store(true, ordering: .releasing)
+        }
         if let thread { kicker.kick(thread: thread) }
     }
 
@@ -106,11 +112,18 @@ final class VCPURunner: @unchecked Sendable {
         VCPUKicker.prepareVCPUThread(id: vcpu.id)
         defer { control.update { $0.finished = true; $0.parked = false } }
         while true {
-            let request = control.read { $0.request }
-            if request == .stop { return }
-            if request == .pause {
-                park()
-                continue
+            if requestPosted.load(ordering: .acquiring) {
+                // Read and acknowledge together, so a request posted meanwhile is never lost.
+                let request = control.update { control -> VCPUControl.Request in
+                    requestPosted.store(false, ordering: .relaxed)
+                    return control.request
+                }
+                if request == .stop { return }
+                if request == .pause {
+                    park()
+                    requestPosted.store(true, ordering: .releasing)  // look again after parking
+                    continue
+                }
             }
             let exit: VCPUExit
             do {

@@ -87,21 +87,21 @@ public enum SnapshotFile {
             case .mapped:
                 return try GuestMemory(mapping: fd, ranges: regions.map { (GuestAddress($0.start), $0.size, $0.fileOffset) })
             case .copy:
+                // Straight from the file into guest RAM (the layout was validated: the regions are
+                // the memory's own, in order), in 64 MiB reads of the file's data extents only:
+                // its holes are zero pages, which fresh memory already is.
                 let memory = try GuestMemory(ranges: regions.map { (GuestAddress($0.start), $0.size) })
-                let chunk = 4 << 20
-                var buffer = [UInt8](repeating: 0, count: chunk)
-                for region in regions {
-                    var done: UInt64 = 0
-                    while done < region.size {
-                        let count = Int(min(UInt64(chunk), region.size - done))
-                        try buffer.withUnsafeMutableBytes { raw in
-                            try SnapshotFile.readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<count]),
-                                                       at: region.fileOffset + done, path: path)
+                for (index, region) in regions.enumerated() {
+                    try memory.withMutableRegionBytes(index) { bytes in
+                        for extent in SnapshotFile.dataExtents(fd, from: region.fileOffset, length: UInt64(bytes.count)) {
+                            var done = extent.lowerBound
+                            while done < extent.upperBound {
+                                let count = min(64 << 20, extent.upperBound - done)
+                                try SnapshotFile.readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: bytes[done..<(done + count)]),
+                                                           at: region.fileOffset + UInt64(done), path: path)
+                                done += count
+                            }
                         }
-                        try buffer.withUnsafeBytes { raw in
-                            try memory.write(UnsafeRawBufferPointer(rebasing: raw[0..<count]), to: GuestAddress(region.start + done))
-                        }
-                        done += UInt64(count)
                     }
                 }
                 return memory
@@ -356,6 +356,28 @@ public enum SnapshotFile {
             }
             done += count
         }
+    }
+
+    /// The parts of [start, start + length) of the file that hold data, relative to `start`
+    /// (SEEK_DATA/SEEK_HOLE); the whole range where the file system cannot tell.
+    static func dataExtents(_ fd: Int32, from start: UInt64, length: UInt64) -> [Range<Int>] {
+        let end = off_t(start + length)
+        var extents: [Range<Int>] = []
+        var cursor = off_t(start)
+        while cursor < end {
+            let data = lseek(fd, cursor, 3 /* SEEK_DATA */)
+            if data < 0 {
+                // ENXIO: no data after cursor (the rest is a hole). Anything else: read it all.
+                if errno != ENXIO { extents.append(Int(cursor - off_t(start))..<Int(length)) }
+                break
+            }
+            guard data < end else { break }
+            var hole = lseek(fd, data, 4 /* SEEK_HOLE */)
+            if hole < 0 || hole > end { hole = end }
+            extents.append(Int(data - off_t(start))..<Int(hole - off_t(start)))
+            cursor = hole
+        }
+        return extents
     }
 
     private static func readBytes(_ fd: Int32, count: Int, at offset: UInt64, path: String) throws -> [UInt8] {
