@@ -203,7 +203,8 @@ public final class Machine: @unchecked Sendable {
         // PCI with the virtio devices; their I/O threads start with the vCPUs.
         pci = try PCIPlatform(vm: vm, memory: memory, resources: resources, pioBus: pioBus, mmioBus: mmioBus,
                               events: latch, consoleOutput: serialOutput,
-                              onConsoleInputSpace: { inputSpace.update { $0 &+= 1 } }, restoring: saved?.pci, log: log)
+                              onConsoleInputSpace: { inputSpace.update { $0 &+= 1 } }, restoring: saved?.pci,
+                              restoringRoot: saved?.pciRoot, log: log)
 
         switch origin {
         case let .boot(rngSeed, _):

@@ -48,7 +48,7 @@ final class PCIPlatform: @unchecked Sendable {
     init(vm: VirtualMachine, memory: GuestMemory, resources: MachineResources, pioBus: Bus, mmioBus: Bus,
          events: any MachineEventSink, consoleOutput: any SerialOutput,
          onConsoleInputSpace: (@Sendable () -> Void)?, restoring saved: [PCIFunctionState]? = nil,
-         log: @escaping @Sendable (String) -> Void) throws {
+         restoringRoot savedRoot: PCIRootComplex.SavedState? = nil, log: @escaping @Sendable (String) -> Void) throws {
         self.vm = vm
         self.log = log
         let options = resources.devices
@@ -58,6 +58,7 @@ final class PCIPlatform: @unchecked Sendable {
         try pioBus.insert(root.configPorts, base: PCIConfigPorts.basePort, length: PCIConfigPorts.portCount)
         try mmioBus.insert(root.ecam, base: X86Layout.pciECAMBase, length: X86Layout.pciECAMSize)
         try mmioBus.insert(root.mmio32Window, base: root.mmio32Window.base, length: root.mmio32Window.length)
+        if let savedRoot { try root.restore(savedRoot) }
         if let saved, saved.count != options.deviceCount {
             throw MachineStateError.mismatch("the snapshot has \(saved.count) PCI functions, this machine \(options.deviceCount)")
         }

@@ -45,6 +45,23 @@ import Testing
         }
     }
 
+    /// A snapshot between a guest's write to 0xCF8 and its access to 0xCFC: the restored root
+    /// answers the register the guest selected, and keeps the host bridge's command register.
+    @Test func savedStateCarriesTheLatchAndTheHostBridge() throws {
+        let (root, _, _, _) = try makeRootWithFunction()
+        let driver = ConfigPortsDriver(ports: root.configPorts)
+        driver.write(hostBridge, 0x04, size: 2, value: 0x0006)
+        root.configPorts.write(offset: 0, size: 4, value: 0x8000_0000)   // host bridge, register 0
+        let saved = root.savedState
+        let (restored, _, _, _) = try makeRootWithFunction()
+        try restored.restore(saved)
+        #expect(restored.configPorts.read(offset: 4, size: 2) == 0x8086)   // 0xCFC without a new latch write
+        #expect(ConfigPortsDriver(ports: restored.configPorts).read(hostBridge, 0x04, size: 2) == 0x0006)
+        var hostile = saved
+        hostile.configAddress = 0x8000_0003
+        #expect(throws: DeviceStateError.self) { try restored.restore(hostile) }
+    }
+
     @Test func onlyDwordWritesToCF8LatchTheAddress() throws {
         let (root, _, _, function) = try makeRootWithFunction()
         let ports = root.configPorts

@@ -109,6 +109,7 @@ extension KVMGuestSuites {
             ("wrong shape", { $0.state.vcpus[0].fpu = [1, 2, 3] }),
             ("wrong shape", { $0.state.platform.pit = [] }),
             ("CMOS RTC state: index 0xc8", { $0.state.devices.rtc.index = 200 }),
+            ("0xCF8 address latch", { $0.state.pciRoot.configAddress = 0x8000_0001 }),
         ]
         for (expected, change) in cases {
             let path = try Self.withPayload(change)

@@ -9,6 +9,8 @@ public final class PCIConfigPorts: BusDevice {
     public static let basePort: UInt64 = 0xCF8
     public static let portCount: UInt64 = 8
     static let enableBit: UInt32 = 1 << 31
+    /// The bits of 0xCF8 the latch keeps: enable, bus, device, function, dword register.
+    static let addressLatchMask: UInt32 = 0x80FF_FFFC
     /// Offset of 0xCF9, the PC reset control register, within this range.
     static let resetControlOffset: UInt64 = 1
     static let resetCPUBit: UInt64 = 1 << 2
@@ -46,7 +48,7 @@ public final class PCIConfigPorts: BusDevice {
         if offset < 4 {
             if offset == 0, size == 4 {
                 // Bits 1:0 are reserved and read back as zero; bits 30:24 are reserved too.
-                topology.state.withLock { $0.configAddress = UInt32(truncatingIfNeeded: value) & 0x80FF_FFFC }
+                topology.state.withLock { $0.configAddress = UInt32(truncatingIfNeeded: value) & Self.addressLatchMask }
             } else if offset == Self.resetControlOffset, size == 1, value & Self.resetCPUBit != 0 {
                 resetSink?.machineEvent(.reset)
             }

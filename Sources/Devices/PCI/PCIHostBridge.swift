@@ -18,4 +18,13 @@ public final class PCIHostBridge: PCIDevice {
     public func barRead(_ index: Int, offset: UInt64, size: Int) -> UInt64 { pciAllOnes(size: size) }
     public func barWrite(_ index: Int, offset: UInt64, size: Int, value: UInt64) {}
     public func decodedBARs() -> [PCIBARMapping] { [] }
+
+    /// The configuration space as the guest left it (command register, ...), for snapshots.
+    var configSpace: PCIConfigSpace { config.withLock { $0 } }
+
+    /// Takes a saved configuration space, refusing one this bridge could not have.
+    func restore(config saved: PCIConfigSpace) throws(DeviceStateError) {
+        try saved.validateRestored(as: configSpace, device: "PCI host bridge")
+        config.withLock { $0 = saved }
+    }
 }

@@ -29,6 +29,29 @@ public final class PCIRootComplex: Sendable {
     public let ioWindow: PCIBARWindow?
     public let ecamBase: UInt64
     public let ecamSize: UInt64
+    let hostBridge: PCIHostBridge
+
+    /// What the root itself remembers besides its functions, for snapshots: the 0xCF8 address
+    /// latch (a snapshot may fall between a guest's write to 0xCF8 and its access to 0xCFC) and
+    /// the host bridge's configuration space.
+    public struct SavedState: Codable, Equatable, Sendable {
+        public var configAddress: UInt32
+        public var hostBridge: PCIConfigSpace
+    }
+
+    public var savedState: SavedState {
+        SavedState(configAddress: topology.state.withLock { $0.configAddress }, hostBridge: hostBridge.configSpace)
+    }
+
+    /// Restores `savedState`, checked like any untrusted input.
+    public func restore(_ saved: SavedState) throws(DeviceStateError) {
+        guard saved.configAddress & ~PCIConfigPorts.addressLatchMask == 0 else {
+            throw DeviceStateError(device: "PCI root", field: "0xCF8 address latch",
+                                   problem: "0x\(String(saved.configAddress, radix: 16)) sets bits the latch does not keep")
+        }
+        try hostBridge.restore(config: saved.hostBridge)
+        topology.state.withLock { $0.configAddress = saved.configAddress }
+    }
 
     /// `resetSink` receives `.reset` when the guest writes the reset bit of the PC reset control
     /// register at 0xCF9 (Linux `reboot=pci`); ECAM must be whole buses of 1 MiB.
@@ -53,6 +76,7 @@ public final class PCIRootComplex: Sendable {
         }
         if let io, io.upperBound > 0x1_0000 { throw .invalidWindow("io window ends above 64 KiB") }
         let bridge = PCIHostBridge()
+        hostBridge = bridge
         let topology = PCITopology(hostBridge: bridge, mmio32: mmio32, mmio64: mmio64, io: io)
         self.topology = topology
         configPorts = PCIConfigPorts(topology: topology, resetSink: resetSink)

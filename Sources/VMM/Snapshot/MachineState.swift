@@ -10,6 +10,8 @@ public struct MachineState: Codable, Equatable, Sendable {
     public var devices: DeviceStates
     /// One entry per virtio-pci function, in slot order.
     public var pci: [PCIFunctionState]
+    /// The PCI root's own: the 0xCF8 latch and the host bridge's configuration space.
+    public var pciRoot: PCIRootComplex.SavedState
 
     public struct DeviceStates: Codable, Equatable, Sendable {
         public var serial: Serial16550State
@@ -53,6 +55,7 @@ extension Machine {
             platform: try vm.captureState(),
             devices: .init(serial: serial.state, i8042: i8042.state, rtc: rtc.state, fwCfg: fwCfg.state,
                            acpiPM: acpiPM.state),
-            pci: pci.captureState())
+            pci: pci.captureState(),
+            pciRoot: pci.root.savedState)
     }
 }
