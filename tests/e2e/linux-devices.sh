@@ -53,16 +53,10 @@ finish() {
 }
 
 if [ ! -x "$vireo" ]; then fail "no vireo at $vireo (swift build first)"; finish; fi
-# VIREO_GUEST_* already set (the nested test host, whose view of the cache is read-only): use them.
-if [ -n "${VIREO_GUEST_INITRAMFS:-}" ]; then guest_vars=$(env | grep "^VIREO_GUEST_")
-else guest_vars=$("$repo/scripts/build-linux-guest.sh") || { fail "scripts/build-linux-guest.sh failed"; finish; }; fi
-guest_var() { printf '%s\n' "$guest_vars" | sed -n "s/^$1=//p" | tail -1; }
-kernel=$(guest_var VIREO_GUEST_BZIMAGE)
-init32=$(dirname "$(guest_var VIREO_GUEST_INITRAMFS)")/init32
-[ -r "$kernel" ] && [ -r "$init32" ] || { fail "guest build printed no kernel/init32"; finish; }
+. "$repo/tests/e2e/lib/guest.sh"
+guest_files "$repo" || { fail "$guest_error"; finish; }
 
 # The root disk: ext4 made on the host with the init and a file, /dev/console made without root.
-. "$repo/tests/e2e/lib/root-disk.sh"
 root_tree "$work/root" "$init32"
 echo "written by the host" >"$work/root/vireo/from-host.txt"
 disk=$work/root.img

@@ -45,14 +45,8 @@ if [ "$profile" = emulated-kernel-mode ]; then
     note "host profile emulated-kernel-mode: guest processes cannot make system calls here; run it in the nested test host (scripts/nested-host.sh)"
     exit 77
 fi
-if [ -n "${VIREO_GUEST_INITRAMFS:-}" ]; then guest_vars=$(env | grep "^VIREO_GUEST_")
-else guest_vars=$("$repo/scripts/build-linux-guest.sh") || { fail "scripts/build-linux-guest.sh failed"; finish; }; fi
-guest_var() { printf '%s\n' "$guest_vars" | sed -n "s/^$1=//p" | tail -1; }
-kernel=$(guest_var VIREO_GUEST_BZIMAGE)
-init32=$(dirname "$(guest_var VIREO_GUEST_INITRAMFS)")/init32
-[ -r "$kernel" ] && [ -r "$init32" ] || { fail "guest build printed no kernel/init32"; finish; }
-
-. "$repo/tests/e2e/lib/root-disk.sh"
+. "$repo/tests/e2e/lib/guest.sh"
+guest_files "$repo" || { fail "$guest_error"; finish; }
 root_tree "$work/root" "$init32"
 disk=$work/root.img
 root_image "$work/root" "$disk" 64M || { fail "mkfs.ext4 -d failed"; finish; }
