@@ -52,6 +52,26 @@ public final class VirtualMachine: Sendable {
         _ = try retryingEINTR("KVM_SET_USER_MEMORY_REGION") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_USER_MEMORY_REGION, &region) }
     }
 
+    /// The pages of memory slot `slot` (`pageCount` 4 KiB pages, registered with
+    /// `logDirtyPages`) written since the last call, as a bitmap of 64-bit words, bit i = page i;
+    /// KVM clears the log as it hands it over (KVM_GET_DIRTY_LOG). The ground for pre-copy
+    /// migration: each round sends what the guest dirtied during the previous one.
+    public func takeDirtyLog(slot: UInt32, pageCount: Int) throws(KVMError) -> [UInt64] {
+        var bitmap = [UInt64](repeating: 0, count: (pageCount + 63) / 64)
+        let descriptor = fd.raw
+        let failure: Int32 = bitmap.withUnsafeMutableBytes { raw in
+            var log = kvm_dirty_log()
+            log.slot = slot
+            log.dirty_bitmap = raw.baseAddress
+            while ckvm_ioctl_ptr(descriptor, CKVM_GET_DIRTY_LOG, &log) < 0 {
+                if errno != EINTR { return errno }
+            }
+            return 0
+        }
+        guard failure == 0 else { throw KVMError.ioctlFailed("KVM_GET_DIRTY_LOG", errno: failure) }
+        return bitmap
+    }
+
     /// Drives an interrupt line (GSI) of the in-kernel irqchip to `level`.
     public func setIRQLine(_ irq: UInt32, level: Bool) throws(KVMError) {
         var line = kvm_irq_level()

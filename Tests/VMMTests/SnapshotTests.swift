@@ -1,4 +1,5 @@
 import Foundation
+import GuestMemory
 import KVM
 import Testing
 @testable import VMM
@@ -177,5 +178,29 @@ extension KVMGuestSuites.SnapshotTests {
         #expect(answer.contains("\"state\":\"stopped\""), "\(answer)")
         #expect(guest.waitForEnd() == 0)
         #expect(!FileManager.default.fileExists(atPath: socket))
+    }
+}
+
+extension KVMGuestSuites.SnapshotTests {
+    /// Dirty-page logging, the ground for pre-copy migration: a running counting guest dirties a
+    /// few pages (its stack) each round, far fewer than its RAM; a paused one dirties none.
+    @Test func dirtyPageLoggingSeesWhatTheGuestWrites() throws {
+        let guest = try SessionGuest(guest: "mb-user.elf", cmdline: "ticks=1000000 spin=50000000 fill=8")
+        defer { guest.stop() }
+        #expect(guest.waitForMoreTicks(1))
+        let machine = guest.machine
+        #expect(throws: (any Error).self) { _ = try machine.takeDirtyPages() }   // not logging yet
+        try machine.startDirtyPageLogging()
+        _ = try machine.takeDirtyPages()
+        #expect(guest.waitForMoreTicks(3))
+        let running = try machine.takeDirtyPages()
+        let pages = Int(machine.memory.totalSize / 4096)
+        #expect(running.count > 0 && running.count < pages / 4, "\(running.count) of \(pages)")
+        #expect(running.addresses(in: machine.memory).allSatisfy { machine.memory.isValid(GuestAddress($0), length: 4096) })
+        try guest.session.pause()
+        _ = try machine.takeDirtyPages()
+        usleep(200_000)
+        #expect(try machine.takeDirtyPages().count == 0)
+        try guest.session.resume()
     }
 }

@@ -20,6 +20,7 @@ extern const unsigned long CKVM_GET_VCPU_MMAP_SIZE;
 extern const unsigned long CKVM_GET_SUPPORTED_CPUID;
 extern const unsigned long CKVM_CREATE_VCPU;
 extern const unsigned long CKVM_SET_USER_MEMORY_REGION;
+extern const unsigned long CKVM_GET_DIRTY_LOG;
 extern const unsigned long CKVM_SET_TSS_ADDR;
 extern const unsigned long CKVM_SET_IDENTITY_MAP_ADDR;
 extern const unsigned long CKVM_CREATE_IRQCHIP;
