@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "Devices"),
         .target(name: "Storage", dependencies: ["CZlib", "CZstd"]),
         .target(name: "VMM", dependencies: [
-            "KVM", "GuestMemory", "Boot", "Devices", "Virtio", "Storage", "CCrypto", "VMContract",
+            "KVM", "GuestMemory", "Boot", "Devices", "Virtio", "Storage", "CCrypto", "CZlib", "VMContract",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The per-VM control API (HTTP over a Unix socket), kept out of the VMM core.

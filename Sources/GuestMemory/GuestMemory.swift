@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,6 +22,12 @@ public struct GuestMemoryRegion: Sendable {
 /// and lengths are hostile input. The mappings are released in deinit.
 public final class GuestMemory: @unchecked Sendable {
     public let regions: [GuestMemoryRegion]
+    /// Pages written through `write`/`zero` (the devices' writes) while tracking is on: per
+    /// region, one bit per 4 KiB page. KVM's dirty log sees only what the guest's vCPUs write;
+    /// a migration also needs what the VMM wrote on the devices' behalf.
+    private let writeTracking = Mutex<[[UInt64]]?>(nil)
+    /// Mirrors `writeTracking != nil`, so that writes pay one atomic load while it is off.
+    private let tracking = Atomic<Bool>(false)
 
     /// Total bytes of RAM across all regions.
     public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
@@ -172,6 +179,7 @@ public final class GuestMemory: @unchecked Sendable {
         try forEachChunk(address, length: UInt64(bytes.count)) { host, done, count in
             host.copyMemory(from: bytes.baseAddress! + done, byteCount: count)
         }
+        if tracking.load(ordering: .acquiring) { markWritten(address.raw, length: UInt64(bytes.count)) }
     }
 
     public func readBytes(at address: GuestAddress, count: Int) throws -> [UInt8] {
@@ -202,6 +210,51 @@ public final class GuestMemory: @unchecked Sendable {
     public func zero(at address: GuestAddress, length: UInt64) throws {
         try forEachChunk(address, length: length) { host, _, count in
             host.initializeMemory(as: UInt8.self, repeating: 0, count: count)
+        }
+        if tracking.load(ordering: .acquiring) { markWritten(address.raw, length: length) }
+    }
+
+    // MARK: Write tracking (for migration)
+
+    /// From now on, remembers which pages `write` and `zero` touch (until `stopWriteTracking`).
+    public func startWriteTracking() {
+        writeTracking.withLock { bitmaps in
+            bitmaps = regions.map { [UInt64](repeating: 0, count: Int(($0.size / 4096 + 63) / 64)) }
+            tracking.store(true, ordering: .releasing)
+        }
+    }
+
+    public func stopWriteTracking() {
+        writeTracking.withLock { bitmaps in
+            tracking.store(false, ordering: .releasing)
+            bitmaps = nil
+        }
+    }
+
+    /// The pages written since tracking started or since the last call (per region, one bit per
+    /// page; empty bitmaps while tracking is off), and forgets them.
+    public func takeWrittenPages() -> [[UInt64]] {
+        writeTracking.withLock { bitmaps in
+            guard let current = bitmaps else { return regions.map { [UInt64](repeating: 0, count: Int(($0.size / 4096 + 63) / 64)) } }
+            bitmaps = current.map { [UInt64](repeating: 0, count: $0.count) }
+            return current
+        }
+    }
+
+    /// Marks the pages of a range that was just written (validated by the write itself).
+    private func markWritten(_ address: UInt64, length: UInt64) {
+        guard length > 0 else { return }
+        writeTracking.withLock { bitmaps in
+            guard bitmaps != nil else { return }
+            var cursor = address
+            let end = address + length
+            while cursor < end, let index = regionIndex(for: cursor) {
+                let region = regions[index]
+                let stop = min(end, region.end)
+                let first = (cursor - region.start.raw) / 4096, last = (stop - 1 - region.start.raw) / 4096
+                for page in first...last { bitmaps![index][Int(page / 64)] |= 1 << (page % 64) }
+                cursor = stop
+            }
         }
     }
 }

@@ -11,6 +11,9 @@ public enum ControlRoute: String, CaseIterable, Sendable {
     case shutdown = "/vm/shutdown"
     case snapshot = "/vm/snapshot"
     case snapshotProgress = "/vm/snapshot/progress"
+    case migrate = "/vm/migrate"
+    case migration = "/vm/migration"
+    case migrateCancel = "/vm/migrate/cancel"
     case console = "/console"
     case consoleInput = "/console/input"
 
@@ -19,8 +22,8 @@ public enum ControlRoute: String, CaseIterable, Sendable {
     /// The one method each resource takes.
     public var method: String {
         switch self {
-        case .info, .stats, .console, .snapshotProgress: "GET"
-        case .pause, .resume, .stop, .shutdown, .snapshot: "PUT"
+        case .info, .stats, .console, .snapshotProgress, .migration: "GET"
+        case .pause, .resume, .stop, .shutdown, .snapshot, .migrate, .migrateCancel: "PUT"
         case .consoleInput: "POST"
         }
     }
@@ -56,6 +59,8 @@ public struct VMInfo: Codable, Equatable, Sendable {
     public var powerButtonPending: Bool
     /// Set when this run resumed a snapshot (virsh's "running (restored)").
     public var restoredFrom: String?
+    /// Set when this run received the VM by migration (virsh's "running (migrated)"): the source.
+    public var migratedFrom: String?
 
     enum CodingKeys: String, CodingKey {
         case state, vcpus, boot, cmdline, outcome
@@ -64,14 +69,17 @@ public struct VMInfo: Codable, Equatable, Sendable {
         case powerButtonEnabled = "power_button_enabled"
         case powerButtonPending = "power_button_pending"
         case restoredFrom = "restored_from"
+        case migratedFrom = "migrated_from"
     }
 
     public init(state: String, vcpus: Int, memoryBytes: UInt64, boot: String, cmdline: String, hostProfile: String,
-                outcome: String?, powerButtonEnabled: Bool, powerButtonPending: Bool, restoredFrom: String?) {
+                outcome: String?, powerButtonEnabled: Bool, powerButtonPending: Bool, restoredFrom: String?,
+                migratedFrom: String? = nil) {
         self.state = state; self.vcpus = vcpus; self.memoryBytes = memoryBytes; self.boot = boot
         self.cmdline = cmdline; self.hostProfile = hostProfile; self.outcome = outcome
         self.powerButtonEnabled = powerButtonEnabled; self.powerButtonPending = powerButtonPending
         self.restoredFrom = restoredFrom
+        self.migratedFrom = migratedFrom
     }
 }
 

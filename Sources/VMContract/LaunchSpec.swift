@@ -66,16 +66,21 @@ public struct LaunchSpec: Codable, Equatable, Sendable {
     public var kernelCache: Bool
     /// Resume this snapshot instead of booting `kernel`.
     public var restore: RestoreSource?
+    /// Receive the VM by migration on this address (`tcp:HOST:PORT`, `unix:PATH`) instead of
+    /// booting `kernel`: the machine is the one the source sends.
+    public var incoming: String?
 
     public init(kernel: String? = nil, initrd: String? = nil, cmdline: String = "", cpus: Int = 1,
                 memoryBytes: UInt64 = 512 << 20, onReboot: RebootAction = .exit, bootProtocol: BootProtocolChoice = .auto,
                 hostProfile: HostProfileChoice = .auto, devices: DeviceOptions = DeviceOptions(), apiSocket: String? = nil,
-                serialLog: String? = nil, statusFile: String? = nil, kernelCache: Bool = true, restore: RestoreSource? = nil) {
+                serialLog: String? = nil, statusFile: String? = nil, kernelCache: Bool = true, restore: RestoreSource? = nil,
+                incoming: String? = nil) {
         self.version = Self.currentVersion
         self.kernel = kernel; self.initrd = initrd; self.cmdline = cmdline; self.cpus = cpus
         self.memoryBytes = memoryBytes; self.onReboot = onReboot; self.bootProtocol = bootProtocol
         self.hostProfile = hostProfile; self.devices = devices; self.apiSocket = apiSocket
         self.serialLog = serialLog; self.statusFile = statusFile; self.kernelCache = kernelCache; self.restore = restore
+        self.incoming = incoming
     }
 
     /// Launch files are small; anything larger is not one.

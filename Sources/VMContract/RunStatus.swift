@@ -13,6 +13,8 @@ public struct RunStatus: Codable, Equatable, Sendable {
         case poweroff, reset, stopped, failed, signal
         /// Stopped after writing a snapshot (virsh save): the snapshot is now the VM.
         case saved
+        /// Stopped after a migration handed the VM to another process (virsh's "shut off (migrated)").
+        case migrated
         case debugExit = "debug-exit"
     }
 

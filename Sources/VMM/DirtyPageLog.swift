@@ -38,6 +38,14 @@ extension Machine {
         }
     }
 
+    /// Registers the RAM regions again without logging (after a migration that did not hand over).
+    public func stopDirtyPageLogging() throws {
+        for (slot, region) in memory.regions.enumerated() {
+            try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.start.raw, size: region.size,
+                                       hostAddress: region.hostAddress, logDirtyPages: false)
+        }
+    }
+
     /// The pages written by the guest since logging started or since the last call.
     public func takeDirtyPages() throws -> DirtyPages {
         DirtyPages(bitmaps: try memory.regions.enumerated().map { slot, region in

@@ -46,6 +46,8 @@ public enum MachineOrigin: @unchecked Sendable {
     /// file or copied from it), `state` everything else; `cmdline` is what the guest was booted with.
     /// `paused`: the vCPUs stay parked after `start()` until `resume()`.
     case snapshot(MachineState, memory: GuestMemory, cmdline: String, source: String, paused: Bool = false)
+    /// Resume a machine received by live migration from `peer` (RAM and state as for a snapshot).
+    case incoming(MachineState, memory: GuestMemory, cmdline: String, peer: String, paused: Bool = false)
 }
 
 /// A PC assembled from a validated `VMConfig` and resolved host resources: KVM VM with in-kernel
@@ -62,6 +64,8 @@ public final class Machine: @unchecked Sendable {
     public let effectiveCmdline: String
     /// The snapshot this machine resumed, if it did.
     public let restoredFrom: String?
+    /// The migration source this machine came from, if it did.
+    public let migratedFrom: String?
     public let pioBus = Bus()
     public let mmioBus = Bus()
     public let serial: Serial16550
@@ -139,7 +143,8 @@ public final class Machine: @unchecked Sendable {
         case .boot:
             memory = try GuestMemory(ranges: X86Layout.ramRanges(memorySize: config.memorySize))
             restoredFrom = nil
-        case let .snapshot(state, restoredMemory, _, source, paused):
+            migratedFrom = nil
+        case .snapshot(let state, let restoredMemory, _, _, let paused), .incoming(let state, let restoredMemory, _, _, let paused):
             startPaused = paused
             guard state.vcpus.count == config.cpus else {
                 throw MachineStateError.mismatch("\(state.vcpus.count) vCPU states for \(config.cpus) vCPUs")
@@ -150,7 +155,16 @@ public final class Machine: @unchecked Sendable {
             }
             memory = restoredMemory
             saved = state
-            restoredFrom = source
+            if case let .incoming(_, _, _, peer, _) = origin {
+                restoredFrom = nil
+                migratedFrom = peer
+            } else if case let .snapshot(_, _, _, source, _) = origin {
+                restoredFrom = source
+                migratedFrom = nil
+            } else {
+                restoredFrom = nil
+                migratedFrom = nil
+            }
         }
 
         vm = try system.createVM()
@@ -223,6 +237,10 @@ public final class Machine: @unchecked Sendable {
             bootPlan = nil
             bootDescription = "snapshot \(source)"
             effectiveCmdline = cmdline
+        case let .incoming(_, _, cmdline, peer, _):
+            bootPlan = nil
+            bootDescription = "migration from \(peer)"
+            effectiveCmdline = cmdline
         }
 
         let supported = try system.supportedCPUID().map {
@@ -269,7 +287,7 @@ public final class Machine: @unchecked Sendable {
         guard startedFlag.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
         VCPUKicker.installSignalHandler()
         do { try pci.start() } catch { latch.request(.failed("\(error)")) }
-        if restoredFrom != nil { pci.kickRestoredQueues() }
+        if restoredFrom != nil || migratedFrom != nil { pci.kickRestoredQueues() }
         if startPaused { for runner in runners { runner.request(.pause) } }
         for runner in runners where !runner.start() {
             latch.request(.failed("cannot start a vCPU thread"))

@@ -43,19 +43,28 @@ public final class VMSession: @unchecked Sendable {
     private let resources: MachineResources
     private let payloadCache: (any BzImagePayloadCache)?
     private var restoring: SnapshotFile.Opened?
+    /// A machine received by migration, until it runs (then the source is told).
+    private var incoming: IncomingMigration?
+    /// Where this VM was received from by migration, if it was.
+    public private(set) var migratedFrom: String?
+    /// The outgoing migration, current or last.
+    private let migration = Guarded<OutgoingMigration?>(nil)
     private let current = Guarded<Machine?>(nil)
     /// Serializes what changes the machine's run state from outside (pause, resume, snapshot).
-    private let operations = Mutex(())
+    let operations = Mutex(())
     private let endpoints = Guarded<[any SessionEndpoint]>([])
     private let progress = Guarded(SnapshotProgress(phase: .none))
     /// Why the session is ending when the guest did not decide it: a signal, or a save.
     private let stopCause = Guarded<StopCause?>(nil)
-    private enum StopCause: Equatable { case requested, signal(Int32), saved(String) }
+    private enum StopCause: Equatable { case requested, signal(Int32), saved(String), migrated(String) }
 
     /// Resolves everything a machine needs before any is built: the host profile, the snapshot
     /// (validated, when restoring), the devices' host side (disks, TAPs).
+    /// With `launch.incoming`, blocks until a migration source has sent the whole machine
+    /// (`onListening` is called once the address is bound, with the TCP port really used).
     public init(spec launch: LaunchSpec, system: KVMSystem, terminal: (any SerialOutput)?,
-                payloadCache: (any BzImagePayloadCache)? = nil, log: @escaping @Sendable (String) -> Void) throws {
+                payloadCache: (any BzImagePayloadCache)? = nil, onListening: (String) -> Void = { _ in },
+                log: @escaping @Sendable (String) -> Void) throws {
         guard launch.version <= LaunchSpec.currentVersion else {
             throw ConfigError.unreadableFile(kind: "launch specification", path: "version \(launch.version)",
                                              reason: "newer than this VMM (\(LaunchSpec.currentVersion))")
@@ -75,14 +84,40 @@ public final class VMSession: @unchecked Sendable {
                 throw error
             }
             restoring = opened
+        } else if let incomingAddress = launch.incoming {
+            let address = try MigrationAddress(parsing: incomingAddress)
+            let received = try IncomingMigration.receive(on: address, listening: { port in
+                if case let .tcp(host, requested) = address, requested == 0, let port {
+                    onListening(MigrationAddress.tcp(host: host, port: port).description)
+                } else {
+                    onListening(address.description)
+                }
+            }, log: log)
+            do {
+                spec = try Self.restoredSpec(received.payload.machine, launch: launch)
+            } catch {
+                received.reportFailure("\(error)")
+                throw error
+            }
+            spec.incoming = launch.incoming
+            incoming = received
+            migratedFrom = received.peer
         }
-        profile = try Self.resolveProfile(spec.hostProfile, system: system)
+        // Whatever fails from here on, a migration source must hear it (and keeps the guest).
+        let failIncoming = { [incoming] (error: any Error) in incoming?.reportFailure("the destination cannot build the VM: \(error)") }
+        do {
+            profile = try Self.resolveProfile(spec.hostProfile, system: system)
+        } catch {
+            failIncoming(error)
+            throw error
+        }
 
         var sinks: [any SerialOutput] = terminal.map { [$0] } ?? []
         if let serialLog = spec.serialLog {
             let fd = open(serialLog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
             guard fd >= 0 else {
                 restoring?.close()
+                failIncoming(ConfigError.unwritableFile(kind: "serial log", path: serialLog, reason: String(cString: strerror(errno))))
                 throw ConfigError.unwritableFile(kind: "serial log", path: serialLog, reason: String(cString: strerror(errno)))
             }
             sinks.append(FileDescriptorOutput(fd: fd))
@@ -92,6 +127,7 @@ public final class VMSession: @unchecked Sendable {
             resources = try MachineResources(devices: spec.devices)
         } catch {
             restoring?.close()
+            failIncoming(error)
             throw error
         }
         spec.devices = resources.devices
@@ -108,6 +144,7 @@ public final class VMSession: @unchecked Sendable {
         spec.serialLog = launch.serialLog
         spec.statusFile = launch.statusFile
         spec.restore = launch.restore
+        spec.incoming = nil
         spec.kernelCache = launch.kernelCache
         if launch.hostProfile != .auto { spec.hostProfile = launch.hostProfile }
         let given = launch.devices
@@ -164,6 +201,8 @@ public final class VMSession: @unchecked Sendable {
             do {
                 machine = try buildMachine(cmos: cmos)
             } catch {
+                incoming?.reportFailure("the destination cannot build the VM: \(error)")
+                incoming = nil
                 lastOutcome = .failed("\(error)")
                 return finish(.failed("\(error)"))
             }
@@ -171,7 +210,19 @@ public final class VMSession: @unchecked Sendable {
             onMachine?(machine, boots)
             if stopCause.read({ $0 != nil }) { machine.requestStop() }
             let outcome: MachineExit
-            do { outcome = try machine.run() } catch { outcome = .failed("\(error)") }
+            do {
+                try machine.start()
+                // A migrated guest runs here now: the source may let go of it.
+                if let received = incoming {
+                    incoming = nil
+                    received.reportRunning()
+                }
+                outcome = machine.waitForExit() ?? .stopped
+            } catch {
+                incoming?.reportFailure("the destination cannot start the VM: \(error)")
+                incoming = nil
+                outcome = .failed("\(error)")
+            }
             lastOutcome = outcome
             onMachineEnded?(machine, outcome)
             if outcome == .reset && spec.onReboot == .restart && stopCause.read({ $0 == nil }) {
@@ -186,6 +237,15 @@ public final class VMSession: @unchecked Sendable {
 
     /// The first machine restores the snapshot (once); every other one boots the kernel.
     private func buildMachine(cmos: CMOSRTCState?) throws -> Machine {
+        if let received = incoming {
+            let config = try VMConfig(kernel: [], kernelPath: spec.kernel ?? "", initrd: nil, initrdPath: spec.initrd,
+                                      cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes,
+                                      onReboot: spec.onReboot, hostProfile: profile, devices: spec.devices)
+            return try Machine(config: config, resources: resources, system: system, profile: profile, serialOutput: console,
+                               origin: .incoming(received.payload.state, memory: received.memory, cmdline: received.payload.effectiveCmdline,
+                                                 peer: received.peer, paused: received.payload.paused),
+                               log: log)
+        }
         if let opened = restoring {
             restoring = nil
             defer { opened.close() }
@@ -228,6 +288,8 @@ public final class VMSession: @unchecked Sendable {
             status = RunStatus(outcome: .signal, detail: "signal \(signal)", exitStatus: 128 + signal)
         case let .saved(path)? where outcome == .stopped:
             status = RunStatus(outcome: .saved, detail: "saved to \(path)", exitStatus: 0)
+        case let .migrated(destination)? where outcome == .stopped:
+            status = RunStatus(outcome: .migrated, detail: "migrated to \(destination)", exitStatus: 0)
         default:
             status = RunStatus(outcome: RunStatus.Outcome(outcome), detail: outcome.description, exitStatus: outcome.processStatus)
         }
@@ -275,6 +337,70 @@ public final class VMSession: @unchecked Sendable {
     /// How far the current (or last) snapshot has come; never waits for one in progress.
     public var snapshotProgress: SnapshotProgress { progress.read { $0 } }
 
+    /// The machine as a snapshot or a migration records it: no host-side paths of this process.
+    var recordedSpec: LaunchSpec {
+        var recorded = spec
+        recorded.apiSocket = nil; recorded.serialLog = nil; recorded.statusFile = nil; recorded.restore = nil
+        recorded.incoming = nil
+        return recorded
+    }
+
+    // MARK: Live migration (the source side)
+
+    /// How far the current (or last) outgoing migration has come.
+    public var migrationProgress: MigrationProgress {
+        guard let job = migration.read({ $0 }) else { return MigrationProgress(phase: .none) }
+        return job.progress.read { $0 }
+    }
+
+    /// Starts migrating the VM to `request.destination` on a thread of its own and returns at
+    /// once (progress: `migrationProgress`). When the destination runs the guest, this session
+    /// stops with the outcome `migrated`; a failure or cancel before that leaves the VM as it was.
+    public func migrate(_ request: MigrationRequest) throws -> MigrationProgress {
+        if let problem = request.problem { throw SessionError.badRequest(problem) }
+        let address = try MigrationAddress(parsing: request.destination)
+        guard let machine, machine.runState == .running || machine.runState == .paused else {
+            throw SessionError.badRequest("cannot migrate a VM that is \(machine?.runState.rawValue ?? "restarting")")
+        }
+        let job = try migration.update { current -> OutgoingMigration in
+            if let current, current.progress.read({ $0.isActive }) {
+                throw SessionError.busy("a migration to \(current.request.destination) is already under way")
+            }
+            let job = OutgoingMigration(request: request, address: address, ramBytes: machine.memory.totalSize)
+            current = job
+            return job
+        }
+        let recorded = recordedSpec
+        let thread = startThread(name: "vireo-migration") { [self] in
+            let ending = job.run(machine: machine, recorded: recorded, session: self)
+            switch ending {
+            case .handedOver:
+                log("migrated to \(request.destination); this process stops")
+                stopCause.update { $0 = .migrated(request.destination) }
+                machine.requestStop()
+            case .keptHere:
+                log("migration to \(request.destination) ended without a switch-over (\(job.progress.read { $0.error ?? "" })): the VM runs on here")
+            case .heldPaused:
+                log("migration to \(request.destination): \(job.progress.read { $0.error ?? "" })")
+            }
+        }
+        guard let thread else {
+            job.progress.update { $0.phase = .failed; $0.error = "cannot start the migration thread" }
+            throw SessionError.busy("cannot start the migration thread")
+        }
+        pthread_detach(thread)
+        return job.progress.read { $0 }
+    }
+
+    /// Cancels the migration under way (before its switch-over); the VM stays here.
+    public func cancelMigration() throws -> MigrationProgress {
+        guard let job = migration.read({ $0 }), job.progress.read({ $0.isActive }) else {
+            throw SessionError.busy("no migration is under way")
+        }
+        job.cancel()
+        return job.progress.read { $0 }
+    }
+
     /// Writes a snapshot of the running (or paused) VM to `request.path`. The vCPUs are parked and
     /// the device threads stopped while the state is captured and RAM written; afterwards the VM
     /// is left as it was (running or paused), or stopped for good with `then: stop`.
@@ -282,6 +408,9 @@ public final class VMSession: @unchecked Sendable {
         try operations.withLock { _ in
             guard let machine, machine.runState == .running || machine.runState == .paused else {
                 throw SessionError.notRunning(machine?.runState.rawValue ?? "restarting")
+            }
+            if let job = migration.read({ $0 }), job.progress.read({ $0.isActive }) {
+                throw SessionError.busy("a migration to \(job.request.destination) is under way; cancel it or wait")
             }
             let wasPaused = machine.runState == .paused
             let started = DispatchTime.now().uptimeNanoseconds
@@ -299,9 +428,7 @@ public final class VMSession: @unchecked Sendable {
                 }
             }
             try machine.quiesceDevices()
-            var recorded = spec
-            recorded.apiSocket = nil; recorded.serialLog = nil; recorded.statusFile = nil; recorded.restore = nil
-            let payload = SnapshotPayload(machine: recorded, effectiveCmdline: machine.effectiveCmdline, paused: wasPaused,
+            let payload = SnapshotPayload(machine: recordedSpec, effectiveCmdline: machine.effectiveCmdline, paused: wasPaused,
                                           state: try machine.captureState())
             progress.update { $0.phase = .writing }
             let bytes = try SnapshotFile.write(payload, memory: machine.memory, to: request.path) { done, total in
@@ -331,12 +458,16 @@ public enum SessionError: Error, Equatable, CustomStringConvertible {
     case noMachine
     case notRunning(String)
     case cannotRestore(path: String, reason: String)
+    case badRequest(String)
+    case busy(String)
 
     public var description: String {
         switch self {
         case .noMachine: return "the VM is being restarted; try again"
         case let .notRunning(state): return "cannot snapshot a VM that is \(state)"
         case let .cannotRestore(path, reason): return "cannot restore snapshot \(path): \(reason)"
+        case let .badRequest(why): return why
+        case let .busy(why): return why
         }
     }
 }

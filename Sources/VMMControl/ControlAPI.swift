@@ -13,6 +13,10 @@ import VMM
 /// PUT  /vm/shutdown        ACPI power button (guest shuts down)     202 PowerButtonResult
 /// PUT  /vm/snapshot        {"path": F, "then": "keep"|"stop"}       200 SnapshotResult
 /// GET  /vm/snapshot/progress  phase, RAM bytes done / total            200 SnapshotProgress
+/// PUT  /vm/migrate         {"destination": "tcp:H:P"|"unix:PATH", "max_downtime_ms", "bandwidth_mibps",
+///                           "auto_converge", "max_rounds"}: starts a live migration   202 MigrationProgress
+/// GET  /vm/migration       phase, rounds, RAM sent/remaining, dirty rate, downtime   200 MigrationProgress
+/// PUT  /vm/migrate/cancel  cancel before the switch-over (the VM stays here)      200 MigrationProgress
 /// GET  /console            recent serial output (bounded ring)      200 bytes
 /// GET  /console?follow=1   recent output, then live as it comes     200 chunked
 /// POST /console/input      typed into hvc0 or COM1, flow-controlled 200 ConsoleInputResult
@@ -56,6 +60,10 @@ public struct ControlAPI: Sendable {
             // Answered while a snapshot holds the session (and after a save has stopped the VM).
             return .json(200, session.snapshotProgress)
         }
+        if route == .migration {
+            // Answered during and after a migration (the source stops once it is over).
+            return .json(200, session.migrationProgress)
+        }
         if route == .console {
             var response = Response(status: 200, body: console.recent(), contentType: "application/octet-stream")
             response.followConsole = query["follow"] == "1"
@@ -68,7 +76,8 @@ public struct ControlAPI: Sendable {
                                      memoryBytes: machine.config.memorySize, boot: machine.bootDescription,
                                      cmdline: machine.effectiveCmdline, hostProfile: machine.profile.kind.rawValue,
                                      outcome: machine.outcome?.description, powerButtonEnabled: machine.powerButtonEnabled,
-                                     powerButtonPending: machine.powerButtonPending, restoredFrom: machine.restoredFrom))
+                                     powerButtonPending: machine.powerButtonPending, restoredFrom: machine.restoredFrom,
+                                     migratedFrom: machine.migratedFrom))
         case .stats:
             // Reasons first: each exit is counted in the total before its reason, so the total read
             // after them is never below what they add up to.
@@ -97,6 +106,21 @@ public struct ControlAPI: Sendable {
             } catch {
                 return .error(500, "snapshot failed: \(error)")
             }
+        case .migrate:
+            let request: MigrationRequest
+            do { request = try ContractJSON.decode(MigrationRequest.self, from: body) } catch {
+                return .error(400, "expected {\"destination\": \"tcp:HOST:PORT\" or \"unix:PATH\"} (and optionally max_downtime_ms, bandwidth_mibps, auto_converge, max_rounds)")
+            }
+            do {
+                return .json(202, try session.migrate(request))
+            } catch let error as SessionError {
+                if case .busy = error { return .error(409, error.description) }
+                return .error(400, error.description)
+            } catch {
+                return .error(400, "\(error)")
+            }
+        case .migrateCancel:
+            do { return .json(200, try session.cancelMigration()) } catch { return .error(409, "\(error)") }
         case .consoleInput:
             guard machine.runState == .running || machine.runState == .paused else {
                 return .error(409, "cannot type into a VM that is \(machine.runState.rawValue)")
@@ -113,7 +137,7 @@ public struct ControlAPI: Sendable {
             let listening = machine.powerButtonEnabled
             machine.pressPowerButton()
             return .json(202, PowerButtonResult(pressed: true, guestListening: listening))
-        case .console, .snapshotProgress:
+        case .console, .snapshotProgress, .migration:
             return .error(500, "unreachable")
         }
     }

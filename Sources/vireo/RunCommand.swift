@@ -79,6 +79,9 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("restore-memory"), help: "How a restore loads guest RAM: mapped (copy-on-write from the file, cost flat in RAM size) or copy (read it all now).")
     var restoreMemory: SnapshotMemoryMode = .mapped
 
+    @Option(name: .customLong("incoming"), help: ArgumentHelp("Wait for a live migration on this address and run the VM it brings: tcp:HOST:PORT (tcp::0 picks a port) or unix:PATH.", discussion: "The machine is the source's (PUT /vm/migrate on its control API, or `vireo migrate`); --disk and --net may point its devices at this host's paths. Disks are shared storage: the same image must be reachable here.", valueName: "address"))
+    var incoming: String?
+
     @Option(name: .customLong("launch-spec"), help: ArgumentHelp("Read the whole VM description from this JSON launch specification (what the daemon writes) instead of flags.", valueName: "file"))
     var launchSpec: String?
 
@@ -125,24 +128,28 @@ struct Run: ParsableCommand {
                 throw ConfigError.unreadableFile(kind: "launch specification", path: launchSpec, reason: "not a valid launch specification (\(error))")
             }
         }
-        guard kernel != nil || restore != nil else {
-            throw ValidationError("give --kernel to boot, --restore to resume a snapshot, or --launch-spec")
+        guard kernel != nil || restore != nil || incoming != nil else {
+            throw ValidationError("give --kernel to boot, --restore to resume a snapshot, --incoming to receive a migration, or --launch-spec")
         }
-        guard kernel == nil || restore == nil else { throw ValidationError("--kernel and --restore exclude each other") }
+        guard [kernel, restore, incoming].compactMap({ $0 }).count == 1 else {
+            throw ValidationError("--kernel, --restore and --incoming exclude each other")
+        }
         let devices = DeviceOptions(disks: try disks.map { try DiskOptions.parse($0) },
                                     networks: try networks.map { try NetworkOptions.parse($0) },
                                     virtioConsole: consoleKind == .virtio, entropy: entropy)
         return LaunchSpec(kernel: kernel, initrd: initrd, cmdline: cmdline, cpus: cpus, memoryBytes: try VMConfig.parseSize(memory),
                           onReboot: onReboot, bootProtocol: bootProtocol, hostProfile: hostProfile, devices: devices,
                           apiSocket: apiSocket, serialLog: serialLog, statusFile: statusFile, kernelCache: !noKernelCache,
-                          restore: restore.map { RestoreSource(path: $0, memory: restoreMemory) })
+                          restore: restore.map { RestoreSource(path: $0, memory: restoreMemory) }, incoming: incoming)
     }
 
     private func run(_ spec: LaunchSpec) throws -> Int32 {
         let system = try KVMSystem()
         let kernelCache = KernelPayloadCacheDirectory.configured(environment: Self.cacheEnvironment(), disabled: !spec.kernelCache)
         let session = try VMSession(spec: spec, system: system, terminal: FileDescriptorOutput(fd: 1),
-                                    payloadCache: kernelCache.cache, log: { printNote($0) })
+                                    payloadCache: kernelCache.cache,
+                                    onListening: { printNote("waiting for a migration on \($0)") },
+                                    log: { printNote($0) })
         if verbose {
             describeProfile(session.profile)
             printNote(kernelCache.note)

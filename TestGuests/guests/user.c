@@ -17,7 +17,7 @@ const char *guest_prefix = "user";
 static u8 user_stack[16384] __attribute__((aligned(16)));
 
 /* Parsed at CPL0, read at CPL3 (the shim maps all of the low 4 GiB user-accessible). */
-static u32 iters, ticks, tick_spin, fault, fill_mib;
+static u32 iters, ticks, tick_spin, fault, fill_mib, churn_mib;
 
 /* fill=N: N MiB from 16 MiB up hold a pattern that depends only on the address; each tick then
    re-checks one MiB of it, so a snapshot restore that loses or moves guest RAM is caught. */
@@ -37,6 +37,23 @@ static uptr check_fill(u32 mib) {
     for (u64 *p = start; p < start + (1u << 17); p++)
         if (*p != fill_value(p))
             return (uptr)p;
+    return 0;
+}
+
+/* churn=N: N MiB right above the fill are rewritten at every tick, two words per page whose
+   values depend on the tick number; each tick first checks that every page still holds the
+   previous tick's values. A live migration that misses a page the guest dirtied is caught. */
+static u64 churn_value(u64 *p, u32 k) { return ((u64)(uptr)p * 0x9E3779B97F4A7C15ull) ^ ((u64)k << 32 | k); }
+
+static uptr churn(u32 k) {
+    u64 *start = (u64 *)(FILL_BASE + ((uptr)fill_mib << 20));
+    u64 *end = start + ((uptr)churn_mib << 17);
+    for (u64 *page = start; page < end; page += 512) {
+        if (k > 1 && (page[0] != churn_value(page, k - 1) || page[511] != churn_value(page + 511, k - 1)))
+            return (uptr)page;
+        page[0] = churn_value(page, k);
+        page[511] = churn_value(page + 511, k);
+    }
     return 0;
 }
 
@@ -71,6 +88,13 @@ void user_main(void) {
                     guest_exit(0x31);
                 }
             }
+            if (churn_mib) {
+                uptr bad = churn(k);
+                if (bad) {
+                    kprintf("user: churned page corrupt at 0x%x (tick %u)\n", (u32)bad, k);
+                    guest_exit(0x32);
+                }
+            }
             kprintf("user: tick %u\n", k);
         }
         guest_exit(0);
@@ -96,6 +120,7 @@ void guest_main(u32 magic, uptr info) {
     tick_spin = cmdline_u32(cmdline, "spin", DEFAULT_TICK_SPIN);
     fault = (u32)cmdline_has(cmdline, "fault");
     fill_mib = cmdline_u32(cmdline, "fill", 0);
+    churn_mib = cmdline_u32(cmdline, "churn", 0);
     if (!tick_spin)
         tick_spin = 1;
     extern u8 kernel_stack_top[];

@@ -27,6 +27,7 @@ enum ExitClassifier {
         if let status {
             switch status.outcome {
             case .saved: return .saved
+            case .migrated: return .migrated
             case .poweroff, .reset, .debugExit: return .shutdown
             // The VMM stopped without the daemon asking: someone used the control API or a signal.
             case .stopped, .signal: return intent == .shutdown ? .shutdown : .destroyed

@@ -27,6 +27,9 @@ public enum VMRunState: String, CaseIterable, Sendable, Codable {
 /// Why a VM is in its state, as `virsh domstate --reason` reports it.
 public enum VMStateReason: String, CaseIterable, Sendable, Codable {
     case unknown, booted, unpaused, restored, user, shutdown, destroyed, crashed, failed, saved, panicked
+    /// Handed to another VMM by live migration (virsh's "shut off (migrated)" / "running (migrated)"),
+    /// or being migrated ("paused (migrating)").
+    case migrated, migrating
 }
 
 /// One defined VM as stored: the definition is the user's, the rest is the daemon's bookkeeping.

@@ -1,0 +1,148 @@
+import Boot
+import Foundation
+import GuestMemory
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The destination's side of a migration: a machine received over a `MigrationChannel` (its
+/// description, every RAM page, then its device and vCPU state), ready to be built and run. The
+/// source stays stopped until `reportRunning()` (or resumes the guest on `reportFailure`).
+public final class IncomingMigration: @unchecked Sendable {
+    /// The machine, its command line, whether it was paused, and its state: what a snapshot holds.
+    public let payload: SnapshotPayload
+    /// Guest RAM, filled from the stream.
+    public let memory: GuestMemory
+    /// Where the VM came from (the source's address as this side sees it).
+    public let peer: String
+    /// RAM received, pages sent again in later rounds counted again.
+    public let bytesReceived: UInt64
+    /// Pre-copy rounds the source made.
+    public let rounds: Int
+    private let channel: MigrationChannel
+    private let answered = Guarded(false)
+
+    private init(payload: SnapshotPayload, memory: GuestMemory, peer: String, bytesReceived: UInt64, rounds: Int,
+                 channel: MigrationChannel) {
+        self.payload = payload; self.memory = memory; self.peer = peer
+        self.bytesReceived = bytesReceived; self.rounds = rounds; self.channel = channel
+    }
+
+    deinit { channel.close() }
+
+    /// The guest runs here now: the source may exit.
+    public func reportRunning() { answer { try? channel.send(.running) } }
+
+    /// The guest cannot run here: the source keeps (resumes) it.
+    public func reportFailure(_ why: String) { answer { channel.sendError(why) } }
+
+    private func answer(_ body: () -> Void) {
+        let first = answered.update { done -> Bool in defer { done = true }; return !done }
+        guard first else { return }
+        body()
+        channel.close()
+    }
+
+    /// Listens on `address`, takes one source, and receives the whole machine. Blocks until the
+    /// source has sent everything (or fails: then the source has been told, and nothing was built).
+    /// `listening` is called once the socket is bound (with the TCP port, which may have been 0).
+    public static func receive(on address: MigrationAddress, listening: (UInt16?) -> Void = { _ in },
+                               log: (String) -> Void = { _ in }) throws -> IncomingMigration {
+        let listener = try MigrationChannel.Listener(address)
+        listening(listener.port)
+        let channel: MigrationChannel
+        do {
+            channel = try listener.accept()
+        } catch {
+            listener.close()
+            throw error
+        }
+        listener.close()
+        do {
+            return try receive(from: channel, log: log)
+        } catch {
+            // The source hears why (unless the stream itself is what broke).
+            channel.sendError("\(error)")
+            channel.close()
+            throw error
+        }
+    }
+
+    static func receive(from channel: MigrationChannel, log: (String) -> Void) throws -> IncomingMigration {
+        channel.setTimeout(seconds: 120)
+        let (kind, helloBytes) = try channel.receive(during: "before the machine's description")
+        guard kind == .hello else { throw MigrationError.corrupt("expected the machine's description first, got a \(kind) frame") }
+        guard helloBytes.count >= 12, Array(helloBytes[0..<8]) == MigrationChannel.streamMagic else {
+            throw MigrationError.corrupt("not a Vireo migration stream (no VIREOMIG header)")
+        }
+        let version: UInt32 = MigrationChannel.get(helloBytes, 8)
+        guard version == MigrationChannel.streamVersion else {
+            throw MigrationError.unsupportedVersion(found: version, supported: MigrationChannel.streamVersion)
+        }
+        let hello: MigrationHello
+        do {
+            hello = try JSONDecoder().decode(MigrationHello.self, from: Data(helloBytes[12...]))
+        } catch {
+            throw MigrationError.corrupt("cannot decode the machine's description (\(error))")
+        }
+        let machine = hello.machine
+        guard machine.memoryBytes >= VMConfig.minimumMemory, machine.memoryBytes <= VMConfig.maximumMemory,
+              machine.memoryBytes % 4096 == 0, (1...VMConfig.maximumCPUs).contains(machine.cpus) else {
+            throw MigrationError.corrupt("impossible machine: \(machine.cpus) vCPUs, \(machine.memoryBytes) bytes of RAM")
+        }
+        let layout = X86Layout.ramRanges(memorySize: machine.memoryBytes)
+        guard hello.regions == layout.map({ [$0.start.raw, $0.size] }) else {
+            throw MigrationError.corrupt("RAM regions do not match a \(machine.memoryBytes >> 20) MiB machine")
+        }
+        let memory = try GuestMemory(ranges: layout.map { ($0.start, $0.size) })
+        log("incoming migration from \(channel.peer): \(machine.cpus) vCPU(s), \(machine.memoryBytes >> 20) MiB")
+        try channel.send(.ready)
+
+        var received: UInt64 = 0
+        var rounds = 0
+        while true {
+            let (kind, payload) = try channel.receive(during: "while receiving RAM")
+            switch kind {
+            case .pages:
+                guard payload.count > 8, (payload.count - 8) % 4096 == 0 else { throw MigrationError.corrupt("a pages frame of \(payload.count) bytes") }
+                let address: UInt64 = MigrationChannel.get(payload, 0)
+                let data = UnsafeRawBufferPointer(rebasing: payload[8...])
+                guard address % 4096 == 0, memory.isValid(GuestAddress(address), length: UInt64(data.count)) else {
+                    throw MigrationError.corrupt("pages at \(hex(address)) (+\(data.count)) lie outside guest RAM")
+                }
+                try memory.write(data, to: GuestAddress(address))
+                received += UInt64(data.count)
+            case .zeros:
+                guard payload.count == 16 else { throw MigrationError.corrupt("a zeros frame of \(payload.count) bytes") }
+                let address: UInt64 = MigrationChannel.get(payload, 0), length: UInt64 = MigrationChannel.get(payload, 8)
+                guard address % 4096 == 0, length % 4096 == 0, length > 0, memory.isValid(GuestAddress(address), length: length) else {
+                    throw MigrationError.corrupt("zero pages at \(hex(address)) (+\(length)) lie outside guest RAM")
+                }
+                try memory.zero(at: GuestAddress(address), length: length)
+            case .roundEnd:
+                rounds += 1
+            case .state:
+                let state: SnapshotPayload
+                do {
+                    state = try JSONDecoder().decode(SnapshotPayload.self, from: Data(payload))
+                } catch {
+                    throw MigrationError.corrupt("cannot decode the machine state (\(error))")
+                }
+                guard state.machine.cpus == machine.cpus, state.machine.memoryBytes == machine.memoryBytes else {
+                    throw MigrationError.corrupt("the machine state describes another machine than the stream's start")
+                }
+                let regions = layout.map { SnapshotFile.Region(start: $0.start.raw, size: $0.size, fileOffset: 0) }
+                try SnapshotFile.validate(state, regions: regions, path: "migration stream from \(channel.peer)")
+                let (last, _) = try channel.receive(during: "after the machine state")
+                guard last == .complete else { throw MigrationError.corrupt("expected the end of the stream, got a \(last) frame") }
+                channel.setTimeout(seconds: 30)
+                return IncomingMigration(payload: state, memory: memory, peer: channel.peer, bytesReceived: received,
+                                         rounds: rounds, channel: channel)
+            case .hello, .ready, .complete, .running, .error:
+                throw MigrationError.corrupt("unexpected \(kind) frame while receiving RAM")
+            }
+        }
+    }
+
+    private static func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+}
