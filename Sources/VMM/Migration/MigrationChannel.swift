@@ -201,7 +201,7 @@ final class MigrationChannel: @unchecked Sendable {
     }
 
     /// A listening socket for `vireo run --incoming`.
-    final class Listener {
+    final class Listener: @unchecked Sendable {
         let fd: Int32
         let address: MigrationAddress
         /// The TCP port really bound (differs from the address's when it asked for port 0).

@@ -1,0 +1,320 @@
+import Foundation
+import GuestMemory
+import KVM
+import Testing
+@testable import VMM
+@testable import VMMControl
+
+/// A destination (`vireo run --incoming`): building its session blocks until the whole VM has
+/// arrived, so it is built on a thread of its own.
+final class IncomingGuest: @unchecked Sendable {
+    let address: String
+    private let result = Guarded<Result<SessionGuest, any Error>?>(nil)
+
+    init(_ spec: LaunchSpec) {
+        address = spec.incoming ?? ""
+        let result = self.result
+        _ = startThread(name: "incoming") {
+            let built = Result { try SessionGuest(spec) }
+            result.update { $0 = built }
+        }
+    }
+
+    /// A destination on a fresh Unix socket, with this launch's device overrides.
+    convenience init(label: String, devices: DeviceOptions = DeviceOptions(), statusFile: String? = nil) {
+        let path = NSTemporaryDirectory() + "vireo-mig-\(label)-\(getpid())-\(UUID().uuidString.prefix(6)).sock"
+        self.init(LaunchSpec(devices: devices, statusFile: statusFile, kernelCache: false, incoming: "unix:" + path))
+    }
+
+    var socketPath: String { String(address.dropFirst("unix:".count)) }
+
+    /// Waits until the destination listens (its socket exists).
+    func waitListening(timeoutSeconds: Double = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while Date() < deadline {
+            if FileManager.default.fileExists(atPath: socketPath) { return true }
+            if result.read({ $0 != nil }) { return false }
+            usleep(10_000)
+        }
+        return false
+    }
+
+    /// The session once the VM has arrived and runs, or the error that ended the reception.
+    func wait(timeoutSeconds: Double = 120) throws -> SessionGuest {
+        guard let outcome = result.wait(until: { $0 != nil }, timeoutSeconds: timeoutSeconds, then: { $0 }) ?? nil else {
+            throw GuestHarnessError.buildFailed("the destination did not finish receiving within \(timeoutSeconds) s")
+        }
+        return try outcome.get()
+    }
+}
+
+/// Waits for a migration to leave its active phases.
+func waitForMigration(_ session: VMSession, timeoutSeconds: Double = 120) -> MigrationProgress {
+    let deadline = Date().addingTimeInterval(timeoutSeconds)
+    var progress = session.migrationProgress
+    while progress.isActive && Date() < deadline {
+        usleep(20_000)
+        progress = session.migrationProgress
+    }
+    return progress
+}
+
+extension KVMGuestSuites {
+@Suite struct MigrationTests {
+    static let counting = "ticks=1000000 spin=50000000 fill=4 churn=8"
+
+    /// The counting guest, rewriting 8 MiB every tick, migrated back and forth between sessions
+    /// (as between two `vireo run` processes, over a Unix socket): the output of all of them end
+    /// to end is one unbroken count, the guest's own check of its churned pages never fails, and
+    /// each source ends as `migrated`.
+    @Test func countingGuestMigratesBackAndForth() throws {
+        var guest = try SessionGuest(guest: "mb-user.elf", cmdline: Self.counting, memory: 64 << 20)
+        #expect(guest.waitForMoreTicks(3))
+        var transcript = ""
+        for round in 0..<6 {
+            let statusPath = NSTemporaryDirectory() + "vireo-mig-status-\(getpid())-\(round)"
+            defer { unlink(statusPath) }
+            let destination = IncomingGuest(label: "count\(round)")
+            #expect(destination.waitListening())
+            let started = try guest.session.migrate(MigrationRequest(destination: destination.address))
+            #expect(started.phase == .setup)
+            let progress = waitForMigration(guest.session)
+            #expect(progress.phase == .completed, "round \(round): \(progress)")
+            #expect(progress.downtimeMilliseconds != nil)
+            #expect(progress.rounds >= 1)
+            #expect(guest.waitForEnd() == 0, "round \(round)")
+            transcript += guest.output
+            guest = try destination.wait()
+            #expect(guest.machine.migratedFrom != nil)
+            #expect(guest.machine.bootDescription.hasPrefix("migration from"))
+            #expect(guest.waitForMoreTicks(3), "round \(round): \(guest.output.suffix(300))")
+        }
+        #expect(guest.stop() == 0)
+        transcript += guest.output
+        let numbers = ticks(in: transcript)
+        #expect(numbers.count >= 20)
+        #expect(numbers.first == 1)
+        #expect(zip(numbers, numbers.dropFirst()).allSatisfy { $1 == $0 + 1 },
+                "count broke: \(zip(numbers, numbers.dropFirst()).filter { $1 != $0 + 1 }.prefix(5))")
+        #expect(!transcript.contains("corrupt"), "\(transcript.suffix(400))")
+        #expect(!transcript.contains("useruser") && !transcript.contains("\n\n"))
+    }
+
+    /// The source records the hand-over as its end, for the daemon: outcome "migrated".
+    @Test func theSourceEndsAsMigrated() throws {
+        let statusPath = NSTemporaryDirectory() + "vireo-mig-src-status-\(getpid())"
+        defer { unlink(statusPath) }
+        var spec = LaunchSpec(kernel: try TestGuests.path("mb-user.elf"), cmdline: Self.counting, memoryBytes: 64 << 20, kernelCache: false)
+        spec.statusFile = statusPath
+        let source = try SessionGuest(spec)
+        #expect(source.waitForMoreTicks(1))
+        let destination = IncomingGuest(label: "status")
+        #expect(destination.waitListening())
+        _ = try source.session.migrate(MigrationRequest(destination: destination.address))
+        #expect(waitForMigration(source.session).phase == .completed)
+        #expect(source.waitForEnd() == 0)
+        let status = RunStatus.read(from: statusPath)
+        #expect(status?.outcome == .migrated)
+        #expect(status?.detail.contains(destination.address) == true)
+        let arrived = try destination.wait()
+        #expect(arrived.waitForMoreTicks(2))
+        #expect(arrived.stop() == 0)
+    }
+
+    /// A virtio-blk guest in the middle of a stream of writes, migrated several times (the disk is
+    /// shared storage: the same image on both sides): every request completes, none fails.
+    @Test func busyVirtioBlockSurvivesMigration() throws {
+        let disk = try KVMGuestSuites.VirtioMachineTests.makeDisk()
+        defer { try? FileManager.default.removeItem(atPath: disk) }
+        let devices = DeviceOptions(disks: [DiskOptions(path: disk, format: .raw)], entropy: true)
+        var guest = try SessionGuest(guest: "mb-virtio.elf", cmdline: "bench=400 write", devices: devices)
+        #expect(guest.waitFor("virtio: capacity"))
+        var transcript = ""
+        var migrations = 0
+        while migrations < 3, guest.machine.runState == .running {
+            let destination = IncomingGuest(label: "blk\(migrations)")
+            #expect(destination.waitListening())
+            guard (try? guest.session.migrate(MigrationRequest(destination: destination.address))) != nil else { break }
+            let progress = waitForMigration(guest.session)
+            guard progress.phase == .completed else {
+                // The guest may have finished meanwhile; anything else is a failure.
+                #expect(guest.machine.runState == .stopped, "\(progress)")
+                break
+            }
+            #expect(guest.waitForEnd() == 0)
+            transcript += guest.output
+            guest = try destination.wait()
+            migrations += 1
+            usleep(100_000)
+        }
+        let status = guest.waitForEnd(timeoutSeconds: 300)
+        transcript += guest.output
+        #expect(migrations >= 1, "the guest finished before it could be migrated: \(transcript)")
+        #expect(status == 1, "\(transcript)")   // debug exit 0
+        #expect(transcript.contains("virtio: bench done n=400 sequential write"), "\(transcript)")
+        #expect(!transcript.contains("failed"))
+    }
+
+    /// With a link far slower than the guest dirties memory, auto-converge throttles the vCPUs
+    /// until the rest fits; the guest's count and pages still come through intact.
+    @Test func autoConvergeThrottlesAGuestThatDirtiesFasterThanTheLink() throws {
+        let guest = try SessionGuest(guest: "mb-user.elf", cmdline: "ticks=1000000 spin=20000000 fill=2 churn=16", memory: 64 << 20)
+        #expect(guest.waitForMoreTicks(3))
+        let destination = IncomingGuest(label: "converge")
+        #expect(destination.waitListening())
+        _ = try guest.session.migrate(MigrationRequest(destination: destination.address, bandwidthMiBps: 100, maxRounds: 200))
+        let progress = waitForMigration(guest.session, timeoutSeconds: 180)
+        #expect(progress.phase == .completed, "\(progress)")
+        #expect(progress.throttlePercent > 0, "\(progress)")
+        #expect(progress.rounds > 2)
+        #expect(guest.waitForEnd() == 0)
+        let arrived = try destination.wait()
+        #expect(arrived.waitForMoreTicks(3), "\(arrived.output.suffix(300))")
+        #expect(arrived.stop() == 0)
+        let numbers = ticks(in: guest.output + arrived.output)
+        #expect(zip(numbers, numbers.dropFirst()).allSatisfy { $1 == $0 + 1 })
+        #expect(!(guest.output + arrived.output).contains("corrupt"))
+    }
+}
+}
+
+extension KVMGuestSuites.MigrationTests {
+    /// Nothing listening, a destination that refuses the machine, a destination that dies in the
+    /// middle, a cancel: each time the guest goes on running on the source as if nothing happened,
+    /// and the progress says why.
+    @Test func failuresBeforeTheSwitchOverLeaveTheGuestRunning() throws {
+        let guest = try SessionGuest(guest: "mb-user.elf", cmdline: Self.counting, memory: 64 << 20)
+        defer { guest.stop() }
+        #expect(guest.waitForMoreTicks(2))
+
+        // Nobody listens.
+        _ = try guest.session.migrate(MigrationRequest(destination: "unix:/nonexistent/vireo-nobody.sock"))
+        var progress = waitForMigration(guest.session)
+        #expect(progress.phase == .failed)
+        #expect(progress.error?.contains("cannot connect to unix:/nonexistent/vireo-nobody.sock") == true, "\(progress)")
+        #expect(guest.machine.runState == .running)
+        #expect(guest.waitForMoreTicks(2))
+
+        // The destination cannot fit the machine (it is given a disk the source's VM does not have).
+        let disk = try KVMGuestSuites.VirtioMachineTests.makeDisk()
+        defer { try? FileManager.default.removeItem(atPath: disk) }
+        let refusing = IncomingGuest(label: "refuse", devices: DeviceOptions(disks: [DiskOptions(path: disk, format: .raw)]))
+        #expect(refusing.waitListening())
+        _ = try guest.session.migrate(MigrationRequest(destination: refusing.address))
+        progress = waitForMigration(guest.session)
+        #expect(progress.phase == .failed)
+        #expect(progress.error?.contains("refused") == true, "\(progress)")
+        #expect(throws: (any Error).self) { try refusing.wait() }
+        #expect(guest.machine.runState == .running)
+        #expect(guest.waitForMoreTicks(2))
+
+        // The destination goes away in the middle of RAM.
+        let dying = try FakeDestination(closeAfterBytes: 4 << 20)
+        _ = try guest.session.migrate(MigrationRequest(destination: dying.address))
+        progress = waitForMigration(guest.session)
+        #expect(progress.phase == .failed, "\(progress)")
+        #expect(guest.machine.runState == .running)
+        #expect(guest.waitForMoreTicks(2))
+
+        // Cancelled while a slow link carries RAM; the destination hears of it and builds nothing.
+        let cancelled = IncomingGuest(label: "cancel")
+        #expect(cancelled.waitListening())
+        _ = try guest.session.migrate(MigrationRequest(destination: cancelled.address, bandwidthMiBps: 4))
+        usleep(300_000)
+        #expect(guest.session.migrationProgress.phase == .precopy)
+        // A second migration or a snapshot meanwhile is refused.
+        #expect(throws: SessionError.self) { try guest.session.migrate(MigrationRequest(destination: cancelled.address)) }
+        #expect(throws: SessionError.self) { try guest.session.snapshot(SnapshotRequest(path: "/tmp/vireo-never.snap")) }
+        _ = try guest.session.cancelMigration()
+        progress = waitForMigration(guest.session)
+        #expect(progress.phase == .cancelled, "\(progress)")
+        #expect(throws: (any Error).self) { try cancelled.wait() }
+        #expect(guest.machine.runState == .running)
+        #expect(guest.waitForMoreTicks(2))
+        #expect(!guest.output.contains("corrupt"))
+
+        // And after all that, a migration still works.
+        let destination = IncomingGuest(label: "after")
+        #expect(destination.waitListening())
+        _ = try guest.session.migrate(MigrationRequest(destination: destination.address))
+        #expect(waitForMigration(guest.session).phase == .completed)
+        #expect(guest.waitForEnd() == 0)
+        let arrived = try destination.wait()
+        #expect(arrived.waitForMoreTicks(2))
+        #expect(arrived.stop() == 0)
+        let numbers = ticks(in: guest.output + arrived.output)
+        #expect(zip(numbers, numbers.dropFirst()).allSatisfy { $1 == $0 + 1 })
+    }
+
+    /// A paused VM migrates paused: nothing runs on the destination until it is resumed.
+    @Test func aPausedVMArrivesPaused() throws {
+        let guest = try SessionGuest(guest: "mb-user.elf", cmdline: Self.counting, memory: 64 << 20)
+        #expect(guest.waitForMoreTicks(2))
+        try guest.session.pause()
+        let destination = IncomingGuest(label: "paused")
+        #expect(destination.waitListening())
+        _ = try guest.session.migrate(MigrationRequest(destination: destination.address))
+        #expect(waitForMigration(guest.session).phase == .completed)
+        #expect(guest.waitForEnd() == 0)
+        let arrived = try destination.wait()
+        defer { arrived.stop() }
+        usleep(300_000)
+        #expect(arrived.machine.runState == .paused)
+        #expect(arrived.lastTick == 0)
+        try arrived.session.resume()
+        #expect(arrived.waitForMoreTicks(2))
+        #expect(ticks(in: arrived.output).first == guest.lastTick + 1)
+    }
+
+    /// The control API's routes: bad bodies are 400s that change nothing, a second request while
+    /// one runs is a 409, progress is always answered.
+    @Test func controlAPIRoutes() throws {
+        let guest = try ControlledGuest(cmdline: "ticks=1000000 spin=50000000 fill=8")
+        defer { guest.stop() }
+        #expect(guest.guest.waitForMoreTicks(1))
+        let none = guest.api.handle(method: "GET", uri: "/vm/migration")
+        #expect(try ContractJSON.decode(MigrationProgress.self, from: none.body).phase == MigrationProgress.Phase.none)
+        for body in ["", "{}", "{\"destination\":\"ftp:x\"}", "{\"destination\":\"unix:relative.sock\"}",
+                     "{\"destination\":\"tcp:localhost\"}", "{\"destination\":\"unix:/x\",\"max_downtime_ms\":0}",
+                     "{\"destination\":\"unix:/x\",\"max_rounds\":0}", "{\"destination\":\"unix:/x\",\"bandwidth_mibps\":-1}"] {
+            let response = guest.api.handle(method: "PUT", uri: "/vm/migrate", body: Array(body.utf8))
+            #expect(response.status == 400, "\(body): \(String(decoding: response.body, as: UTF8.self))")
+        }
+        #expect(guest.api.handle(method: "PUT", uri: "/vm/migrate/cancel").status == 409)
+        #expect(guest.api.handle(method: "GET", uri: "/vm/migrate").status == 405)
+        #expect(guest.machine.runState == .running)
+        let slow = IncomingGuest(label: "api")
+        #expect(slow.waitListening())
+        let started = guest.api.handle(method: "PUT", uri: "/vm/migrate",
+                                       body: Array("{\"destination\":\"\(slow.address)\",\"bandwidth_mibps\":2}".utf8))
+        #expect(started.status == 202, "\(String(decoding: started.body, as: UTF8.self))")
+        usleep(200_000)
+        #expect(guest.api.handle(method: "PUT", uri: "/vm/migrate", body: Array("{\"destination\":\"\(slow.address)\"}".utf8)).status == 409)
+        let during = try ContractJSON.decode(MigrationProgress.self, from: guest.api.handle(method: "GET", uri: "/vm/migration").body)
+        #expect(during.phase == .precopy)
+        #expect(during.ramBytesTotal == 32 << 20)
+        #expect(guest.api.handle(method: "PUT", uri: "/vm/migrate/cancel").status == 200)
+        #expect(waitForMigration(guest.guest.session).phase == .cancelled)
+        #expect(throws: (any Error).self) { try slow.wait() }
+        #expect(guest.guest.waitForMoreTicks(1))
+    }
+}
+
+/// A destination that takes the machine, then reads `closeAfterBytes` of RAM and hangs up (a
+/// destination that dies mid-migration).
+final class FakeDestination: @unchecked Sendable {
+    let address: String
+    init(closeAfterBytes: Int) throws {
+        let path = NSTemporaryDirectory() + "vireo-mig-fake-\(getpid())-\(UUID().uuidString.prefix(6)).sock"
+        address = "unix:" + path
+        let listener = try MigrationChannel.Listener(try MigrationAddress(parsing: address))
+        _ = startThread(name: "fake-destination") {
+            defer { listener.close() }
+            guard let channel = try? listener.accept() else { return }
+            guard (try? channel.receive(during: "hello")) != nil, (try? channel.send(.ready)) != nil else { return }
+            var received = 0
+            while received < closeAfterBytes, let (_, payload) = try? channel.receive(during: "RAM") { received += payload.count }
+            channel.close()
+        }
+    }
+}
