@@ -21,10 +21,13 @@
 #   --interactive   connect this terminal to the command (a shell, `vireo run`); L1 ends with it
 #   --memory SIZE   L1's memory (default 4G)   --cpus N   L1's vCPUs (default 2)
 #   --timeout S     kill L1 after S seconds (default 3600; 0: no limit)
+#   --stall S       kill L1 when its heartbeat (a file L1 rewrites every 15 s) has not changed for
+#                   S seconds once it has appeared: L1 stopped responding (default 180; 0: never)
 #   --qemu-cpu M    QEMU's CPU model for L1 (default max: TCG's with SVM and nested paging)
 #   --print-l1      build (or find) L1 and print its files, then exit
 # VIREO_QEMU names another qemu-system-x86_64. VIREO_* variables are passed on to the command. Exit status: the
-# command's, or 124 on timeout, or 70 (with a one-line error) when L1 could not run it.
+# command's, or 124 on timeout, or 70 (with a one-line error) when L1 could not run it, or 75 (with
+# a one-line error) when L1 stopped responding (--stall) and was killed: L1, not the command, failed.
 # L1 (Debian's stock kernel from `apt-get download linux-image-amd64`, busybox-static, the modules
 # named in scripts/nested/modules) is cached in ${VIREO_NESTED_DIR:-~/.cache/vireo/nested}.
 set -euo pipefail
@@ -38,7 +41,7 @@ log() { echo "nested-host: $*" >&2; }
 die() { echo "nested-host: error: $*" >&2; exit 70; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; }
 
-share= keep=0 interactive=0 memory=4G cpus=2 timeout_s=3600 print_only=0 qemu_cpu=max
+share= keep=0 interactive=0 memory=4G cpus=2 timeout_s=3600 stall_s=180 print_only=0 qemu_cpu=max
 while (($#)); do
     case "$1" in
         --share) share=$2; shift 2 ;;
@@ -47,6 +50,7 @@ while (($#)); do
         --memory) memory=$2; shift 2 ;;
         --cpus) cpus=$2; shift 2 ;;
         --timeout) timeout_s=$2; shift 2 ;;
+        --stall) stall_s=$2; shift 2 ;;
         --qemu-cpu) qemu_cpu=$2; shift 2 ;;
         --print-l1) print_only=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -56,6 +60,10 @@ while (($#)); do
     esac
 done
 [ $# -gt 0 ] || [ $print_only = 1 ] || { usage; die "no command given"; }
+[[ $timeout_s =~ ^[0-9]+$ ]] || die "--timeout wants seconds, not '$timeout_s'"
+if ! [[ $stall_s =~ ^[0-9]+$ ]] || { [ "$stall_s" -gt 0 ] && [ "$stall_s" -lt 30 ]; }; then
+    die "--stall wants 0 or at least 30 seconds (L1's heartbeat comes every 15 s), not '$stall_s'"
+fi
 
 qemu=${VIREO_QEMU:-$(command -v qemu-system-x86_64 || true)}
 [ -n "$qemu" ] && [ -x "$qemu" ] || die "qemu-system-x86_64 is missing${VIREO_QEMU:+ (VIREO_QEMU=$VIREO_QEMU)}: apt-get install qemu-system-x86 (or run scripts/setup.sh)"
@@ -124,10 +132,13 @@ case "$PWD/" in /tmp/?*/) tmp_keep=/tmp/$(cut -d/ -f3 <<<"$PWD") ;; esac
 
 # --- boot L1 -----------------------------------------------------------------------------------
 # -cpu max under TCG offers svm+npt; TCG needs no /dev/kvm, so this works on any x86-64 host.
-# panic=-1 + -no-reboot: a dying L1 ends QEMU instead of hanging.
+# panic=-1 + -no-reboot: a dying L1 ends QEMU instead of hanging. loglevel=4: L1's kernel errors
+# (KERN_ERR and worse: soft lockups, RCU stalls, hung tasks, oopses) reach the console and so the
+# output and console.log; warnings and the boot chatter stay quiet.
 qemu_args=(-accel tcg,thread=multi -cpu "$qemu_cpu" -smp "$cpus" -m "$memory" -machine q35 -nodefaults -no-user-config
     -kernel "$l1_dir/vmlinuz" -initrd "$l1_dir/initramfs.cpio.gz"
-    -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init"
+    -append "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init"
+    -pidfile "$share/.nested/qemu.pid" -name vireo-l1,debug-threads=on
     -virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap,id=host"
     -virtfs "local,path=$share,mount_tag=share,security_model=none,id=share"
     -display none -no-reboot -nic none)
@@ -139,20 +150,82 @@ if [ $interactive = 1 ] && [ -t 0 ]; then
 else
     qemu_args+=(-serial stdio)
 fi
+
+# --- the watchdog: an L1 whose heartbeat stops is killed -------------------------------------
+# L1 (scripts/nested/l1-init) rewrites .nested/heartbeat every 15 s from the moment the share is
+# mounted. Twice in CI the whole L1 went silent, no output at all, until --timeout ended it half an
+# hour later; now an L1 whose heartbeat is older than --stall seconds is killed (SIGKILL: a wedged
+# QEMU may not honour anything else) and this script exits 75. Before killing, what QEMU was doing
+# is noted in .nested/wedged: the CPU it used since the last heartbeat and its vCPU threads'
+# states (R: L1 spinning; S: QEMU itself waiting; T: stopped), to tell the two kinds of wedge apart.
+heartbeat=$share/.nested/heartbeat wedged=$share/.nested/wedged pidfile=$share/.nested/qemu.pid
+qemu_ticks() {  # pid: CPU clock ticks QEMU has used (utime + stime)
+    local stat
+    { stat=$(<"/proc/$1/stat"); } 2>/dev/null || { echo 0; return; }
+    # shellcheck disable=SC2086  # split the fields after "(comm) "
+    set -- ${stat##*) }
+    echo $(( ${12} + ${13} ))
+}
+qemu_threads() {  # pid: "CPU 0/TCG R, CPU 1/TCG S, ..." (QEMU's vCPU threads and their states)
+    local task comm stat out=
+    for task in /proc/"$1"/task/*; do
+        { comm=$(<"$task/comm") && stat=$(<"$task/stat"); } 2>/dev/null || continue
+        case "$comm" in CPU*) stat=${stat##*) }; out+="${out:+, }$comm ${stat%% *}" ;; esac
+    done
+    echo "${out:-none found}"
+}
+watchdog() {
+    local mtime seen=0 now pid ticks=0 hz
+    set +e   # a background subshell: nothing here may end it but the checks below
+    hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+    while sleep 5; do
+        kill -0 $$ 2>/dev/null || return 0            # this script is gone: so is the pipeline
+        mtime=$(stat -c %Y "$heartbeat" 2>/dev/null) || continue   # L1 has not got that far
+        { pid=$(<"$pidfile"); } 2>/dev/null || continue
+        # Only our QEMU (its command line names this share), never a reused pid.
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "path=$share,mount_tag=share" || continue
+        if [ "$mtime" != "$seen" ]; then seen=$mtime; ticks=$(qemu_ticks "$pid"); continue; fi
+        printf -v now '%(%s)T' -1
+        [ $(( now - mtime )) -ge "$stall_s" ] || continue
+        printf 'no heartbeat for %ss\nQEMU (pid %s) used %ss of CPU since the last heartbeat; vCPU threads: %s\n' \
+            $(( now - mtime )) "$pid" $(( ($(qemu_ticks "$pid") - ticks) / hz )) "$(qemu_threads "$pid")" >"$wedged"
+        kill -KILL "$pid"
+        return 0
+    done
+}
+
 log "booting L1 ($(cat "$l1_dir/release"), TCG, $cpus vCPUs, $memory) for: $*"
 started=$(date +%s)
 limit=(); [ "$timeout_s" -gt 0 ] && limit=(timeout --foreground --kill-after=10 "$timeout_s")
+watchdog_pid=
+if [ "$stall_s" -gt 0 ]; then
+    watchdog </dev/null >/dev/null 2>&1 &
+    watchdog_pid=$!
+fi
 set +e
+# QEMU's stderr is this script's (fd 3); the shell's own goes to /dev/null for the pipeline, so a
+# QEMU killed by the watchdog or the timeout gets no "Killed" job line besides the error below.
 if [ $interactive = 1 ]; then
-    "${limit[@]}" "$qemu" "${qemu_args[@]}"
-    qemu_status=$?
+    { "${limit[@]}" "$qemu" "${qemu_args[@]}" 2>&3 3>&-; qemu_status=$?; } 3>&2 2>/dev/null
 else
     # L1's console is also kept, so that an L1 that stops early can be explained in one line.
-    "${limit[@]}" "$qemu" "${qemu_args[@]}" | tee "$share/.nested/console.log"
-    qemu_status=${PIPESTATUS[0]}
+    { "${limit[@]}" "$qemu" "${qemu_args[@]}" 2>&3 3>&- | tee "$share/.nested/console.log" 2>&3 3>&-
+      qemu_status=${PIPESTATUS[0]}; } 3>&2 2>/dev/null
 fi
+if [ -n "$watchdog_pid" ]; then kill "$watchdog_pid" 2>/dev/null; wait "$watchdog_pid" 2>/dev/null; fi
 set -e
 elapsed=$(( $(date +%s) - started ))
+if [ -s "$wedged" ]; then
+    # A QEMU killed in a terminal's raw mode leaves it there.
+    if [ $interactive = 1 ] && [ -t 0 ]; then stty sane 2>/dev/null || true; fi
+    last_beat=$({ tr -d '\r' <"$heartbeat"; } 2>/dev/null | paste -sd'|' - | sed 's/|/ | /g') || true
+    last_line=$({ tr -d '\r' <"$share/.nested/console.log"; } 2>/dev/null | tr -cd '[:print:]\n' \
+        | grep -v '^[[:space:]]*$' | tail -1 | cut -c1-200) || true
+    log "error: L1 stopped responding: $(head -1 "$wedged") (last: ${last_beat:-none}; last console line: ${last_line:-none})"
+    log "$(sed -n 2p "$wedged"); QEMU killed after ${elapsed}s wall (exit 75)"
+    [ $keep = 1 ] && log "share kept: $share"
+    exit 75
+fi
 if [ $qemu_status -eq 124 ] || [ $qemu_status -eq 137 ]; then
     log "error: L1 did not finish within ${timeout_s}s (killed)"; exit 124
 fi

@@ -2,7 +2,9 @@
 # Runs inside the nested test host's L1 (started by tests/e2e/nested.sh through
 # scripts/nested-host.sh), where /dev/kvm has real-hardware semantics: the host profile must come
 # out native, and the Linux end-to-end tests must reach their full (guest user space) cases.
-# Writes "<name> ok|FAILED <seconds>" lines to $VIREO_NESTED_SHARE/results.
+# Writes "<name> ok|FAILED <seconds>" lines to $VIREO_NESTED_SHARE/results. Each test has
+# VIREO_NESTED_TEST_TIMEOUT seconds (default 900): one that hangs while L1 lives fails by name and
+# the suite goes on (an L1 that stops altogether is nested-host.sh's watchdog's to report).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 vireo=${VIREO_BIN:-$repo/.build/debug/vireo}
@@ -12,24 +14,64 @@ results=$share/results
 export VIREO_E2E_LOG_DIR=$share/logs VIREO_BIN=$vireo VIREO=$vireo
 mkdir -p "$VIREO_E2E_LOG_DIR"
 
+test_timeout=${VIREO_NESTED_TEST_TIMEOUT:-900}
+[[ $test_timeout =~ ^[1-9][0-9]*$ ]] || { echo "nested: VIREO_NESTED_TEST_TIMEOUT must be seconds, not '$test_timeout'"; exit 2; }
+stamp=$VIREO_E2E_LOG_DIR/.test-started
+
+# After a timeout: what the test left running in process groups of its own (a `timeout` inside
+# the test makes one, so the outer timeout's signals miss it) dies too, before the next test.
+# Only where this suite leads its own session, as in L1 (nested-host.sh runs it under setsid).
+reap_leftovers() {
+    local stat line fields pid
+    line=$(</proc/$$/stat); read -r -a fields <<<"${line##*) }"   # state ppid pgrp session ...
+    [ "${fields[3]}" = "$$" ] || return 0
+    for stat in /proc/[0-9]*/stat; do
+        { line=$(<"$stat"); } 2>/dev/null || continue
+        pid=${line%% *}
+        read -r -a fields <<<"${line##*) }"
+        [ "${fields[3]}" = "$$" ] && [ "$pid" != "$$" ] && kill -KILL "$pid" 2>/dev/null
+    done
+    return 0
+}
+
 run() {  # name command...
-    local name=$1 started status; shift
+    local name=$1 started status elapsed newest; shift
     echo "=== nested: $name"
+    touch "$stamp"
     started=$(date +%s)
-    "$@"; status=$?
-    echo "$name $([ $status -eq 0 ] && echo ok || echo FAILED) $(( $(date +%s) - started ))" >>"$results"
-    echo "=== nested: $name: $([ $status -eq 0 ] && echo ok || echo "FAILED (status $status)")"
+    # The test's stderr is fd 3; the shell's own is /dev/null here, so that a test killed on timeout
+    # gets no "Killed" job line besides the verdict below.
+    { timeout --kill-after=10 "$test_timeout" "$@" </dev/null 2>&3 3>&-; status=$?; } 3>&2 2>/dev/null
+    elapsed=$(( $(date +%s) - started ))
+    echo "$name $([ $status -eq 0 ] && echo ok || echo FAILED) $elapsed" >>"$results"
+    if [ $status -eq 0 ]; then echo "=== nested: $name: ok"; return; fi
+    # 124: timeout's TERM ended it; 137: its KILL, 10 s later (a test's own 124 ends sooner).
+    if { [ $status -eq 124 ] || [ $status -eq 137 ]; } && [ "$elapsed" -ge "$test_timeout" ]; then
+        reap_leftovers
+        echo "=== nested: $name: FAILED (timed out after ${test_timeout}s)"
+    else
+        echo "=== nested: $name: FAILED (status $status)"
+    fi
+    newest=$(find "$VIREO_E2E_LOG_DIR" -type f -newer "$stamp" ! -name '.*' -printf '%T@ %p\n' 2>/dev/null \
+        | sort -n | tail -1 | cut -d' ' -f2-)
+    if [ -n "$newest" ]; then
+        echo "=== nested: $name: last 30 lines of $newest:"
+        tail -n 30 "$newest" | tr -d '\r' | sed 's/^/  | /'
+    else
+        echo "=== nested: $name: it wrote no log under $VIREO_E2E_LOG_DIR"
+    fi
 }
 
 # The profile L1's KVM gets: chosen by how much slower CPL0 is than CPL3, it must be native here.
 profile_check() {
     local report profile
-    report=$("$vireo" host-check 2>&1)
+    report=$("$VIREO_BIN" host-check 2>&1)
     grep -E 'guest kernel mode|host profile' <<<"$report"
     profile=$(sed -n 's/.*host profile *: *\([a-z-]*\).*/\1/p' <<<"$report" | head -1)
     [ "$profile" = native ] || { echo "nested: the host profile in L1 is '${profile:-none}', wanted native"; return 1; }
 }
-run "host-check picks native in L1" profile_check
+export -f profile_check   # run's timeout runs commands, not functions
+run "host-check picks native in L1" bash -c profile_check
 # Full cases are required wherever the profile is native (each script checks that itself).
 run "linux-boot (full)" env VIREO_E2E_KERNEL=bzImage bash "$repo/tests/e2e/linux-boot.sh"
 run "linux-devices (full)" env VIREO_E2E_DEVICES_MODE=full bash "$repo/tests/e2e/linux-devices.sh"
