@@ -72,7 +72,7 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),
         // Includes VMMControl's tests: every guest-booting suite shares one serialized parent.
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMControl", "KVM", "Boot", "Devices", "GuestMemory", "TestSupport"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMControl", "KVM", "Boot", "Devices", "GuestMemory", "Storage", "TestSupport"]),
         .testTarget(name: "ManagerTests", dependencies: [
             "Manager", "VMContract", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -14,6 +14,7 @@ public enum ControlRoute: String, CaseIterable, Sendable {
     case migrate = "/vm/migrate"
     case migration = "/vm/migration"
     case migrateCancel = "/vm/migrate/cancel"
+    case migratePostcopy = "/vm/migrate/postcopy"
     case console = "/console"
     case consoleInput = "/console/input"
 
@@ -23,7 +24,7 @@ public enum ControlRoute: String, CaseIterable, Sendable {
     public var method: String {
         switch self {
         case .info, .stats, .console, .snapshotProgress, .migration: "GET"
-        case .pause, .resume, .stop, .shutdown, .snapshot, .migrate, .migrateCancel: "PUT"
+        case .pause, .resume, .stop, .shutdown, .snapshot, .migrate, .migrateCancel, .migratePostcopy: "PUT"
         case .consoleInput: "POST"
         }
     }

@@ -15,14 +15,25 @@ public struct MigrationRequest: Codable, Equatable, Sendable {
     /// Pre-copy rounds at most; after the last one the migration stops the guest and copies the
     /// rest whatever the downtime (reported as such).
     public var maxRounds: Int
+    /// Mirror every disk to the destination while the guest runs (libvirt's --copy-storage-all):
+    /// for disks that are not shared storage. The destination writes them at the paths its
+    /// launch names (creating missing images in the source's format and size).
+    public var copyStorage: Bool
+    /// Switch to post-copy after the first full round when the rest does not fit the downtime
+    /// target (it can also be switched any time with `PUT /vm/migrate/postcopy`): the guest runs on
+    /// the destination at once and the pages it still lacks come over on demand.
+    public var postcopy: Bool
 
     public static let defaultMaxDowntimeMilliseconds: Double = 50
     public static let defaultMaxRounds = 30
 
     public init(destination: String, maxDowntimeMilliseconds: Double = defaultMaxDowntimeMilliseconds,
-                bandwidthMiBps: Double = 0, autoConverge: Bool = true, maxRounds: Int = defaultMaxRounds) {
+                bandwidthMiBps: Double = 0, autoConverge: Bool = true, maxRounds: Int = defaultMaxRounds,
+                copyStorage: Bool = false, postcopy: Bool = false) {
         self.destination = destination; self.maxDowntimeMilliseconds = maxDowntimeMilliseconds
         self.bandwidthMiBps = bandwidthMiBps; self.autoConverge = autoConverge; self.maxRounds = maxRounds
+        self.copyStorage = copyStorage
+        self.postcopy = postcopy
     }
 
     enum CodingKeys: String, CodingKey {
@@ -31,6 +42,8 @@ public struct MigrationRequest: Codable, Equatable, Sendable {
         case bandwidthMiBps = "bandwidth_mibps"
         case autoConverge = "auto_converge"
         case maxRounds = "max_rounds"
+        case copyStorage = "copy_storage"
+        case postcopy
     }
 
     public init(from decoder: any Decoder) throws {
@@ -40,6 +53,8 @@ public struct MigrationRequest: Codable, Equatable, Sendable {
         bandwidthMiBps = try container.decodeIfPresent(Double.self, forKey: .bandwidthMiBps) ?? 0
         autoConverge = try container.decodeIfPresent(Bool.self, forKey: .autoConverge) ?? true
         maxRounds = try container.decodeIfPresent(Int.self, forKey: .maxRounds) ?? Self.defaultMaxRounds
+        copyStorage = try container.decodeIfPresent(Bool.self, forKey: .copyStorage) ?? false
+        postcopy = try container.decodeIfPresent(Bool.self, forKey: .postcopy) ?? false
     }
 
     /// Why the request cannot be carried out as given (nil: fine).
@@ -64,6 +79,8 @@ public struct MigrationProgress: Codable, Equatable, Sendable {
         case precopy
         /// The guest is stopped: the last pages and the device state go across.
         case stopAndCopy = "stop-and-copy"
+        /// The guest runs on the destination; the pages it still lacks go across (on demand first).
+        case postcopy
         /// The destination runs the guest; this process is ending.
         case completed
         /// Failed before the switch-over: the guest kept running here.
@@ -79,6 +96,9 @@ public struct MigrationProgress: Codable, Equatable, Sendable {
     public var ramBytesTotal: UInt64
     /// RAM sent so far (pages sent again in later rounds count again), zero pages excluded.
     public var ramBytesTransferred: UInt64
+    /// With copy_storage: disk bytes sent so far (zero runs excluded), and still dirty.
+    public var diskBytesTransferred: UInt64
+    public var diskBytesRemaining: UInt64
     /// Dirty RAM still to send as of the last look.
     public var ramBytesRemaining: UInt64
     /// Pages the guest dirtied per second in the last round.
@@ -89,6 +109,11 @@ public struct MigrationProgress: Codable, Equatable, Sendable {
     public var expectedDowntimeMilliseconds: Double
     /// vCPU throttle (auto-converge), percent of time the vCPUs are held (0: none).
     public var throttlePercent: Int
+    /// The migration switched to post-copy (the guest ran on the destination before all of its
+    /// RAM was there).
+    public var postcopy: Bool
+    /// Post-copy: pages the destination asked for because the guest touched them.
+    public var postcopyPageRequests: Int
     /// Measured once completed: from stopping the vCPUs here to the destination running them.
     public var downtimeMilliseconds: Double?
     /// From the request to now (or to the end).
@@ -96,28 +121,36 @@ public struct MigrationProgress: Codable, Equatable, Sendable {
     public var error: String?
 
     public init(phase: Phase, destination: String? = nil, rounds: Int = 0, ramBytesTotal: UInt64 = 0,
-                ramBytesTransferred: UInt64 = 0, ramBytesRemaining: UInt64 = 0, dirtyPagesPerSecond: Double = 0,
+                ramBytesTransferred: UInt64 = 0, ramBytesRemaining: UInt64 = 0, diskBytesTransferred: UInt64 = 0,
+                diskBytesRemaining: UInt64 = 0, dirtyPagesPerSecond: Double = 0,
                 bandwidthBytesPerSecond: Double = 0, expectedDowntimeMilliseconds: Double = 0, throttlePercent: Int = 0,
                 downtimeMilliseconds: Double? = nil, elapsedMilliseconds: Double = 0, error: String? = nil) {
         self.phase = phase; self.destination = destination; self.rounds = rounds; self.ramBytesTotal = ramBytesTotal
         self.ramBytesTransferred = ramBytesTransferred; self.ramBytesRemaining = ramBytesRemaining
+        self.diskBytesTransferred = diskBytesTransferred; self.diskBytesRemaining = diskBytesRemaining
         self.dirtyPagesPerSecond = dirtyPagesPerSecond; self.bandwidthBytesPerSecond = bandwidthBytesPerSecond
         self.expectedDowntimeMilliseconds = expectedDowntimeMilliseconds; self.throttlePercent = throttlePercent
+        self.postcopyPageRequests = 0
+        self.postcopy = false
         self.downtimeMilliseconds = downtimeMilliseconds; self.elapsedMilliseconds = elapsedMilliseconds; self.error = error
     }
 
     /// Whether a migration is under way (a new one is refused meanwhile).
-    public var isActive: Bool { phase == .setup || phase == .precopy || phase == .stopAndCopy }
+    public var isActive: Bool { phase == .setup || phase == .precopy || phase == .stopAndCopy || phase == .postcopy }
 
     enum CodingKeys: String, CodingKey {
         case phase, destination, rounds, error
         case ramBytesTotal = "ram_bytes_total"
         case ramBytesTransferred = "ram_bytes_transferred"
         case ramBytesRemaining = "ram_bytes_remaining"
+        case diskBytesTransferred = "disk_bytes_transferred"
+        case diskBytesRemaining = "disk_bytes_remaining"
         case dirtyPagesPerSecond = "dirty_pages_per_second"
         case bandwidthBytesPerSecond = "bandwidth_bytes_per_second"
         case expectedDowntimeMilliseconds = "expected_downtime_ms"
         case throttlePercent = "throttle_percent"
+        case postcopyPageRequests = "postcopy_page_requests"
+        case postcopy
         case downtimeMilliseconds = "downtime_ms"
         case elapsedMilliseconds = "elapsed_ms"
     }

@@ -22,15 +22,19 @@ public struct RunStatus: Codable, Equatable, Sendable {
     /// One line for people: the failure report, the signal number, the debug-exit value.
     public var detail: String
     public var exitStatus: Int32
+    /// For `migrated`: the migration's last progress (its downtime, rounds, bytes), which the
+    /// process can no longer be asked for once it has exited.
+    public var migration: MigrationProgress?
 
-    public init(outcome: Outcome, detail: String, exitStatus: Int32) {
+    public init(outcome: Outcome, detail: String, exitStatus: Int32, migration: MigrationProgress? = nil) {
         self.outcome = outcome
         self.detail = detail
         self.exitStatus = exitStatus
+        self.migration = migration
     }
 
     enum CodingKeys: String, CodingKey {
-        case outcome, detail
+        case outcome, detail, migration
         case exitStatus = "exit_status"
     }
 

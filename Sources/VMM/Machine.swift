@@ -313,6 +313,9 @@ public final class Machine: @unchecked Sendable {
     /// Whoever waits in `waitForExit` then joins the vCPU threads.
     public func requestStop() { latch.request(.stopped) }
 
+    /// Ends the machine as failed (a VMM-side cause, e.g. post-copy losing its source).
+    func fail(_ why: String) { latch.request(.failed(why)) }
+
     /// Stops the machine and joins its vCPU threads (from the thread that owns it).
     public func stop() {
         requestStop()

@@ -9,19 +9,20 @@ public final class MachineResources: @unchecked Sendable {
     /// The devices as resolved: every NIC has its MAC (generated ones included), so a snapshot
     /// records exactly what the guest saw.
     public let devices: DeviceOptions
-    let disks: [any BlockDevice]
+    /// Each with write tracking for disk mirroring (`--copy-storage-all`), off unless migrating.
+    let disks: [TrackedDisk]
     let networks: [TapNetworkBackend]
     private let closed = Guarded(false)
 
     /// Opens every disk and TAP the options name; on an error nothing stays open.
     public init(devices requested: DeviceOptions) throws {
         var devices = requested
-        var disks: [any BlockDevice] = []
+        var disks: [TrackedDisk] = []
         var networks: [TapNetworkBackend] = []
         do {
             for disk in requested.disks {
-                disks.append(try DiskImage.open(path: disk.path, format: disk.format.map { ImageFormat(rawValue: $0.rawValue) ?? .raw },
-                                                readOnly: disk.readOnly))
+                disks.append(TrackedDisk(try DiskImage.open(path: disk.path, format: disk.format.map { ImageFormat(rawValue: $0.rawValue) ?? .raw },
+                                                readOnly: disk.readOnly)))
             }
             for index in requested.networks.indices {
                 networks.append(try TapNetworkBackend(options: requested.networks[index]))

@@ -92,7 +92,7 @@ public final class VMSession: @unchecked Sendable {
                 } else {
                     onListening(address.description)
                 }
-            }, log: log)
+            }, diskTargets: { recorded in try Self.restoredSpec(recorded, launch: launch).devices.disks }, log: log)
             do {
                 spec = try Self.restoredSpec(received.payload.machine, launch: launch)
             } catch {
@@ -213,11 +213,20 @@ public final class VMSession: @unchecked Sendable {
             do {
                 try machine.start()
                 // A migrated guest runs here now: the source may let go of it.
+                var postcopy: IncomingMigration?
                 if let received = incoming {
                     incoming = nil
+                    if received.isPostcopy {
+                        postcopy = received
+                        received.onPostcopyFailure { [log] why in
+                            log(why)
+                            machine.fail(why)
+                        }
+                    }
                     received.reportRunning()
                 }
                 outcome = machine.waitForExit() ?? .stopped
+                postcopy?.finish()
             } catch {
                 incoming?.reportFailure("the destination cannot start the VM: \(error)")
                 incoming = nil
@@ -289,7 +298,7 @@ public final class VMSession: @unchecked Sendable {
         case let .saved(path)? where outcome == .stopped:
             status = RunStatus(outcome: .saved, detail: "saved to \(path)", exitStatus: 0)
         case let .migrated(destination)? where outcome == .stopped:
-            status = RunStatus(outcome: .migrated, detail: "migrated to \(destination)", exitStatus: 0)
+            status = RunStatus(outcome: .migrated, detail: "migrated to \(destination)", exitStatus: 0, migration: migrationProgress)
         default:
             status = RunStatus(outcome: RunStatus.Outcome(outcome), detail: outcome.description, exitStatus: outcome.processStatus)
         }
@@ -392,12 +401,26 @@ public final class VMSession: @unchecked Sendable {
         return job.progress.read { $0 }
     }
 
+    /// Cuts the connection of the migration under way, as a network failure would (tests).
+    func breakMigrationConnection() { migration.read { $0 }?.breakConnection() }
+
+    /// Switches the migration under way to post-copy at its next round boundary.
+    public func switchMigrationToPostcopy() throws -> MigrationProgress {
+        guard let job = migration.read({ $0 }), job.progress.read({ $0.isActive }) else {
+            throw SessionError.busy("no migration is under way")
+        }
+        guard job.requestPostcopy() else { throw SessionError.busy("the migration is past the point where it could switch to post-copy") }
+        return job.progress.read { $0 }
+    }
+
     /// Cancels the migration under way (before its switch-over); the VM stays here.
     public func cancelMigration() throws -> MigrationProgress {
         guard let job = migration.read({ $0 }), job.progress.read({ $0.isActive }) else {
             throw SessionError.busy("no migration is under way")
         }
-        job.cancel()
+        guard job.cancel() else {
+            throw SessionError.busy("the migration is in post-copy: the guest runs on the destination and needs the pages still here; it cannot be cancelled")
+        }
         return job.progress.read { $0 }
     }
 

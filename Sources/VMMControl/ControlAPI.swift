@@ -17,6 +17,7 @@ import VMM
 ///                           "auto_converge", "max_rounds"}: starts a live migration   202 MigrationProgress
 /// GET  /vm/migration       phase, rounds, RAM sent/remaining, dirty rate, downtime   200 MigrationProgress
 /// PUT  /vm/migrate/cancel  cancel before the switch-over (the VM stays here)      200 MigrationProgress
+/// PUT  /vm/migrate/postcopy  switch to post-copy at the next round              200 MigrationProgress
 /// GET  /console            recent serial output (bounded ring)      200 bytes
 /// GET  /console?follow=1   recent output, then live as it comes     200 chunked
 /// POST /console/input      typed into hvc0 or COM1, flow-controlled 200 ConsoleInputResult
@@ -119,6 +120,8 @@ public struct ControlAPI: Sendable {
             } catch {
                 return .error(400, "\(error)")
             }
+        case .migratePostcopy:
+            do { return .json(200, try session.switchMigrationToPostcopy()) } catch { return .error(409, "\(error)") }
         case .migrateCancel:
             do { return .json(200, try session.cancelMigration()) } catch { return .error(409, "\(error)") }
         case .consoleInput:

@@ -1,7 +1,9 @@
 import Foundation
 import GuestMemory
 import KVM
+import Storage
 import Testing
+import TestSupport
 @testable import VMM
 @testable import VMMControl
 
@@ -116,6 +118,8 @@ extension KVMGuestSuites {
         let status = RunStatus.read(from: statusPath)
         #expect(status?.outcome == .migrated)
         #expect(status?.detail.contains(destination.address) == true)
+        #expect(status?.migration?.phase == .completed)
+        #expect(status?.migration?.downtimeMilliseconds != nil)
         let arrived = try destination.wait()
         #expect(arrived.waitForMoreTicks(2))
         #expect(arrived.stop() == 0)
@@ -158,11 +162,13 @@ extension KVMGuestSuites {
     /// With a link far slower than the guest dirties memory, auto-converge throttles the vCPUs
     /// until the rest fits; the guest's count and pages still come through intact.
     @Test func autoConvergeThrottlesAGuestThatDirtiesFasterThanTheLink() throws {
-        let guest = try SessionGuest(guest: "mb-user.elf", cmdline: "ticks=1000000 spin=20000000 fill=2 churn=16", memory: 64 << 20)
+        // 4 MiB rewritten per tick, many ticks per second; an 8 MiB/s link carries one tick's
+        // worth in half a second, so every round finds the whole churn dirty again.
+        let guest = try SessionGuest(guest: "mb-user.elf", cmdline: "ticks=1000000 spin=20000000 fill=2 churn=4", memory: 64 << 20)
         #expect(guest.waitForMoreTicks(3))
         let destination = IncomingGuest(label: "converge")
         #expect(destination.waitListening())
-        _ = try guest.session.migrate(MigrationRequest(destination: destination.address, bandwidthMiBps: 100, maxRounds: 200))
+        _ = try guest.session.migrate(MigrationRequest(destination: destination.address, bandwidthMiBps: 8, maxRounds: 40))
         let progress = waitForMigration(guest.session, timeoutSeconds: 180)
         #expect(progress.phase == .completed, "\(progress)")
         #expect(progress.throttlePercent > 0, "\(progress)")
@@ -315,6 +321,187 @@ final class FakeDestination: @unchecked Sendable {
             var received = 0
             while received < closeAfterBytes, let (_, payload) = try? channel.receive(during: "RAM") { received += payload.count }
             channel.close()
+        }
+    }
+}
+
+extension KVMGuestSuites.MigrationTests {
+    /// A disk of random bytes, written by the guest while `--copy-storage-all` mirrors it to a
+    /// new image on the destination (created there, raw or qcow2): once the guest has finished on
+    /// the destination, its disk holds exactly what the same guest leaves on a copy of the disk
+    /// when it runs without migrating (the untouched part mirrored in round one, the written part
+    /// in later rounds and in the stop-and-copy round).
+    @Test(arguments: [ImageFormat.raw, .qcow2])
+    func copyStorageAllMirrorsABusyDisk(format: ImageFormat) throws {
+        let directory = NSTemporaryDirectory() + "vireo-mirror-\(getpid())-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var random = SplitMix64(state: 0xD15C_0012)
+        var content = [UInt8](repeating: 0, count: 8 << 20)
+        for index in stride(from: 0, to: content.count, by: 8) {
+            withUnsafeBytes(of: random.next()) { content.replaceSubrange(index..<index + 8, with: $0) }
+        }
+        // Leave a hole of zeros in the middle, as real images have.
+        content.replaceSubrange((3 << 20)..<(4 << 20), with: [UInt8](repeating: 0, count: 1 << 20))
+        func image(_ name: String) throws -> String {
+            let path = directory + "/" + name
+            switch format {
+            case .raw: try RawImage.create(path: path, size: UInt64(content.count))
+            case .qcow2: try QCOW2Image.create(path: path, options: QCOW2CreateOptions(size: UInt64(content.count)))
+            }
+            let disk = try DiskImage.open(path: path, format: format, readOnly: false)
+            try content.withUnsafeBytes { try disk.write($0, at: 0) }
+            try disk.flush()
+            return path
+        }
+        func contents(_ path: String) throws -> [UInt8] {
+            let disk = try DiskImage.open(path: path, format: format, readOnly: true)
+            var bytes = [UInt8](repeating: 0, count: Int(disk.size))
+            try bytes.withUnsafeMutableBytes { try disk.read(into: $0, at: 0) }
+            return bytes
+        }
+        let diskFormat = DiskOptions.Format(rawValue: format.rawValue)
+        let cmdline = "bench=1500 write"
+
+        // The reference: the same guest, no migration.
+        let reference = try image("reference.img")
+        let alone = try SessionGuest(guest: "mb-virtio.elf", cmdline: cmdline,
+                                     devices: DeviceOptions(disks: [DiskOptions(path: reference, format: diskFormat)]))
+        #expect(alone.waitForEnd(timeoutSeconds: 300) == 1)
+        let expected = try contents(reference)
+        #expect(expected != content)
+
+        let source = try image("source.img")
+        let target = directory + "/target.img"
+        var guest = try SessionGuest(guest: "mb-virtio.elf", cmdline: cmdline,
+                                     devices: DeviceOptions(disks: [DiskOptions(path: source, format: diskFormat)]))
+        #expect(guest.waitFor("virtio: capacity"))
+        let destination = IncomingGuest(label: "mirror", devices: DeviceOptions(disks: [DiskOptions(path: target, format: diskFormat)]))
+        #expect(destination.waitListening())
+        _ = try guest.session.migrate(MigrationRequest(destination: destination.address, copyStorage: true))
+        let progress = waitForMigration(guest.session)
+        #expect(progress.phase == .completed, "\(progress)")
+        #expect(progress.diskBytesTransferred >= 6 << 20, "\(progress)")
+        #expect(guest.waitForEnd() == 0)
+        let transcript = guest.output
+        guest = try destination.wait()
+        #expect(guest.waitForEnd(timeoutSeconds: 300) == 1, "\(transcript + guest.output)")
+        #expect((transcript + guest.output).contains("virtio: bench done n=1500 sequential write"))
+        #expect(FileManager.default.fileExists(atPath: target))
+        #expect(try DiskImage.probeFormat(path: target) == format)
+        let mirrored = try contents(target)
+        #expect(mirrored.count == expected.count)
+        if mirrored != expected {
+            let first = zip(mirrored, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? -1
+            Issue.record("the mirrored disk differs from the reference, first at byte \(first)")
+        }
+    }
+
+    /// On one host, a destination that would mirror the disk onto the very same file is refused
+    /// before anything is written; the guest runs on.
+    @Test func copyStorageOntoTheSameFileIsRefused() throws {
+        let disk = try KVMGuestSuites.VirtioMachineTests.makeDisk()
+        defer { try? FileManager.default.removeItem(atPath: disk) }
+        let before = try Data(contentsOf: URL(fileURLWithPath: disk))
+        let guest = try SessionGuest(guest: "mb-user.elf", cmdline: Self.counting, memory: 64 << 20,
+                                     devices: DeviceOptions(disks: [DiskOptions(path: disk, format: .raw)]))
+        defer { guest.stop() }
+        #expect(guest.waitForMoreTicks(2))
+        let destination = IncomingGuest(label: "same")
+        #expect(destination.waitListening())
+        _ = try guest.session.migrate(MigrationRequest(destination: destination.address, copyStorage: true))
+        let progress = waitForMigration(guest.session)
+        #expect(progress.phase == .failed)
+        #expect(progress.error?.contains("onto itself") == true, "\(progress)")
+        #expect(throws: (any Error).self) { try destination.wait() }
+        #expect(guest.waitForMoreTicks(2))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: disk)) == before)
+    }
+}
+
+extension KVMGuestSuites.MigrationTests {
+    /// Post-copy: after one full round the guest (128 MiB, rewriting 32 MiB per tick) starts on
+    /// the destination at once; the pages it lacks come over on demand (userfaultfd) or in the
+    /// background. The count goes on without a gap and every churned page checks out.
+    @Test func postcopyRunsTheGuestBeforeItsRAMIsThere() throws {
+        let guest = try SessionGuest(guest: "mb-user.elf", cmdline: "ticks=1000000 spin=50000000 fill=16 churn=32", memory: 128 << 20)
+        #expect(guest.waitForMoreTicks(3))
+        let destination = IncomingGuest(label: "postcopy")
+        #expect(destination.waitListening())
+        _ = try guest.session.migrate(MigrationRequest(destination: destination.address, maxDowntimeMilliseconds: 0.01, postcopy: true))
+        let progress = waitForMigration(guest.session)
+        #expect(progress.phase == .completed, "\(progress)")
+        #expect(progress.postcopy, "\(progress)")
+        #expect(progress.rounds == 1)
+        #expect(guest.waitForEnd() == 0)
+        let arrived = try destination.wait()
+        #expect(arrived.waitForMoreTicks(5), "\(arrived.output.suffix(300))")
+        #expect(arrived.stop() == 0)
+        let transcript = guest.output + arrived.output
+        let numbers = ticks(in: transcript)
+        #expect(zip(numbers, numbers.dropFirst()).allSatisfy { $1 == $0 + 1 }, "\(numbers.suffix(20))")
+        #expect(!transcript.contains("corrupt"), "\(transcript.suffix(300))")
+    }
+
+    /// `PUT /vm/migrate/postcopy` switches a migration that would not converge on its own (a
+    /// slow link, no auto-converge); it cannot be cancelled once in post-copy.
+    @Test func switchingToPostcopyThroughTheAPI() throws {
+        let guest = try SessionGuest(guest: "mb-user.elf", cmdline: "ticks=1000000 spin=50000000 fill=4 churn=16", memory: 64 << 20)
+        let api = ControlAPI(session: guest.session)
+        #expect(guest.waitForMoreTicks(2))
+        let destination = IncomingGuest(label: "switch")
+        #expect(destination.waitListening())
+        let body = "{\"destination\":\"\(destination.address)\",\"bandwidth_mibps\":40,\"auto_converge\":false,\"max_rounds\":1000}"
+        #expect(api.handle(method: "PUT", uri: "/vm/migrate", body: Array(body.utf8)).status == 202)
+        usleep(1_500_000)
+        #expect(guest.session.migrationProgress.phase == .precopy)
+        let switched = api.handle(method: "PUT", uri: "/vm/migrate/postcopy")
+        #expect(switched.status == 200, "\(String(decoding: switched.body, as: UTF8.self))")
+        let progress = waitForMigration(guest.session)
+        #expect(progress.phase == .completed, "\(progress)")
+        #expect(progress.postcopy)
+        #expect(api.handle(method: "PUT", uri: "/vm/migrate/postcopy").status == 409)
+        #expect(guest.waitForEnd() == 0)
+        let arrived = try destination.wait()
+        #expect(arrived.waitForMoreTicks(3))
+        #expect(arrived.stop() == 0)
+        let transcript = guest.output + arrived.output
+        #expect(!transcript.contains("corrupt"))
+        let numbers = ticks(in: transcript)
+        #expect(zip(numbers, numbers.dropFirst()).allSatisfy { $1 == $0 + 1 })
+    }
+
+    /// The connection breaks in the middle of post-copy: the destination cannot go on (its guest
+    /// lacks pages) and stops with a failure that says so; the source keeps its paused copy and
+    /// says what the recovery would take. Nothing hangs.
+    @Test func aBrokenPostcopyStopsTheDestinationAndSaysWhy() throws {
+        let guest = try SessionGuest(guest: "mb-user.elf", cmdline: "ticks=1000000 spin=50000000 fill=16 churn=200", memory: 256 << 20)
+        defer { guest.stop() }
+        #expect(guest.waitForMoreTicks(2))
+        let destination = IncomingGuest(label: "broken")
+        #expect(destination.waitListening())
+        _ = try guest.session.migrate(MigrationRequest(destination: destination.address, maxDowntimeMilliseconds: 0.01, postcopy: true))
+        let deadline = Date().addingTimeInterval(60)
+        while guest.session.migrationProgress.phase != .postcopy, guest.session.migrationProgress.isActive, Date() < deadline {
+            usleep(1000)
+        }
+        guard guest.session.migrationProgress.phase == .postcopy else {
+            Issue.record("post-copy ended before the connection could be cut: \(guest.session.migrationProgress)")
+            return
+        }
+        #expect(throws: SessionError.self) { try guest.session.cancelMigration() }
+        guest.session.breakMigrationConnection()
+        let progress = waitForMigration(guest.session)
+        #expect(progress.phase == .failed)
+        #expect(progress.error?.contains("post-copy broke off") == true, "\(progress)")
+        #expect(guest.machine.runState == .paused)
+        let arrived = try destination.wait()
+        let status = arrived.waitForEnd(timeoutSeconds: 60)
+        #expect(status != nil && status != 0, "the destination should stop with a failure")
+        if case let .failed(why)? = arrived.session.lastOutcome {
+            #expect(why.contains("post-copy failed"), "\(why)")
+        } else {
+            Issue.record("destination outcome: \(String(describing: arrived.session.lastOutcome))")
         }
     }
 }

@@ -21,33 +21,60 @@ public final class IncomingMigration: @unchecked Sendable {
     public let rounds: Int
     private let channel: MigrationChannel
     private let answered = Guarded(false)
+    /// Post-copy: the pages the guest still lacks come over while it runs.
+    let pager: PostcopyPager?
 
     private init(payload: SnapshotPayload, memory: GuestMemory, peer: String, bytesReceived: UInt64, rounds: Int,
-                 channel: MigrationChannel) {
+                 channel: MigrationChannel, pager: PostcopyPager?) {
         self.payload = payload; self.memory = memory; self.peer = peer
-        self.bytesReceived = bytesReceived; self.rounds = rounds; self.channel = channel
+        self.bytesReceived = bytesReceived; self.rounds = rounds; self.channel = channel; self.pager = pager
     }
 
-    deinit { channel.close() }
+    deinit {
+        pager?.stop()
+        channel.close()
+    }
 
-    /// The guest runs here now: the source may exit.
-    public func reportRunning() { answer { try? channel.send(.running) } }
+    /// Whether the guest still lacks pages that come over while it runs (post-copy).
+    public var isPostcopy: Bool { pager != nil }
+
+    /// The guest runs here now: the source may exit (after post-copy, if this is one).
+    public func reportRunning() {
+        answer(close: pager == nil) { try? channel.send(.running) }
+    }
 
     /// The guest cannot run here: the source keeps (resumes) it.
-    public func reportFailure(_ why: String) { answer { channel.sendError(why) } }
+    public func reportFailure(_ why: String) {
+        answer(close: true) {
+            pager?.stop()
+            channel.sendError(why)
+        }
+    }
 
-    private func answer(_ body: () -> Void) {
+    /// Post-copy cannot go on (the source went away): `body` stops the VM.
+    public func onPostcopyFailure(_ body: @escaping @Sendable (String) -> Void) { pager?.onFailure = body }
+
+    /// Post-copy: waits until every page is here; nil if it failed (or this is no post-copy).
+    public func waitForPostcopy() -> PostcopyStatistics? { pager?.waitUntilDone() }
+
+    /// Lets go of the post-copy threads (the machine has ended).
+    public func finish() { pager?.stop() }
+
+    private func answer(close: Bool, _ body: () -> Void) {
         let first = answered.update { done -> Bool in defer { done = true }; return !done }
         guard first else { return }
         body()
-        channel.close()
+        if close { channel.close() }
     }
 
     /// Listens on `address`, takes one source, and receives the whole machine. Blocks until the
     /// source has sent everything (or fails: then the source has been told, and nothing was built).
     /// `listening` is called once the socket is bound (with the TCP port, which may have been 0).
+    /// `diskTargets` gives this side's disks for the machine the source describes (used when the
+    /// source mirrors its disks: `--copy-storage-all`).
     public static func receive(on address: MigrationAddress, listening: (UInt16?) -> Void = { _ in },
-                               log: (String) -> Void = { _ in }) throws -> IncomingMigration {
+                               diskTargets: (LaunchSpec) throws -> [DiskOptions] = { $0.devices.disks },
+                               log: @escaping @Sendable (String) -> Void = { _ in }) throws -> IncomingMigration {
         let listener = try MigrationChannel.Listener(address)
         listening(listener.port)
         let channel: MigrationChannel
@@ -59,7 +86,7 @@ public final class IncomingMigration: @unchecked Sendable {
         }
         listener.close()
         do {
-            return try receive(from: channel, log: log)
+            return try receive(from: channel, diskTargets: diskTargets, log: log)
         } catch {
             // The source hears why (unless the stream itself is what broke).
             channel.sendError("\(error)")
@@ -68,7 +95,8 @@ public final class IncomingMigration: @unchecked Sendable {
         }
     }
 
-    static func receive(from channel: MigrationChannel, log: (String) -> Void) throws -> IncomingMigration {
+    static func receive(from channel: MigrationChannel, diskTargets: (LaunchSpec) throws -> [DiskOptions] = { $0.devices.disks },
+                        log: @escaping @Sendable (String) -> Void) throws -> IncomingMigration {
         channel.setTimeout(seconds: 120)
         let (kind, helloBytes) = try channel.receive(during: "before the machine's description")
         guard kind == .hello else { throw MigrationError.corrupt("expected the machine's description first, got a \(kind) frame") }
@@ -94,12 +122,20 @@ public final class IncomingMigration: @unchecked Sendable {
         guard hello.regions == layout.map({ [$0.start.raw, $0.size] }) else {
             throw MigrationError.corrupt("RAM regions do not match a \(machine.memoryBytes >> 20) MiB machine")
         }
+        var disks: DiskMirrorReceiver?
+        if let mirrored = hello.mirroredDisks {
+            guard mirrored.count == machine.devices.disks.count, mirrored.count <= DeviceOptions.maximumDevices else {
+                throw MigrationError.corrupt("\(mirrored.count) mirrored disks for a machine with \(machine.devices.disks.count)")
+            }
+            disks = try DiskMirrorReceiver(mirrored: mirrored, targets: try diskTargets(machine), log: log)
+        }
         let memory = try GuestMemory(ranges: layout.map { ($0.start, $0.size) })
-        log("incoming migration from \(channel.peer): \(machine.cpus) vCPU(s), \(machine.memoryBytes >> 20) MiB")
+        log("incoming migration from \(channel.peer): \(machine.cpus) vCPU(s), \(machine.memoryBytes >> 20) MiB\(disks == nil ? "" : ", disks mirrored")")
         try channel.send(.ready)
 
         var received: UInt64 = 0
         var rounds = 0
+        var postcopyPending: PageBitmap?
         while true {
             let (kind, payload) = try channel.receive(during: "while receiving RAM")
             switch kind {
@@ -121,6 +157,12 @@ public final class IncomingMigration: @unchecked Sendable {
                 try memory.zero(at: GuestAddress(address), length: length)
             case .roundEnd:
                 rounds += 1
+            case .postcopy:
+                guard postcopyPending == nil else { throw MigrationError.corrupt("a second post-copy switch") }
+                postcopyPending = try PageBitmap(decoding: payload, for: memory)
+            case .diskData, .diskZeros:
+                guard let disks else { throw MigrationError.corrupt("disk data in a migration without --copy-storage-all") }
+                if kind == .diskData { try disks.receiveData(payload) } else { try disks.receiveZeros(payload) }
             case .state:
                 let state: SnapshotPayload
                 do {
@@ -135,10 +177,20 @@ public final class IncomingMigration: @unchecked Sendable {
                 try SnapshotFile.validate(state, regions: regions, path: "migration stream from \(channel.peer)")
                 let (last, _) = try channel.receive(during: "after the machine state")
                 guard last == .complete else { throw MigrationError.corrupt("expected the end of the stream, got a \(last) frame") }
-                channel.setTimeout(seconds: 30)
+                try disks?.finish()
+                var pager: PostcopyPager?
+                if let pending = postcopyPending {
+                    // Post-copy waits on the source for as long as the guest runs without a page.
+                    channel.setTimeout(seconds: 0)
+                    pager = try PostcopyPager(memory: memory, channel: channel, pending: pending, log: log)
+                    pager?.start()
+                    log("post-copy: the guest starts here with \(pending.count) pages still on the source")
+                } else {
+                    channel.setTimeout(seconds: 30)
+                }
                 return IncomingMigration(payload: state, memory: memory, peer: channel.peer, bytesReceived: received,
-                                         rounds: rounds, channel: channel)
-            case .hello, .ready, .complete, .running, .error:
+                                         rounds: rounds, channel: channel, pager: pager)
+            case .hello, .ready, .complete, .running, .error, .pageRequest, .postcopyEnd:
                 throw MigrationError.corrupt("unexpected \(kind) frame while receiving RAM")
             }
         }

@@ -89,6 +89,17 @@ enum MigrationFrame: UInt8, CaseIterable {
     case running = 8
     /// Either way: the sender gives up, with why (UTF-8).
     case error = 9
+    /// `--copy-storage-all`: disk index (4 bytes), 4 zero bytes, byte offset (8), then data.
+    case diskData = 10
+    /// `--copy-storage-all`: disk index (4), 4 zero bytes, offset (8), length (8) reading as zeros.
+    case diskZeros = 11
+    /// Source → destination, before the state: switch to post-copy; the payload is, per RAM
+    /// region, a word count (8 bytes) and that many bitmap words: the pages still to come.
+    case postcopy = 12
+    /// Destination → source during post-copy: the guest faulted on this guest-physical page.
+    case pageRequest = 13
+    /// Post-copy: the source has sent every page (and, back, the destination has them all).
+    case postcopyEnd = 14
 
     /// The largest payload each kind may have (a hostile peer cannot make the reader allocate more).
     var maximumPayload: Int {
@@ -100,6 +111,11 @@ enum MigrationFrame: UInt8, CaseIterable {
         case .state: return Int(SnapshotFile.maximumStateBytes)
         case .ready, .complete, .running: return 0
         case .error: return 4096
+        case .diskData: return 16 + Int(TrackedDisk.chunkSize)
+        case .diskZeros: return 24
+        case .postcopy: return 64 << 20
+        case .pageRequest: return 8
+        case .postcopyEnd: return 0
         }
     }
 }
@@ -111,6 +127,8 @@ struct MigrationHello: Codable {
     var effectiveCmdline: String
     /// RAM regions: guest-physical start and size.
     var regions: [[UInt64]]
+    /// With `--copy-storage-all`: the disks the stream also carries, in device order.
+    var mirroredDisks: [MirroredDisk]?
 }
 
 /// One migration connection: frames of `tag, kind, length, CRC-32, payload` over a stream socket.
@@ -127,6 +145,8 @@ final class MigrationChannel: @unchecked Sendable {
     /// Who is at the other end, for messages.
     let peer: String
     private var receiveBuffer: [UInt8] = []
+    /// Frames are sent whole: post-copy sends from more than one thread.
+    private let sendLock = Guarded(())
     private let closedFlag = Guarded(false)
 
     init(fd: Int32, peer: String) {
@@ -146,7 +166,7 @@ final class MigrationChannel: @unchecked Sendable {
 
     /// Gives up waiting for the peer after this long (0: never).
     func setTimeout(seconds: Int) {
-        var value = timeval(tv_sec: seconds, tv_usec: 0)
+        var value = timeval(tv_sec: seconds, tv_usec: 0)  // 0: no limit
         _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
         _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
     }
@@ -340,7 +360,7 @@ final class MigrationChannel: @unchecked Sendable {
         Self.put(UInt32(truncatingIfNeeded: crc), at: 12, in: &header)
         try header.withUnsafeBytes { headerBytes in
             var pieces = [headerBytes] + parts.filter { $0.count > 0 }
-            try sendAll(&pieces)
+            try sendLock.update { _ in try sendAll(&pieces) }
         }
     }
 

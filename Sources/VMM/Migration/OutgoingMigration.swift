@@ -25,6 +25,8 @@ final class OutgoingMigration: @unchecked Sendable {
     let address: MigrationAddress
     let progress: Guarded<MigrationProgress>
     private let cancelled = Atomic<Bool>(false)
+    /// Switch to post-copy at the next round boundary (`PUT /vm/migrate/postcopy`).
+    private let postcopyRequested = Atomic<Bool>(false)
     private let channel = Guarded<MigrationChannel?>(nil)
     private let started = DispatchTime.now().uptimeNanoseconds
 
@@ -34,10 +36,24 @@ final class OutgoingMigration: @unchecked Sendable {
         progress = Guarded(MigrationProgress(phase: .setup, destination: request.destination, ramBytesTotal: ramBytes))
     }
 
-    func cancel() {
+    /// Asks for the switch to post-copy; false once past the point where it can happen.
+    func requestPostcopy() -> Bool {
+        guard progress.read({ $0.phase == .setup || $0.phase == .precopy }) else { return false }
+        postcopyRequested.store(true, ordering: .releasing)
+        return true
+    }
+
+    /// Cancels before the switch-over; false in post-copy, where the guest already runs on the
+    /// destination and needs the pages still here.
+    func cancel() -> Bool {
+        guard progress.read({ $0.phase != .postcopy }) else { return false }
         cancelled.store(true, ordering: .releasing)
         channel.read { $0 }?.shutdown()
+        return true
     }
+
+    /// Cuts the connection as a network failure would (fault-injection tests).
+    func breakConnection() { channel.read { $0 }?.shutdown() }
 
     private var elapsedMilliseconds: Double { Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6 }
 
@@ -60,6 +76,7 @@ final class OutgoingMigration: @unchecked Sendable {
         var sentEverything = false
         var logging = false
         var throttle: VCPUThrottle?
+        let mirroredDisks = request.copyStorage ? machine.resources.disks : []
         do {
             let channel = try MigrationChannel.connect(to: address)
             self.channel.update { $0 = channel }
@@ -67,8 +84,15 @@ final class OutgoingMigration: @unchecked Sendable {
             try checkCancelled()
 
             // 1. The machine, so the destination can refuse before any RAM moves.
-            let hello = MigrationHello(machine: recorded, effectiveCmdline: machine.effectiveCmdline,
+            var hello = MigrationHello(machine: recorded, effectiveCmdline: machine.effectiveCmdline,
                                        regions: machine.memory.regions.map { [$0.start.raw, $0.size] })
+            if request.copyStorage {
+                let bootID = MirroredDisk.bootID
+                hello.mirroredDisks = zip(machine.resources.devices.disks, mirroredDisks).map { options, disk in
+                    let identity = MirroredDisk.identity(of: options.path) ?? (0, 0)
+                    return MirroredDisk(size: disk.size, device: identity.device, inode: identity.inode, bootID: bootID)
+                }
+            }
             var helloBytes = MigrationChannel.streamMagic
             withUnsafeBytes(of: MigrationChannel.streamVersion.littleEndian) { helloBytes += $0 }
             helloBytes += try JSONEncoder().encode(hello)
@@ -77,22 +101,30 @@ final class OutgoingMigration: @unchecked Sendable {
             guard answer == .ready else { throw MigrationError.corrupt("expected ready from the destination, got \(answer)") }
             channel.setTimeout(seconds: 120)
 
-            // 2. Everything, while the guest runs.
+            // 2. Everything, while the guest runs: the disks first (with --copy-storage-all), then RAM.
+            for disk in mirroredDisks { disk.startTracking() }
+            logging = true
+            let mirror = mirroredDisks.isEmpty ? nil : DiskMirrorSender(channel: channel, disks: mirroredDisks)
+            progress.update { $0.phase = .precopy }
+            if let mirror {
+                try mirror.sendAll(cancelled: { [self] in self.cancelled.load(ordering: .acquiring) })
+                progress.update { $0.diskBytesTransferred = mirror.bytesSent }
+            }
             let memory = machine.memory
             memory.startWriteTracking()
             try machine.startDirtyPageLogging()
-            logging = true
             _ = try machine.takeDirtyPages()
-            progress.update { $0.phase = .precopy }
             let sender = PageSender(channel: channel, memory: memory, bandwidthLimit: request.bandwidthMiBps * 1_048_576,
                                     cancelled: { [self] in self.cancelled.load(ordering: .acquiring) }) { [progress] bytes in
                 progress.update { $0.ramBytesTransferred = bytes }
             }
             var roundStarted = DispatchTime.now().uptimeNanoseconds
+            let sentSoFar = { sender.bytesSent + (mirror?.bytesSent ?? 0) }
             try sender.sendAll()
+            try mirror?.sendDirty()
             try channel.send(.roundEnd, bytes: [1, 0, 0, 0])
             var rounds = 1
-            var roundBytes = sender.bytesSent
+            var roundBytes = sentSoFar()
             var roundSeconds = max(1e-6, Double(DispatchTime.now().uptimeNanoseconds - roundStarted) / 1e9)
             var busyRounds = 0
 
@@ -102,14 +134,22 @@ final class OutgoingMigration: @unchecked Sendable {
                 let dirtyStarted = DispatchTime.now().uptimeNanoseconds
                 let dirty = try Self.merged(machine.takeDirtyPages().bitmaps, memory.takeWrittenPages())
                 let dirtyCount = dirty.reduce(0) { $0 + $1.reduce(0) { $0 + $1.nonzeroBitCount } }
-                let remaining = UInt64(dirtyCount) * 4096
+                let diskRemaining = mirror?.pendingBytes ?? 0
+                let remaining = UInt64(dirtyCount) * 4096 + diskRemaining
                 let bandwidth = Double(max(roundBytes, 4096)) / roundSeconds
                 let expected = Double(remaining) / bandwidth * 1000
                 let dirtyRate = Double(dirtyCount) / roundSeconds
                 progress.update {
-                    $0.rounds = rounds; $0.ramBytesRemaining = remaining; $0.bandwidthBytesPerSecond = bandwidth
+                    $0.rounds = rounds; $0.ramBytesRemaining = remaining - diskRemaining; $0.bandwidthBytesPerSecond = bandwidth
+                    $0.diskBytesRemaining = diskRemaining; $0.diskBytesTransferred = mirror?.bytesSent ?? 0
                     $0.expectedDowntimeMilliseconds = expected; $0.dirtyPagesPerSecond = dirtyRate
                     $0.elapsedMilliseconds = elapsedMilliseconds
+                }
+                if expected > request.maxDowntimeMilliseconds,
+                   postcopyRequested.load(ordering: .acquiring) || (request.postcopy && rounds >= 1) {
+                    postcopy = true
+                    pendingDirty = dirty
+                    break
                 }
                 if expected <= request.maxDowntimeMilliseconds || rounds >= request.maxRounds {
                     // Put back what was taken: the stop-and-copy round sends it.
@@ -130,11 +170,12 @@ final class OutgoingMigration: @unchecked Sendable {
                     busyRounds = 0
                 }
                 roundStarted = dirtyStarted
-                let before = sender.bytesSent
+                let before = sentSoFar()
                 try sender.send(dirty, firstRound: false)
+                try mirror?.sendDirty()
                 rounds += 1
                 try channel.send(.roundEnd, bytes: withUnsafeBytes(of: UInt32(rounds).littleEndian, Array.init))
-                roundBytes = sender.bytesSent - before
+                roundBytes = sentSoFar() - before
                 roundSeconds = max(1e-6, Double(DispatchTime.now().uptimeNanoseconds - roundStarted) / 1e9)
             }
             throttle?.stop()
@@ -156,7 +197,14 @@ final class OutgoingMigration: @unchecked Sendable {
                 }
                 try machine.quiesceDevices()
                 let last = try Self.merged(Self.merged(machine.takeDirtyPages().bitmaps, memory.takeWrittenPages()), pendingDirty ?? [])
-                try sender.send(last, firstRound: false)
+                if postcopy {
+                    // The destination fetches these itself once the guest runs there.
+                    try channel.send(.postcopy, bytes: PageBitmap(words: last).encoded)
+                } else {
+                    try sender.send(last, firstRound: false)
+                }
+                // The device threads are stopped and the disks flushed: the last disk writes.
+                try mirror?.sendDirty()
                 let payload = SnapshotPayload(machine: recorded, effectiveCmdline: machine.effectiveCmdline, paused: wasPaused,
                                               state: try machine.captureState())
                 let encoder = JSONEncoder()
@@ -165,9 +213,15 @@ final class OutgoingMigration: @unchecked Sendable {
                 try channel.send(.complete)
                 sentEverything = true
                 channel.setTimeout(seconds: 60)
+                let pager = postcopy ? PostcopyServer(channel: channel, memory: memory, pending: PageBitmap(words: last)) : nil
                 do {
-                    let (answer, _) = try channel.receive(during: "for the destination to run the guest")
-                    guard answer == .running else { throw MigrationError.corrupt("expected running from the destination, got \(answer)") }
+                    while true {
+                        let (answer, payload) = try channel.receive(during: "for the destination to run the guest")
+                        // Building the machine there may already touch missing pages.
+                        if answer == .pageRequest, let pager { try pager.serve(payload); continue }
+                        guard answer == .running else { throw MigrationError.corrupt("expected running from the destination, got \(answer)") }
+                        break
+                    }
                 } catch let MigrationError.refused(why) {
                     // The destination said it will not run it: the guest is still ours.
                     throw MigrationError.refused(why)
@@ -182,9 +236,25 @@ final class OutgoingMigration: @unchecked Sendable {
                 }
                 resumeHere = false
                 let downtime = Double(DispatchTime.now().uptimeNanoseconds - stopped) / 1e6
+                if let pager {
+                    // The guest runs there now; what it lacks goes across, asked-for pages first.
+                    progress.update { $0.phase = .postcopy; $0.postcopy = true; $0.downtimeMilliseconds = downtime }
+                    do {
+                        try pager.run { [progress] remaining, requests in
+                            progress.update { $0.ramBytesRemaining = remaining; $0.postcopyPageRequests = requests }
+                        }
+                    } catch {
+                        progress.update {
+                            $0.phase = .failed; $0.elapsedMilliseconds = elapsedMilliseconds
+                            $0.error = "post-copy broke off (\(error)) with \(pager.remainingPages) pages not sent: the guest runs on the destination without them and cannot go on there; its state as of the switch-over stays paused here, but the destination has run since (disk writes included): resume it here only after discarding the destination's disk writes. Vireo has no post-copy recovery (QEMU's postcopy-recover) yet"
+                        }
+                        return .heldPaused
+                    }
+                }
                 progress.update {
                     $0.phase = .completed; $0.downtimeMilliseconds = downtime; $0.ramBytesRemaining = 0
-                    $0.ramBytesTransferred = sender.bytesSent; $0.elapsedMilliseconds = elapsedMilliseconds
+                    $0.ramBytesTransferred = sender.bytesSent + (pager?.bytesSent ?? 0); $0.elapsedMilliseconds = elapsedMilliseconds
+                    $0.diskBytesTransferred = mirror?.bytesSent ?? 0; $0.diskBytesRemaining = 0
                 }
                 return .handedOver
             }
@@ -193,6 +263,7 @@ final class OutgoingMigration: @unchecked Sendable {
             if logging {
                 try? machine.stopDirtyPageLogging()
                 machine.memory.stopWriteTracking()
+                for disk in mirroredDisks { disk.stopTracking() }
             }
             let cancelledNow = cancelled.load(ordering: .acquiring)
             progress.update {
@@ -207,6 +278,8 @@ final class OutgoingMigration: @unchecked Sendable {
 
     /// Dirty pages taken in the last pre-copy look, sent in the stop-and-copy round.
     private var pendingDirty: [[UInt64]]?
+    /// The migration switches to post-copy instead of a stop-and-copy of the rest.
+    private var postcopy = false
 
     static func merged(_ a: [[UInt64]], _ b: [[UInt64]]) -> [[UInt64]] {
         if b.isEmpty { return a }
