@@ -140,11 +140,11 @@ enum VireoBinary {
         (["run", "--kernel", "GUEST", "--memory", "4M"], "too small"),
         (["run", "--kernel", "GUEST", "--cpus", "0"], "invalid vCPU count 0"),
         (["run", "--kernel", "GUEST", "--memory", "32M", "--initrd", "BIGFILE"], "larger than the guest's memory"),
-        (["run"], "give --kernel to boot, --restore to resume a snapshot, or --launch-spec"),
+        (["run"], "give --kernel to boot, --restore to resume a snapshot, --incoming to receive a migration, or --launch-spec"),
         (["run", "--restore", "/nonexistent/vm.snap"], "snapshot /nonexistent/vm.snap: open failed: no such file"),
         (["run", "--restore", "/etc/hostname"], "/etc/hostname is not a Vireo snapshot"),
         (["run", "--restore", "BIGFILE"], "is not a Vireo snapshot"),
-        (["run", "--kernel", "GUEST", "--restore", "/etc/hostname"], "--kernel and --restore exclude each other"),
+        (["run", "--kernel", "GUEST", "--restore", "/etc/hostname"], "--kernel, --restore and --incoming exclude each other"),
         (["run", "--launch-spec", "/etc/hostname"], "not a valid launch specification"),
         (["run", "--launch-spec", "/nonexistent/vm.json"], "cannot read launch specification '/nonexistent/vm.json'"),
     ])

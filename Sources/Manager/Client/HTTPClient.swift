@@ -16,6 +16,25 @@ public enum Endpoint: Equatable, Sendable, CustomStringConvertible {
         case .tcp(let host, let port): "http://\(host):\(port)"
         }
     }
+
+    /// A daemon's URI as users write it: `unix:///path/to/socket` or `http://host:port` (IPv6
+    /// hosts in brackets); nil for anything else.
+    public init?(daemonURI text: String) {
+        if text.hasPrefix("unix://") {
+            let path = String(text.dropFirst("unix://".count))
+            guard path.hasPrefix("/") else { return nil }
+            self = .unix(path: path)
+            return
+        }
+        guard text.hasPrefix("http://") else { return nil }
+        var rest = text.dropFirst("http://".count)
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]) else { return nil }
+        var host = String(rest[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self = .tcp(host: host, port: port)
+    }
 }
 
 public enum ClientError: Error, Equatable, Sendable, CustomStringConvertible {

@@ -128,7 +128,8 @@ final class APIHandler: ChannelInboundHandler, @unchecked Sendable {
             let keepAlive = request.isKeepAlive
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
-            let apiRequest = APIRequest(method: request.method.rawValue, uri: request.uri, body: body)
+            var apiRequest = APIRequest(method: request.method.rawValue, uri: request.uri, body: body)
+            apiRequest.viaTCP = requiredToken != nil
             body = []
             daemon.handle(apiRequest) { response in
                 loop.execute {

@@ -13,14 +13,21 @@ public struct DaemonConfiguration: Sendable {
     public var token: String?
     /// The `vireo` executable VMs run as.
     public var executable: String
+    /// Where a VM arriving by live migration from a daemon that reached this one over TCP listens
+    /// ("HOST:PORT"; port 0: one the kernel picks). Arrivals over the Unix socket (same host) use a
+    /// socket in the VM's directory instead.
+    public var migrationListen: String
+
+    public static let defaultMigrationListen = "0.0.0.0:0"
 
     public init(stateDirectory: String, socketPath: String, listen: (host: String, port: Int)? = nil,
-                token: String? = nil, executable: String) {
+                token: String? = nil, executable: String, migrationListen: String = defaultMigrationListen) {
         self.stateDirectory = stateDirectory
         self.socketPath = socketPath
         self.listen = listen
         self.token = token
         self.executable = executable
+        self.migrationListen = migrationListen
     }
 }
 
@@ -39,7 +46,8 @@ public final class Daemon: @unchecked Sendable {
         self.configuration = configuration
         let store = try StateStore(stateDirectory: configuration.stateDirectory)
         environment = DaemonEnvironment(store: store, events: EventBus(), stateDirectory: configuration.stateDirectory,
-                                        executable: configuration.executable, log: log)
+                                        executable: configuration.executable, socketPath: configuration.socketPath,
+                                        migrationListen: "tcp:" + configuration.migrationListen, log: log)
     }
 
     var store: StateStore { environment.store }
@@ -98,7 +106,13 @@ public final class Daemon: @unchecked Sendable {
         return controllerEvenIfUndefined(name)
     }
 
-    private func controllerEvenIfUndefined(_ name: String) -> VMController {
+    /// The controller of `name` if one was made since the daemon started (the VM may be gone).
+    func controllerIfCreated(_ name: String) -> VMController? {
+        lock.lock(); defer { lock.unlock() }
+        return controllers[name]
+    }
+
+    func controllerEvenIfUndefined(_ name: String) -> VMController {
         lock.lock(); defer { lock.unlock() }
         if let existing = controllers[name] { return existing }
         let created = VMController(name: name, environment: environment)
@@ -156,6 +170,11 @@ public final class Daemon: @unchecked Sendable {
     private func autostart() {
         guard let names = try? store.autostartNames() else { return }
         for name in names {
+            // Its guest runs on another daemon now: starting it here would run it twice.
+            if let state = try? store.state(named: name), state.state == .shutoff, state.reason == .migrated {
+                environment.log("VM '\(name)' was migrated to another daemon; not autostarted")
+                continue
+            }
             let controller = controllerEvenIfUndefined(name)
             controller.enqueue({ () throws -> Bool in
                 guard controller.process == nil else { return false }

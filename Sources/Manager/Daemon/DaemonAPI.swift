@@ -13,10 +13,9 @@ extension Daemon {
             respond(.error(APIError(405, "\(request.method) is not allowed on \(sanitizedPath(request.path)) (use \(allowed.joined(separator: ", ")))")))
         case .found(let route, let parameters):
             let name = parameters["name"] ?? ""
-            let vmAction = route.method == "POST" && route.template.hasPrefix("/v1/vms/{name}/") && !route.template.hasSuffix("/console/input")
-            if vmAction {
-                lifecycle(action: String(route.template.split(separator: "/").last ?? ""), name: name, body: request.body,
-                          respond: respond)
+            let action = route.template.hasPrefix("/v1/vms/{name}/") ? String(route.template.dropFirst("/v1/vms/{name}/".count)) : ""
+            if route.method == "POST" && Self.queuedActions.contains(action) {
+                lifecycle(action: action, name: name, body: request.body, respond: respond)
                 return
             }
             DispatchQueue.global().async { [self] in
@@ -76,6 +75,16 @@ extension Daemon {
             return .json(200, progress)
         case ("POST", "/v1/restore"):
             return try restore(request.body)
+        case ("GET", "/v1/vms/{name}/migration"):
+            return .json(200, try migrationProgress(name: name))
+        case ("POST", "/v1/vms/{name}/migrate/cancel"):
+            // Not on the VM's queue: the migration's end may need it.
+            return .json(200, try controller(name).cancelMigration())
+        case ("POST", "/v1/migrations/incoming"):
+            return try prepareIncoming(request.body, viaTCP: request.viaTCP)
+        case ("DELETE", "/v1/migrations/incoming/{name}"):
+            let controller = try controller(name)
+            return .json(200, try controller.queue.sync { try controller.abortIncoming() })
         case ("GET", "/v1/events"):
             return eventStream()
         case ("GET", "/metrics"):
@@ -84,6 +93,9 @@ extension Daemon {
             throw APIError(500, "route \(route) has no handler")
         }
     }
+
+    /// `POST /v1/vms/{name}/ACTION` calls that run on the VM's queue.
+    static let queuedActions: Set<String> = ["start", "shutdown", "destroy", "reboot", "suspend", "resume", "save", "migrate"]
 
     private func lifecycle(action: String, name: String, body: [UInt8], respond: @escaping @Sendable (APIResponse) -> Void) {
         let controller: VMController
@@ -99,13 +111,27 @@ extension Daemon {
             case "save":
                 let path = try Self.snapshotFile(body)
                 operation = { try controller.save(to: path) }
+            case "migrate":
+                let request = try Self.migrateBody(body)
+                controller.enqueue({ try controller.migrate(request) }) { result in
+                    switch result {
+                    case .success(let progress): respond(.json(202, progress))
+                    case .failure(let error): respond(.error(error))
+                    }
+                }
+                return
             default: operation = controller.resume
             }
         } catch {
             respond(.error(APIError.from(error)))
             return
         }
-        controller.enqueue(operation) { result in
+        // Only destroy goes ahead while the VM is migrating (it ends the migration with the VM).
+        let refuse = action != "destroy"
+        controller.enqueue({ () throws -> ActionResult in
+            if refuse { try controller.refuseDuringMigration() }
+            return try operation()
+        }) { result in
             switch result {
             case .success(let answer): respond(.json(200, answer))
             case .failure(let error): respond(.error(error))

@@ -75,20 +75,28 @@ func readTail(_ path: String, bytes: Int) -> String? {
 }
 
 func readTailBytes(_ path: String, bytes: Int) -> [UInt8]? {
+    readBytes(path, from: max(0, fileSize(path) - bytes), limit: bytes)
+}
+
+/// Up to `limit` bytes of a file from `offset` on; nil when it cannot be opened.
+func readBytes(_ path: String, from offset: Int, limit: Int) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
-    let size = lseek(fd, 0, SEEK_END)
-    guard size >= 0 else { return nil }
-    let start = max(0, Int(size) - bytes)
-    guard lseek(fd, off_t(start), SEEK_SET) >= 0 else { return nil }
-    var data = [UInt8](repeating: 0, count: Int(size) - start)
+    guard lseek(fd, off_t(offset), SEEK_SET) >= 0 else { return nil }
+    var data = [UInt8](repeating: 0, count: limit)
     var filled = 0
-    while filled < data.count {
+    while filled < limit {
         let count = data[filled...].withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         if count < 0 && errno == EINTR { continue }
         if count <= 0 { break }
         filled += count
     }
     return Array(data[0..<filled])
+}
+
+/// A file's size in bytes (0 when it does not exist).
+func fileSize(_ path: String) -> Int {
+    var info = stat()
+    return stat(path, &info) == 0 ? Int(info.st_size) : 0
 }

@@ -6,6 +6,8 @@ struct APIRequest: Sendable {
     var path: String
     var query: [String: String]
     var body: [UInt8]
+    /// Came in on the TCP listener (another host, perhaps), not the Unix socket.
+    var viaTCP = false
 
     init(method: String, uri: String, body: [UInt8]) {
         self.method = method
@@ -79,6 +81,11 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
         Route(method: "POST", template: "/v1/vms/{name}/save"),
         Route(method: "GET", template: "/v1/vms/{name}/save/progress"),
         Route(method: "POST", template: "/v1/restore"),
+        Route(method: "POST", template: "/v1/vms/{name}/migrate"),
+        Route(method: "GET", template: "/v1/vms/{name}/migration"),
+        Route(method: "POST", template: "/v1/vms/{name}/migrate/cancel"),
+        Route(method: "POST", template: "/v1/migrations/incoming"),
+        Route(method: "DELETE", template: "/v1/migrations/incoming/{name}"),
         Route(method: "PUT", template: "/v1/vms/{name}/autostart"),
         Route(method: "GET", template: "/v1/vms/{name}/state"),
         Route(method: "GET", template: "/v1/vms/{name}/stats"),

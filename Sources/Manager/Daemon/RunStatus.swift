@@ -8,6 +8,9 @@ enum StopIntent: Equatable, Sendable {
     case save(String)
     /// The VMM answered that the file is complete: however the process ends now, the VM is saved.
     case saved(String)
+    /// The VMM said the destination runs the guest: however the process ends now, the VM has
+    /// been migrated away.
+    case migrated
 
     /// The snapshot file of a save that was asked for.
     var savedImage: String? {
@@ -22,6 +25,7 @@ enum StopIntent: Equatable, Sendable {
 enum ExitClassifier {
     /// `waitStatus` is the raw waitpid status when the daemon is the parent, else nil.
     static func reason(intent: StopIntent, status: RunStatus?, waitStatus: Int32?) -> VMStateReason {
+        if intent == .migrated { return .migrated }
         if intent == .destroy || intent == .reboot { return .destroyed }
         if case .saved = intent { return .saved }
         if let status {

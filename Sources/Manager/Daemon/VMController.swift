@@ -11,6 +11,10 @@ struct DaemonEnvironment: Sendable {
     let stateDirectory: String
     /// The `vireo` executable that VMs run as (`vireo run ...`).
     let executable: String
+    /// The daemon's own API socket (a migration to it is refused: it would be to itself).
+    let socketPath: String
+    /// Where a VM arriving by migration over TCP listens: `tcp:HOST:PORT` (port 0: any).
+    let migrationListen: String
     let log: @Sendable (String) -> Void
 }
 
@@ -24,6 +28,8 @@ final class VMController: @unchecked Sendable {
     let environment: DaemonEnvironment
     private let lock = NSLock()
     private var _process: VMProcess?
+    private var _migration: MigrationJob?
+    private var _incoming: IncomingArrival?
 
     /// How long a started VM has to open its control socket before the start counts as failed.
     static let startTimeout = 15.0
@@ -40,6 +46,28 @@ final class VMController: @unchecked Sendable {
     var process: VMProcess? {
         lock.lock(); defer { lock.unlock() }
         return _process
+    }
+
+    /// The current or last migration of this VM to another daemon.
+    var migration: MigrationJob? {
+        get { lock.lock(); defer { lock.unlock() }; return _migration }
+        set { lock.lock(); _migration = newValue; lock.unlock() }
+    }
+
+    /// The VM's process while it is being received by migration (until the guest runs here).
+    var incoming: IncomingArrival? {
+        lock.lock(); defer { lock.unlock() }
+        return _incoming
+    }
+
+    /// Makes `arrival` the pending incoming migration, or (nil) ends it; false when `expected`
+    /// is not the pending one any more (the process ended, or it arrived, meanwhile).
+    @discardableResult
+    func replaceIncoming(_ expected: IncomingArrival?, with arrival: IncomingArrival?) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        guard _incoming === expected else { return false }
+        _incoming = arrival
+        return true
     }
 
     var paths: VMPaths { VMPaths(stateDirectory: environment.stateDirectory, name: name) }
@@ -65,6 +93,12 @@ final class VMController: @unchecked Sendable {
 
     func destroy() throws -> ActionResult {
         guard let running = process else { throw APIError(409, "domain '\(name)' is not running") }
+        if incoming?.process === running {
+            // Still waiting for its migration: no control API to ask; ending it aborts the migration.
+            try kill(running, intent: .destroy)
+            return ActionResult(message: "Domain '\(name)' destroyed", state: VMRunState.shutoff.rawValue,
+                                reason: VMStateReason.destroyed.rawValue)
+        }
         try stop(running, intent: .destroy)
         return ActionResult(message: "Domain '\(name)' destroyed", state: VMRunState.shutoff.rawValue, reason: VMStateReason.destroyed.rawValue)
     }
@@ -150,29 +184,7 @@ final class VMController: @unchecked Sendable {
     func launch(_ definition: VMDefinition, restore: RestoreSource? = nil, reason: VMStateReason = .booted) throws {
         let paths = self.paths
         let failed = restore.map { "failed to restore domain '\(name)' from \($0.path)" } ?? "failed to start domain '\(name)'"
-        // sockaddr_un holds 107 bytes of path: refuse here with the reason, not in the VM's log.
-        guard paths.controlSocket.utf8.count <= 107 else {
-            throw APIError(500, "\(failed): control socket path \(paths.controlSocket) is longer than 107 bytes; use a shorter --state-dir")
-        }
-        do {
-            try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
-        } catch {
-            throw APIError(500, "cannot create \(paths.directory): \(error.localizedDescription)")
-        }
-        unlink(paths.statusFile)
-        let pid: Int32
-        do {
-            try VMLaunch.write(VMLaunch.spec(for: definition, paths: paths, restore: restore), to: paths.launchSpec)
-            pid = try spawnDetached(executable: environment.executable,
-                                    arguments: VMLaunch.arguments(specFile: paths.launchSpec), logPath: paths.processLog)
-        } catch {
-            throw APIError(500, "\(failed): \(error)")
-        }
-        // The child cannot be reaped before the watcher exists, so its /proc entry is there.
-        let ticks = ProcessSnapshot.read(pid: pid)?.startTicks ?? 0
-        let identity = ProcessIdentity(pid: pid, startTicks: ticks, controlSocket: paths.controlSocket, statusFile: paths.statusFile)
-        let running = VMProcess(identity: identity, isChild: true)
+        let running = try spawn(VMLaunch.spec(for: definition, paths: paths, restore: restore), failed: failed)
         try adopt(running, state: .running, reason: reason)
         // Started means the VMM answers on its control socket; a VM that fails first is reported
         // with the last lines its process wrote.
@@ -198,6 +210,35 @@ final class VMController: @unchecked Sendable {
         throw APIError(500, "\(failed): its control socket did not answer within \(Int(timeout))s")
     }
 
+    /// Writes `spec` to the VM's directory and starts `vireo run` with it; the process is not
+    /// adopted (recorded and watched) yet.
+    func spawn(_ spec: LaunchSpec, failed: String) throws -> VMProcess {
+        let paths = self.paths
+        // sockaddr_un holds 107 bytes of path: refuse here with the reason, not in the VM's log.
+        guard paths.controlSocket.utf8.count <= 107 else {
+            throw APIError(500, "\(failed): control socket path \(paths.controlSocket) is longer than 107 bytes; use a shorter --state-dir")
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw APIError(500, "cannot create \(paths.directory): \(error.localizedDescription)")
+        }
+        unlink(paths.statusFile)
+        let pid: Int32
+        do {
+            try VMLaunch.write(spec, to: paths.launchSpec)
+            pid = try spawnDetached(executable: environment.executable,
+                                    arguments: VMLaunch.arguments(specFile: paths.launchSpec), logPath: paths.processLog)
+        } catch {
+            throw APIError(500, "\(failed): \(error)")
+        }
+        // The child cannot be reaped before the watcher exists, so its /proc entry is there.
+        let ticks = ProcessSnapshot.read(pid: pid)?.startTicks ?? 0
+        let identity = ProcessIdentity(pid: pid, startTicks: ticks, controlSocket: paths.controlSocket, statusFile: paths.statusFile)
+        return VMProcess(identity: identity, isChild: true)
+    }
+
     /// Makes `running` the VM's process: records it and starts watching for its end.
     func adopt(_ running: VMProcess, state: VMRunState, reason: VMStateReason) throws {
         lock.lock()
@@ -217,9 +258,17 @@ final class VMController: @unchecked Sendable {
     private func recordExit(of running: VMProcess, waitStatus: Int32?) {
         lock.lock()
         if _process === running { _process = nil }
+        let arrival = _incoming?.process === running ? _incoming : nil
+        if arrival != nil { _incoming = nil }
         lock.unlock()
         let intent = running.intent
         let status = RunStatus.read(from: running.identity.statusFile)
+        if let arrival {
+            // It never ran the guest here: what the migration made goes.
+            incomingFailed(arrival, status: status)
+            running.markExited()
+            return
+        }
         var reason = ExitClassifier.reason(intent: intent, status: status, waitStatus: waitStatus)
         if reason == .unknown { reason = .crashed }
         defer { running.markExited() }
@@ -252,11 +301,17 @@ final class VMController: @unchecked Sendable {
     }
 
     /// Asks the VMM to stop, then waits; a VMM that does not stop in time is killed.
-    private func stop(_ running: VMProcess, intent: StopIntent) throws {
+    func stop(_ running: VMProcess, intent: StopIntent) throws {
         running.intent = intent
         _ = try? controlCall(running, .stop)
         if running.waitForExit(seconds: Self.stopTimeout) { return }
         environment.log("VM '\(name)' (pid \(running.identity.pid)) did not stop in \(Int(Self.stopTimeout))s; killing it")
+        try kill(running, intent: intent)
+    }
+
+    /// SIGKILL, then waits until the exit has been recorded.
+    func kill(_ running: VMProcess, intent: StopIntent) throws {
+        running.intent = intent
         running.kill()
         guard running.waitForExit(seconds: Self.stopTimeout) else {
             throw APIError(500, "domain '\(name)' (pid \(running.identity.pid)) did not exit after SIGKILL")

@@ -14,6 +14,8 @@ struct VMPaths: Sendable {
     var statusFile: String { directory + "/status.json" }
     /// The `LaunchSpec` the VM's current process was started from (`vireo run --launch-spec`).
     var launchSpec: String { directory + "/launch.json" }
+    /// Where a VM arriving by migration from a daemon on the same host listens for the stream.
+    var migrationSocket: String { directory + "/migration.sock" }
 
     /// `name` is a validated definition name (letters, digits, . _ -; no leading dot), so it is
     /// one path component.
@@ -35,9 +37,12 @@ enum LaunchSpecError: Error, CustomStringConvertible {
 /// VM's directory, and `vireo run --launch-spec FILE`. The VMM decodes the same Codable type, so
 /// no value is ever turned into a flag string on this side and parsed back on the other.
 enum VMLaunch {
-    /// The VM the definition describes; with `restore`, the VM saved in that snapshot file, its
-    /// devices re-attached to the definition's host paths.
-    static func spec(for definition: VMDefinition, paths: VMPaths, restore: RestoreSource? = nil) -> LaunchSpec {
+    /// The VM the definition describes; with `restore`, the VM saved in that snapshot file, and
+    /// with `incoming`, the VM a migration source sends to that address: their devices
+    /// re-attached to the definition's host paths.
+    static func spec(for definition: VMDefinition, paths: VMPaths, restore: RestoreSource? = nil,
+                     incoming: String? = nil) -> LaunchSpec {
+        let boots = restore == nil && incoming == nil
         let disks = definition.disks.map { disk in
             DiskOptions(path: disk.source, readOnly: disk.readonly, format: DiskOptions.Format(disk.format), serial: disk.serial)
         }
@@ -45,15 +50,15 @@ enum VMLaunch {
             NetworkOptions(attachment: .init(interface), mac: interface.mac.octets)
         }
         return LaunchSpec(
-            kernel: restore == nil ? definition.os.kernel : nil,
-            initrd: restore == nil ? definition.os.initrd : nil,
+            kernel: boots ? definition.os.kernel : nil,
+            initrd: boots ? definition.os.initrd : nil,
             cmdline: definition.os.cmdline, cpus: definition.vcpus, memoryBytes: definition.memory,
             // libvirt's on_reboot=restart is the VMM's own restart loop; destroy and preserve end
             // the process (preserve is not supported: the VM is recorded as shut off).
             onReboot: definition.onReboot == .restart ? .restart : .exit,
             devices: DeviceOptions(disks: disks, networks: networks),
             apiSocket: paths.controlSocket, serialLog: paths.serialLog, statusFile: paths.statusFile,
-            restore: restore)
+            restore: restore, incoming: incoming)
     }
 
     /// Writes the spec where `vireo run` will read it: mode 0600 (it names the VM's files), written

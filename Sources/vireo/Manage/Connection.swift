@@ -42,12 +42,7 @@ struct ConnectionOptions: ParsableArguments {
 
     static func parseHTTP(_ text: String) -> Endpoint? {
         guard text.hasPrefix("http://") else { return nil }
-        var rest = text.dropFirst("http://".count)
-        if rest.hasSuffix("/") { rest = rest.dropLast() }
-        guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]) else { return nil }
-        var host = String(rest[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return host.isEmpty ? nil : .tcp(host: host, port: port)
+        return Endpoint(daemonURI: text)
     }
 }
 

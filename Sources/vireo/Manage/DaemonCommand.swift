@@ -28,6 +28,11 @@ struct DaemonCommand: ParsableCommand {
     @Option(name: .customLong("token-file"), help: "File holding the bearer token TCP clients must send (mode 0600).")
     var tokenFile: String?
 
+    @Option(name: .customLong("migration-listen"),
+            help: ArgumentHelp("Where a VM migrated here by a daemon on another host listens for its memory and state: HOST:PORT (port 0: any free one; default 0.0.0.0:0).",
+                               valueName: "host:port"))
+    var migrationListen: String = DaemonConfiguration.defaultMigrationListen
+
     func run() throws {
         try manage {
             var tcp: (host: String, port: Int)?
@@ -45,6 +50,9 @@ struct DaemonCommand: ParsableCommand {
             } else if tokenFile != nil {
                 throw ManageFailure(["--token-file only applies with --listen"])
             }
+            guard let colon = migrationListen.lastIndex(of: ":"), UInt16(migrationListen[migrationListen.index(after: colon)...]) != nil else {
+                throw ManageFailure(["--migration-listen '\(migrationListen)' is not HOST:PORT"])
+            }
             let socketPath = socket ?? ProcessInfo.processInfo.environment["VIREO_SOCKET"] ?? ConnectionOptions.defaultSocket
             let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 
@@ -57,7 +65,8 @@ struct DaemonCommand: ParsableCommand {
             let daemon: Daemon
             do {
                 daemon = try Daemon(configuration: DaemonConfiguration(
-                    stateDirectory: stateDirectory, socketPath: socketPath, listen: tcp, token: token, executable: executable),
+                    stateDirectory: stateDirectory, socketPath: socketPath, listen: tcp, token: token, executable: executable,
+                    migrationListen: migrationListen),
                     log: { writeStandardError("vireo daemon: \($0)\n") })
                 try daemon.start()
             } catch {

@@ -94,9 +94,9 @@ struct DomStats: ParsableCommand {
 /// virsh's numeric reasons are per state (libvirt's virDomain*Reason enums).
 func libvirtReasonCode(state: String, reason: String) -> Int {
     let table: [String: [String: Int]] = [
-        "running": ["unknown": 0, "booted": 1, "restored": 3, "unpaused": 5],
-        "paused": ["unknown": 0, "user": 1, "shutdown": 6, "crashed": 9],
-        "shutoff": ["unknown": 0, "shutdown": 1, "destroyed": 2, "crashed": 3, "saved": 5, "failed": 6],
+        "running": ["unknown": 0, "booted": 1, "migrated": 2, "restored": 3, "unpaused": 5],
+        "paused": ["unknown": 0, "user": 1, "migrating": 2, "shutdown": 6, "crashed": 9],
+        "shutoff": ["unknown": 0, "shutdown": 1, "destroyed": 2, "crashed": 3, "migrated": 4, "saved": 5, "failed": 6],
         "crashed": ["unknown": 0, "panicked": 1],
     ]
     return table[state]?[reason] ?? 0

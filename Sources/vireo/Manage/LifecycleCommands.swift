@@ -6,7 +6,7 @@ import Manager
 let managementCommands: [any ParsableCommand.Type] = [
     DaemonCommand.self, Define.self, Undefine.self, List.self, Start.self, ConsoleCommand.self,
     Shutdown.self, Destroy.self, Reboot.self, Suspend.self, Resume.self, Save.self, Restore.self, Autostart.self,
-    DomInfo.self, DomState.self, DomStats.self, DumpXML.self, Edit.self,
+    Migrate.self, DomJobInfo.self, DomInfo.self, DomState.self, DomStats.self, DumpXML.self, Edit.self,
 ]
 
 /// POST /v1/vms/NAME/ACTION and print the daemon's virsh-worded answer.
@@ -84,7 +84,7 @@ struct Save: ParsableCommand {
             // The daemon answers once all guest RAM is on disk: wait as long as it may take, and
             // show how far it has come on a terminal meanwhile.
             let client = try connection.client(timeoutSeconds: SnapshotFileBody.saveTimeoutSeconds + 60)
-            let progress = isatty(2) != 0 ? SaveProgressLine(client: try connection.client(timeoutSeconds: 5), name: name) : nil
+            let progress = isatty(2) != 0 ? ProgressLine.save(client: try connection.client(timeoutSeconds: 5), name: name) : nil
             progress?.start()
             defer { progress?.finish() }
             let answer = try client.decode(ActionResult.self, "POST", "/v1/vms/\(escapedName(name))/save",

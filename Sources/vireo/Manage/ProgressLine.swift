@@ -5,20 +5,28 @@ import VMContract
 import Glibc
 #endif
 
-/// `vireo save`'s progress on a terminal: polls the daemon's save progress twice a second and
-/// redraws one line on stderr ("Saving domain 'vm1': 1.2 GiB of 4.0 GiB of RAM (30%)") until
-/// `finish`, which erases it.
-final class SaveProgressLine: @unchecked Sendable {
-    private let client: HTTPClient
-    private let name: String
+/// A progress line on a terminal: polls twice a second and redraws one line on stderr with what
+/// `describe` makes of the answer, until `finish`, which erases it. `vireo save` and `vireo
+/// migrate` draw theirs with it.
+final class ProgressLine: @unchecked Sendable {
+    private let describe: @Sendable () -> String?
     private let state = NSCondition()
     private var finished = false
     private var drawn = false
     private var thread: Thread?
 
-    init(client: HTTPClient, name: String) {
-        self.client = client
-        self.name = name
+    /// `describe` returns the line to show now, or nil to leave the last one (no answer yet).
+    init(describe: @escaping @Sendable () -> String?) {
+        self.describe = describe
+    }
+
+    /// The daemon's progress of a save: "Saving domain 'vm1': 1.2 GiB of 4.0 GiB of RAM (30%)".
+    static func save(client: HTTPClient, name: String) -> ProgressLine {
+        ProgressLine {
+            guard let response = try? client.request("GET", "/v1/vms/\(escapedName(name))/save/progress"), response.status == 200,
+                  let progress = try? ContractJSON.decode(SnapshotProgress.self, from: response.body) else { return nil }
+            return describeSave(progress, name: name)
+        }
     }
 
     func start() {
@@ -46,28 +54,28 @@ final class SaveProgressLine: @unchecked Sendable {
             let done = finished
             state.unlock()
             if done { return }
-            guard let response = try? client.request("GET", "/v1/vms/\(escapedName(name))/save/progress"),
-                  response.status == 200,
-                  let progress = try? ContractJSON.decode(SnapshotProgress.self, from: response.body) else { continue }
-            write("\r\u{1B}[K" + Self.describe(progress, name: name))
+            guard let line = describe() else { continue }
+            write("\r\u{1B}[K" + line)
             drawn = true
-        }
-    }
-
-    static func describe(_ progress: SnapshotProgress, name: String) -> String {
-        let gib = { (bytes: UInt64) in String(format: "%.1f GiB", Double(bytes) / Double(1 << 30)) }
-        switch progress.phase {
-        case .none, .capturing: return "Saving domain '\(name)': capturing device and vCPU state"
-        case .writing:
-            let percent = progress.ramBytesTotal > 0 ? progress.ramBytesDone * 100 / progress.ramBytesTotal : 0
-            return "Saving domain '\(name)': \(gib(progress.ramBytesDone)) of \(gib(progress.ramBytesTotal)) of RAM (\(percent)%)"
-        case .completed: return "Saving domain '\(name)': written, stopping the VM"
-        case .failed: return "Saving domain '\(name)': failed"
         }
     }
 
     private func write(_ text: String) {
         let bytes = Array(text.utf8)
         _ = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+    }
+}
+
+/// RAM sizes on progress lines.
+func gibibytes(_ bytes: UInt64) -> String { String(format: "%.1f GiB", Double(bytes) / Double(1 << 30)) }
+
+func describeSave(_ progress: SnapshotProgress, name: String) -> String {
+    switch progress.phase {
+    case .none, .capturing: return "Saving domain '\(name)': capturing device and vCPU state"
+    case .writing:
+        let percent = progress.ramBytesTotal > 0 ? progress.ramBytesDone * 100 / progress.ramBytesTotal : 0
+        return "Saving domain '\(name)': \(gibibytes(progress.ramBytesDone)) of \(gibibytes(progress.ramBytesTotal)) of RAM (\(percent)%)"
+    case .completed: return "Saving domain '\(name)': written, stopping the VM"
+    case .failed: return "Saving domain '\(name)': failed"
     }
 }

@@ -13,7 +13,8 @@ import Testing
         let store = try StateStore(stateDirectory: directory + "/state")
         try store.define(VMDefinition(name: "old", memory: 32 << 20, os: OSBoot(kernel: "/k")))
         let environment = DaemonEnvironment(store: store, events: EventBus(), stateDirectory: directory + "/state",
-                                            executable: "/nonexistent", log: { _ in })
+                                            executable: "/nonexistent", socketPath: directory + "/api.sock",
+                                            migrationListen: "tcp:0.0.0.0:0", log: { _ in })
         let socket = directory + "/control.sock"
         let server = try ScriptedControlSocket(path: socket, status: 501,
                                                body: #"{"error": "graceful shutdown needs the ACPI power button"}"#)
