@@ -145,6 +145,10 @@ enum VireoBinary {
         (["run", "--restore", "/etc/hostname"], "/etc/hostname is not a Vireo snapshot"),
         (["run", "--restore", "BIGFILE"], "is not a Vireo snapshot"),
         (["run", "--kernel", "GUEST", "--restore", "/etc/hostname"], "--kernel, --restore and --incoming exclude each other"),
+        (["run", "--incoming", "ftp:somewhere"], "bad migration address 'ftp:somewhere': expected tcp:HOST:PORT or unix:PATH"),
+        (["run", "--incoming", "unix:relative.sock"], "a Unix socket needs an absolute path"),
+        (["run", "--incoming", "unix:/etc/hostname"], "/etc/hostname exists and is not a socket"),
+        (["run", "--kernel", "GUEST", "--incoming", "unix:/tmp/x.sock"], "--kernel, --restore and --incoming exclude each other"),
         (["run", "--launch-spec", "/etc/hostname"], "not a valid launch specification"),
         (["run", "--launch-spec", "/nonexistent/vm.json"], "cannot read launch specification '/nonexistent/vm.json'"),
     ])
