@@ -1,4 +1,5 @@
 import Boot
+import GuestMemory
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -207,5 +208,45 @@ extension MigrationChannel {
             done += got
         }
         return bytes
+    }
+}
+
+extension MigrationStreamTests {
+    /// The post-copy switch's page bitmap: what the source encodes the destination decodes, for
+    /// a layout with the MMIO hole (two regions); anything that does not fit the layout is refused.
+    @Test func postcopyBitmapsRoundTripAndRefuseWhatDoesNotFit() throws {
+        let memory = try GuestMemory(ranges: X86Layout.ramRanges(memorySize: 4 << 30).map { ($0.start, $0.size) })
+        #expect(memory.regions.count == 2)
+        var random = SplitMix64(state: 0xB17_3A9)
+        let words = memory.regions.map { region in (0..<Int((region.size / 4096 + 63) / 64)).map { _ in random.next() & random.next() } }
+        let bitmap = PageBitmap(words: words)
+        let encoded = bitmap.encoded
+        let decoded = try encoded.withUnsafeBytes { try PageBitmap(decoding: $0, for: memory) }
+        #expect(decoded == bitmap)
+        #expect(decoded.count == bitmap.count)
+        for bad in [Array(encoded.dropLast(8)), encoded + [0], Array(encoded.dropFirst(8)), [UInt8]()] {
+            #expect(throws: MigrationError.self) { try bad.withUnsafeBytes { try PageBitmap(decoding: $0, for: memory) } }
+        }
+        #expect(PostcopyPager.runs([0b1110_0110, 1 << 63, 1]) == [1..<3, 5..<8, 127..<129])
+    }
+
+    /// A stream may switch to post-copy once; a second switch, or disk data in a migration that
+    /// does not mirror disks, ends it.
+    @Test func postcopyAndDiskFramesOutOfPlaceAreRefused() throws {
+        let memory = try GuestMemory(ranges: X86Layout.ramRanges(memorySize: 32 << 20).map { ($0.start, $0.size) })
+        let bitmap = PageBitmap(words: memory.regions.map { [UInt64](repeating: 0, count: Int(($0.size / 4096 + 63) / 64)) }).encoded
+        var error = Self.receptionError { source in
+            try source.send(.hello, bytes: try Self.hello())
+            Self.drain(source)
+            try source.send(.postcopy, bytes: bitmap)
+            try source.send(.postcopy, bytes: bitmap)
+        }
+        #expect(error.contains("a second post-copy switch"), "\(error)")
+        error = Self.receptionError { source in
+            try source.send(.hello, bytes: try Self.hello())
+            Self.drain(source)
+            try source.send(.diskData, bytes: [UInt8](repeating: 0, count: 16 + 512))
+        }
+        #expect(error.contains("disk data in a migration without --copy-storage-all"), "\(error)")
     }
 }

@@ -73,7 +73,6 @@ final class OutgoingMigration: @unchecked Sendable {
 
     /// Runs the whole migration; returns how it ended (the progress says why).
     func run(machine: Machine, recorded: LaunchSpec, session: VMSession) -> Ending {
-        var sentEverything = false
         var logging = false
         var throttle: VCPUThrottle?
         let mirroredDisks = request.copyStorage ? machine.resources.disks : []
@@ -211,7 +210,6 @@ final class OutgoingMigration: @unchecked Sendable {
                 encoder.outputFormatting = [.sortedKeys]
                 try channel.send(.state, bytes: Array(try encoder.encode(payload)))
                 try channel.send(.complete)
-                sentEverything = true
                 channel.setTimeout(seconds: 60)
                 let pager = postcopy ? PostcopyServer(channel: channel, memory: memory, pending: PageBitmap(words: last)) : nil
                 do {
@@ -271,7 +269,6 @@ final class OutgoingMigration: @unchecked Sendable {
                 $0.error = cancelledNow ? "cancelled" : "\(error)"
                 $0.elapsedMilliseconds = elapsedMilliseconds
             }
-            _ = sentEverything
             return .keptHere
         }
     }
