@@ -47,7 +47,8 @@ public enum MachineOrigin: @unchecked Sendable {
     /// `paused`: the vCPUs stay parked after `start()` until `resume()`.
     case snapshot(MachineState, memory: GuestMemory, cmdline: String, source: String, paused: Bool = false)
     /// Resume a machine received by live migration from `peer` (RAM and state as for a snapshot).
-    case incoming(MachineState, memory: GuestMemory, cmdline: String, peer: String, paused: Bool = false)
+    /// `vm`: the KVM VM made (with this memory registered) while RAM was arriving, if it was.
+    case incoming(MachineState, memory: GuestMemory, cmdline: String, peer: String, paused: Bool = false, vm: VirtualMachine? = nil)
 }
 
 /// A PC assembled from a validated `VMConfig` and resolved host resources: KVM VM with in-kernel
@@ -144,7 +145,7 @@ public final class Machine: @unchecked Sendable {
             memory = try GuestMemory(ranges: X86Layout.ramRanges(memorySize: config.memorySize))
             restoredFrom = nil
             migratedFrom = nil
-        case .snapshot(let state, let restoredMemory, _, _, let paused), .incoming(let state, let restoredMemory, _, _, let paused):
+        case .snapshot(let state, let restoredMemory, _, _, let paused), .incoming(let state, let restoredMemory, _, _, let paused, _):
             startPaused = paused
             guard state.vcpus.count == config.cpus else {
                 throw MachineStateError.mismatch("\(state.vcpus.count) vCPU states for \(config.cpus) vCPUs")
@@ -155,7 +156,7 @@ public final class Machine: @unchecked Sendable {
             }
             memory = restoredMemory
             saved = state
-            if case let .incoming(_, _, _, peer, _) = origin {
+            if case let .incoming(_, _, _, peer, _, _) = origin {
                 restoredFrom = nil
                 migratedFrom = peer
             } else if case let .snapshot(_, _, _, source, _) = origin {
@@ -167,14 +168,10 @@ public final class Machine: @unchecked Sendable {
             }
         }
 
-        vm = try system.createVM()
-        try vm.setIdentityMapAddress(Self.identityMapAddress)
-        try vm.setTSSAddress(Self.tssAddress)
-        try vm.createIRQChip()
-        try vm.createPIT()
-        for (slot, region) in memory.regions.enumerated() {
-            try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.start.raw, size: region.size,
-                                       hostAddress: region.hostAddress)
+        if case let .incoming(_, _, _, _, _, prepared?) = origin {
+            vm = prepared
+        } else {
+            vm = try Self.prepareVM(system: system, memory: memory)
         }
 
         // Legacy PC devices on the port bus, from power-on or from their saved state.
@@ -237,7 +234,7 @@ public final class Machine: @unchecked Sendable {
             bootPlan = nil
             bootDescription = "snapshot \(source)"
             effectiveCmdline = cmdline
-        case let .incoming(_, _, cmdline, peer, _):
+        case let .incoming(_, _, cmdline, peer, _, _):
             bootPlan = nil
             bootDescription = "migration from \(peer)"
             effectiveCmdline = cmdline
@@ -266,6 +263,22 @@ public final class Machine: @unchecked Sendable {
         }
         // The in-kernel irqchip, PIT and clock last, so the LAPICs they deliver to are in place.
         if let saved { try vm.restoreState(saved.platform) }
+    }
+
+    /// A KVM VM with the in-kernel irqchip and PIT and `memory` registered: what every machine
+    /// starts from, made ahead of it by a migration destination (registering a large guest's RAM
+    /// takes milliseconds the switch-over need not pay).
+    public static func prepareVM(system: KVMSystem, memory: GuestMemory) throws -> VirtualMachine {
+        let vm = try system.createVM()
+        try vm.setIdentityMapAddress(Self.identityMapAddress)
+        try vm.setTSSAddress(Self.tssAddress)
+        try vm.createIRQChip()
+        try vm.createPIT()
+        for (slot, region) in memory.regions.enumerated() {
+            try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.start.raw, size: region.size,
+                                       hostAddress: region.hostAddress)
+        }
+        return vm
     }
 
     static func applyEntryState(_ entry: X86EntryState, to vcpu: VCPU) throws {

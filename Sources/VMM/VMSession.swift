@@ -47,6 +47,11 @@ public final class VMSession: @unchecked Sendable {
     private var incoming: IncomingMigration?
     /// Where this VM was received from by migration, if it was.
     public private(set) var migratedFrom: String?
+    /// The destination's steps from the end of the stream to the guest running (for the log).
+    private var incomingMarks: [(String, UInt64)] = []
+    private func markIncoming(_ what: String) {
+        if !incomingMarks.isEmpty { incomingMarks.append((what, DispatchTime.now().uptimeNanoseconds)) }
+    }
     /// The outgoing migration, current or last.
     private let migration = Guarded<OutgoingMigration?>(nil)
     private let current = Guarded<Machine?>(nil)
@@ -73,6 +78,8 @@ public final class VMSession: @unchecked Sendable {
         self.log = log
         self.payloadCache = payloadCache
         var spec = launch
+        var marks: [(String, UInt64)] = []
+        var probedProfile: HostProfile?
         if let restore = launch.restore {
             let openStarted = DispatchTime.now().uptimeNanoseconds
             let opened = try SnapshotFile.open(restore.path)
@@ -86,7 +93,9 @@ public final class VMSession: @unchecked Sendable {
             restoring = opened
         } else if let incomingAddress = launch.incoming {
             let address = try MigrationAddress(parsing: incomingAddress)
-            let received = try IncomingMigration.receive(on: address, listening: { port in
+            // What can be done before the source connects is done now, not while its guest is stopped.
+            if launch.hostProfile == .auto { probedProfile = try Self.resolveProfile(.auto, system: system) }
+            let received = try IncomingMigration.receive(on: address, system: system, listening: { port in
                 if case let .tcp(host, requested) = address, requested == 0, let port {
                     onListening(MigrationAddress.tcp(host: host, port: port).description)
                 } else {
@@ -102,11 +111,15 @@ public final class VMSession: @unchecked Sendable {
             spec.incoming = launch.incoming
             incoming = received
             migratedFrom = received.peer
+            marks = [("stream received", DispatchTime.now().uptimeNanoseconds)]
         }
         // Whatever fails from here on, a migration source must hear it (and keeps the guest).
         let failIncoming = { [incoming] (error: any Error) in incoming?.reportFailure("the destination cannot build the VM: \(error)") }
         do {
-            profile = try Self.resolveProfile(spec.hostProfile, system: system)
+            if spec.hostProfile == .auto, let probedProfile { profile = probedProfile } else {
+                profile = try Self.resolveProfile(spec.hostProfile, system: system)
+            }
+            if !marks.isEmpty { marks.append(("host profile", DispatchTime.now().uptimeNanoseconds)) }
         } catch {
             failIncoming(error)
             throw error
@@ -125,6 +138,7 @@ public final class VMSession: @unchecked Sendable {
         console = ConsoleLog(forwardingTo: TeeOutput(sinks: sinks))
         do {
             resources = try MachineResources(devices: spec.devices)
+            if !marks.isEmpty { marks.append(("disks and TAPs opened", DispatchTime.now().uptimeNanoseconds)) }
         } catch {
             restoring?.close()
             failIncoming(error)
@@ -132,6 +146,7 @@ public final class VMSession: @unchecked Sendable {
         }
         spec.devices = resources.devices
         self.spec = spec
+        incomingMarks = marks
     }
 
     deinit { restoring?.close() }
@@ -224,6 +239,13 @@ public final class VMSession: @unchecked Sendable {
                         }
                     }
                     received.reportRunning()
+                    markIncoming("machine started")
+                    var previous = incomingMarks.first?.1 ?? 0
+                    log("switch-over here: " + incomingMarks.dropFirst().map { what, at in
+                        defer { previous = at }
+                        return String(format: "%@ %.1f", what, Double(at - previous) / 1e6)
+                    }.joined(separator: ", ") + " (ms)")
+                    incomingMarks = []
                 }
                 outcome = machine.waitForExit() ?? .stopped
                 postcopy?.finish()
@@ -250,9 +272,10 @@ public final class VMSession: @unchecked Sendable {
             let config = try VMConfig(kernel: [], kernelPath: spec.kernel ?? "", initrd: nil, initrdPath: spec.initrd,
                                       cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes,
                                       onReboot: spec.onReboot, hostProfile: profile, devices: spec.devices)
+            defer { markIncoming("machine built") }
             return try Machine(config: config, resources: resources, system: system, profile: profile, serialOutput: console,
                                origin: .incoming(received.payload.state, memory: received.memory, cmdline: received.payload.effectiveCmdline,
-                                                 peer: received.peer, paused: received.payload.paused),
+                                                 peer: received.peer, paused: received.payload.paused, vm: received.preparedVM),
                                log: log)
         }
         if let opened = restoring {
@@ -385,6 +408,7 @@ public final class VMSession: @unchecked Sendable {
             switch ending {
             case .handedOver:
                 log("migrated to \(request.destination); this process stops")
+                if let steps = job.switchover { log("switch-over: \(steps)") }
                 stopCause.update { $0 = .migrated(request.destination) }
                 machine.requestStop()
             case .keptHere:

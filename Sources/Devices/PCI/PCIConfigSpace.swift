@@ -1,3 +1,4 @@
+import Foundation
 /// The identity fields of a type-0 configuration header (PCI 3.0 §6.2.1).
 public struct PCIHeader: Equatable, Sendable, Codable {
     public var vendorID: UInt16
@@ -229,5 +230,34 @@ public struct PCIConfigSpace: Equatable, Sendable, Codable {
         // Capabilities are DWORD aligned (§6.7: the bottom two pointer bits are reserved).
         nextCapabilityOffset = (offset + length + 3) & ~3
         return offset
+    }
+}
+
+// The two 4 KiB arrays as Data (base64 in JSON): as arrays of numbers they were three quarters of
+// a machine's state and most of the time spent encoding it while a migrating guest is stopped.
+// Arrays of numbers (snapshots written before) are still read.
+extension PCIConfigSpace {
+    enum CodingKeys: String, CodingKey { case bytes, writeMask, bars, nextCapabilityOffset, lastCapabilityOffset }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func blob(_ key: CodingKeys) throws -> [UInt8] {
+            if let data = try? c.decode(Data.self, forKey: key) { return Array(data) }
+            return try c.decode([UInt8].self, forKey: key)
+        }
+        bytes = try blob(.bytes)
+        writeMask = try blob(.writeMask)
+        bars = try c.decode([PCIBARRequest?].self, forKey: .bars)
+        nextCapabilityOffset = try c.decode(Int.self, forKey: .nextCapabilityOffset)
+        lastCapabilityOffset = try c.decodeIfPresent(Int.self, forKey: .lastCapabilityOffset)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(Data(bytes), forKey: .bytes)
+        try c.encode(Data(writeMask), forKey: .writeMask)
+        try c.encode(bars, forKey: .bars)
+        try c.encode(nextCapabilityOffset, forKey: .nextCapabilityOffset)
+        try c.encodeIfPresent(lastCapabilityOffset, forKey: .lastCapabilityOffset)
     }
 }

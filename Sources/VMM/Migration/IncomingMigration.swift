@@ -1,6 +1,7 @@
 import Boot
 import Foundation
 import GuestMemory
+import KVM
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -23,10 +24,12 @@ public final class IncomingMigration: @unchecked Sendable {
     private let answered = Guarded(false)
     /// Post-copy: the pages the guest still lacks come over while it runs.
     let pager: PostcopyPager?
+    /// The KVM VM, made with the RAM registered while the RAM was still arriving.
+    public let preparedVM: VirtualMachine?
 
     private init(payload: SnapshotPayload, memory: GuestMemory, peer: String, bytesReceived: UInt64, rounds: Int,
-                 channel: MigrationChannel, pager: PostcopyPager?) {
-        self.payload = payload; self.memory = memory; self.peer = peer
+                 channel: MigrationChannel, pager: PostcopyPager?, preparedVM: VirtualMachine?) {
+        self.payload = payload; self.memory = memory; self.peer = peer; self.preparedVM = preparedVM
         self.bytesReceived = bytesReceived; self.rounds = rounds; self.channel = channel; self.pager = pager
     }
 
@@ -72,7 +75,8 @@ public final class IncomingMigration: @unchecked Sendable {
     /// `listening` is called once the socket is bound (with the TCP port, which may have been 0).
     /// `diskTargets` gives this side's disks for the machine the source describes (used when the
     /// source mirrors its disks: `--copy-storage-all`).
-    public static func receive(on address: MigrationAddress, listening: (UInt16?) -> Void = { _ in },
+    /// With `system`, the KVM VM is made while RAM arrives (`preparedVM`).
+    public static func receive(on address: MigrationAddress, system: KVMSystem? = nil, listening: (UInt16?) -> Void = { _ in },
                                diskTargets: (LaunchSpec) throws -> [DiskOptions] = { $0.devices.disks },
                                log: @escaping @Sendable (String) -> Void = { _ in }) throws -> IncomingMigration {
         let listener = try MigrationChannel.Listener(address)
@@ -86,7 +90,7 @@ public final class IncomingMigration: @unchecked Sendable {
         }
         listener.close()
         do {
-            return try receive(from: channel, diskTargets: diskTargets, log: log)
+            return try receive(from: channel, system: system, diskTargets: diskTargets, log: log)
         } catch {
             // The source hears why (unless the stream itself is what broke).
             channel.sendError("\(error)")
@@ -95,7 +99,7 @@ public final class IncomingMigration: @unchecked Sendable {
         }
     }
 
-    static func receive(from channel: MigrationChannel, diskTargets: (LaunchSpec) throws -> [DiskOptions] = { $0.devices.disks },
+    static func receive(from channel: MigrationChannel, system: KVMSystem? = nil, diskTargets: (LaunchSpec) throws -> [DiskOptions] = { $0.devices.disks },
                         log: @escaping @Sendable (String) -> Void) throws -> IncomingMigration {
         channel.setTimeout(seconds: 120)
         let (kind, helloBytes) = try channel.receive(during: "before the machine's description")
@@ -130,6 +134,7 @@ public final class IncomingMigration: @unchecked Sendable {
             disks = try DiskMirrorReceiver(mirrored: mirrored, targets: try diskTargets(machine), log: log)
         }
         let memory = try GuestMemory(ranges: layout.map { ($0.start, $0.size) })
+        let preparedVM = try system.map { try Machine.prepareVM(system: $0, memory: memory) }
         log("incoming migration from \(channel.peer): \(machine.cpus) vCPU(s), \(machine.memoryBytes >> 20) MiB\(disks == nil ? "" : ", disks mirrored")")
         try channel.send(.ready)
 
@@ -189,7 +194,7 @@ public final class IncomingMigration: @unchecked Sendable {
                     channel.setTimeout(seconds: 30)
                 }
                 return IncomingMigration(payload: state, memory: memory, peer: channel.peer, bytesReceived: received,
-                                         rounds: rounds, channel: channel, pager: pager)
+                                         rounds: rounds, channel: channel, pager: pager, preparedVM: preparedVM)
             case .hello, .ready, .complete, .running, .error, .pageRequest, .postcopyEnd:
                 throw MigrationError.corrupt("unexpected \(kind) frame while receiving RAM")
             }

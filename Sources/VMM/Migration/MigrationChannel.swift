@@ -18,7 +18,7 @@ public enum MigrationAddress: Equatable, Sendable, CustomStringConvertible {
             guard path.hasPrefix("/"), !path.isEmpty else {
                 throw MigrationError.badAddress(text, "a Unix socket needs an absolute path (unix:/run/vm.sock)")
             }
-            guard path.utf8.count < 108 else { throw MigrationError.badAddress(text, "the socket path is longer than 107 bytes") }
+            guard path.utf8.count < 100 else { throw MigrationError.badAddress(text, "the socket path is longer than 99 bytes") }
             self = .unix(path: path)
         } else if text.hasPrefix("tcp:") {
             let rest = text.dropFirst(4)
@@ -243,7 +243,10 @@ final class MigrationChannel: @unchecked Sendable {
                     }
                     unlink(path)
                 }
-                var addr = unixAddress(path)
+                // Bound beside the path and renamed onto it once listening, so that the socket
+                // file appears only when a connection to it can succeed (scripts wait for it).
+                unlink(path + ".tmp")
+                var addr = unixAddress(path + ".tmp")
                 let status = withUnsafePointer(to: &addr) {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
                 }
@@ -288,6 +291,12 @@ final class MigrationChannel: @unchecked Sendable {
             guard listen(fd, 1) == 0 else {
                 let err = errno
                 Glibc.close(fd)
+                throw MigrationError.io("cannot listen on \(address)", errno: err)
+            }
+            if case let .unix(path) = address, rename(path + ".tmp", path) != 0 {
+                let err = errno
+                Glibc.close(fd)
+                unlink(path + ".tmp")
                 throw MigrationError.io("cannot listen on \(address)", errno: err)
             }
             self.fd = fd
