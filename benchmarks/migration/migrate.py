@@ -168,7 +168,10 @@ class Vireo:
         self.hop += 1
         name = f"vireo-{self.hop}"
         mig_sock = os.path.join(self.work, f"{name}.mig")
-        address = f"unix:{mig_sock}" if transport == "unix" else "tcp:127.0.0.1:0"
+        # "postcopy": over unix, switched to post-copy after the first full round (a target
+        # too small for pre-copy to meet forces the switch).
+        postcopy = transport == "postcopy"
+        address = f"unix:{mig_sock}" if transport in ("unix", "postcopy") else "tcp:127.0.0.1:0"
         dst = self.spawn(name, ["--incoming", address])
         try:
             line = wait_until(f"{name}: destination listening",
@@ -176,7 +179,8 @@ class Vireo:
             destination = line.group(1).decode()
             rate = tick_rate(src["out"], self.args.rate_seconds, [src["proc"]])
             conn = UnixHTTP(src["sock"])
-            body = json.dumps({"destination": destination, "max_downtime_ms": self.args.downtime})
+            body = json.dumps({"destination": destination, "max_downtime_ms": 0.001 if postcopy else self.args.downtime,
+                               **({"postcopy": True} if postcopy else {})})
             status_file_progress = self.status_file_progress
             ticks_before = last_tick(src["out"])
             put_at = time.monotonic()
@@ -248,6 +252,13 @@ class Vireo:
             if src["proc"].returncode != 0:
                 raise Failure(f"{name}: the source exited with {src['proc'].returncode} after a completed migration")
             src_last, first = check_continues(name, src["out"], dst["out"], dst["proc"])
+            pc = None
+            if postcopy:
+                # The destination's own account: pages, time after the switch-over, fault latency.
+                pc = wait_until(f"{name}: post-copy complete on the destination",
+                                lambda: re.search(rb"post-copy complete: (\d+) pages in (\d+) ms after the switch-over; (\d+) faults "
+                                                  rb"fetched on demand \(latency avg (\d+) \S*s, max (\d+) \S*s\)", read(dst["err"])),
+                                60, [dst["proc"]])
         except Failure as failure:
             failure.details = {"source stderr": read(src["err"]).decode(errors="replace"),
                                "destination stderr": read(dst["err"]).decode(errors="replace"),
@@ -271,6 +282,9 @@ class Vireo:
             # Seen from outside: the first answer in stop-and-copy -> the source process gone.
             "ext_downtime_ms": None if stop_seen is None else (exit_at - put_at) * 1000 - stop_seen,
         }
+        if pc:
+            result.update({"postcopy_pages": int(pc.group(1)), "postcopy_ms": int(pc.group(2)), "faults": int(pc.group(3)),
+                           "fault_avg_us": int(pc.group(4)), "fault_max_us": int(pc.group(5))})
         return dst, result
 
 
@@ -540,7 +554,7 @@ def main():
         def vireo_hops():
             # A hop whose final answer could not be read (the source exited first) is repeated,
             # up to twice --rounds hops per transport, so the medians have --rounds downtimes.
-            tries = {"unix": 0, "tcp": 0}
+            tries = {"unix": 0, "tcp": 0, "postcopy": 0}
             while True:
                 pending = [t for t in tries if tries[t] < 2 * args.rounds and sum(
                     1 for r in results if r["vmm"] == "vireo" and r["transport"] == t and not r["unobserved"]) < args.rounds]
@@ -616,6 +630,13 @@ def main():
     print(f"Vireo hops with downtime <= {args.downtime:g} ms: {within} of the {len(met) - missed} whose final answer was read"
           + (f"; {missed} more completed (guest checked on the destination) but the source exited before GET /vm/migration "
              f"showed its final answer, so their downtime is unknown" if missed else ""))
+    post = [r for r in results if r["vmm"] == "vireo" and r["transport"] == "postcopy" and "postcopy_ms" in r]
+    if post:
+        print(f"Vireo post-copy (unix; switched after the first full round), medians of {len(post)}: "
+              f"total {fmt(median([r['total_ms'] for r in post]), 0)} ms, guest stopped {fmt(median([r['downtime_ms'] for r in post]))} ms, "
+              f"{fmt(median([r['postcopy_pages'] for r in post]), 0)} pages after the switch-over in {fmt(median([r['postcopy_ms'] for r in post]), 0)} ms, "
+              f"{fmt(median([r['faults'] for r in post]), 0)} page faults served on demand, latency avg {fmt(median([r['fault_avg_us'] for r in post]), 0)} µs, "
+              f"max {fmt(max(r['fault_max_us'] for r in post), 0)} µs (QEMU's post-copy is not measured here)")
     print("Per hop: " + "; ".join(
         f"{r['vmm']}/{r['transport']}@{r['target_ms']:g}: {fmt(r['total_ms'], 0)} ms, down {fmt(r['downtime_ms'])}"
         + (f"/{r['stop_resume_ms']:.1f}" if "stop_resume_ms" in r else "") + f", r{r['rounds']}" for r in results))
