@@ -250,3 +250,22 @@ extension MigrationStreamTests {
         #expect(error.contains("disk data in a migration without --copy-storage-all"), "\(error)")
     }
 }
+
+extension MigrationStreamTests {
+    /// "verify": the destination compares each page with the source's checksum and refuses the
+    /// switch-over, naming the pages, when one differs; a matching set passes.
+    @Test func verifyNamesThePagesThatDiffer() throws {
+        let memory = try GuestMemory(ranges: X86Layout.ramRanges(memorySize: 32 << 20).map { ($0.start, $0.size) })
+        let zeros = PageChecksums.compute(memory)
+        #expect(try zeros.withUnsafeBytes { try PageChecksums.mismatches($0, memory: memory) }.isEmpty)
+        let error = Self.receptionError { source in
+            try source.send(.hello, bytes: try Self.hello())
+            Self.drain(source)
+            try source.send(.pages, bytes: Self.pagesFrame(at: 0x10_0000, pages: 2))
+            // Checksums of an all-zero RAM: the two pages just sent differ.
+            try source.send(.verify, bytes: zeros)
+        }
+        #expect(error.contains("verify: 2 pages differ from the source's after the last round (0x100000 0x101000)"), "\(error)")
+        #expect(MigrationRequest(destination: "unix:/x", postcopy: true, verify: true).problem != nil)
+    }
+}

@@ -78,7 +78,8 @@ extension KVMGuestSuites {
             defer { unlink(statusPath) }
             let destination = IncomingGuest(label: "count\(round)")
             #expect(destination.waitListening())
-            let started = try guest.session.migrate(MigrationRequest(destination: destination.address))
+            // Every other migration also has the destination check each page against the source's.
+            let started = try guest.session.migrate(MigrationRequest(destination: destination.address, verify: round % 2 == 1))
             #expect(started.phase == .setup)
             let progress = waitForMigration(guest.session)
             #expect(progress.phase == .completed, "round \(round): \(progress)")

@@ -162,6 +162,13 @@ public final class IncomingMigration: @unchecked Sendable {
                 try memory.zero(at: GuestAddress(address), length: length)
             case .roundEnd:
                 rounds += 1
+            case .verify:
+                let mismatches = try PageChecksums.mismatches(payload, memory: memory)
+                guard mismatches.isEmpty else {
+                    let first = mismatches.prefix(8).map { "0x" + String($0, radix: 16) }.joined(separator: " ")
+                    throw MigrationError.corrupt("verify: \(mismatches.count) pages differ from the source's after the last round (\(first)\(mismatches.count > 8 ? " ..." : "")): writes the source's dirty tracking did not see")
+                }
+                log("verify: every page of RAM matches the source's")
             case .postcopy:
                 guard postcopyPending == nil else { throw MigrationError.corrupt("a second post-copy switch") }
                 postcopyPending = try PageBitmap(decoding: payload, for: memory)

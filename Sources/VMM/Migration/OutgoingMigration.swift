@@ -207,6 +207,10 @@ final class OutgoingMigration: @unchecked Sendable {
                     try channel.send(.postcopy, bytes: PageBitmap(words: last).encoded)
                 } else {
                     try sender.send(last, firstRound: false)
+                    if request.verify {
+                        try channel.send(.verify, bytes: PageChecksums.compute(memory))
+                        mark("page checksums sent")
+                    }
                 }
                 // The device threads are stopped and the disks flushed: the last disk writes.
                 try mirror?.sendDirty()
