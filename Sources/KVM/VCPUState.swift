@@ -79,7 +79,14 @@ let savedMSRIndices: [UInt32] = [
     0xC000_0103,                    // TSC_AUX
     0x11, 0x12,                     // kvmclock (old): wall clock, system time
     0x4B56_4D00, 0x4B56_4D01,       // kvmclock: wall clock, system time
+    // Async page faults delivered as an interrupt: the vector (ASYNC_PF_INT) before the enable
+    // (ASYNC_PF_EN), which KVM checks against it; without it a restored Linux guest that enabled
+    // interrupt delivery gets "page ready" on vector 0.
+    0x4B56_4D06,                    // ASYNC_PF_INT
     0x4B56_4D02, 0x4B56_4D03, 0x4B56_4D04, // async page fault, steal time, PV EOI
+    0x4B56_4D05,                    // POLL_CONTROL (guest-side halt polling)
+    0x48,                           // SPEC_CTRL (IBRS/STIBP/SSBD the guest set)
+    0xC001_011F,                    // AMD VIRT_SPEC_CTRL (SSBD on AMD)
     0x2FF,                          // MTRR default type
     0x250, 0x258, 0x259, 0x268, 0x269, 0x26A, 0x26B, 0x26C, 0x26D, 0x26E, 0x26F, // fixed MTRRs
 ] + (0x200..<0x210).map { UInt32($0) } // variable MTRRs: base/mask pairs 0-7
