@@ -328,6 +328,11 @@ int ckvm_uffd_wake(int fd, uint64_t start, uint64_t length) {
     return ioctl(fd, UFFDIO_WAKE, &range) < 0 ? -errno : 0;
 }
 
+int ckvm_uffd_unregister(int fd, uint64_t start, uint64_t length) {
+    struct uffdio_range range = { .start = start, .len = length };
+    return ioctl(fd, UFFDIO_UNREGISTER, &range) < 0 ? -errno : 0;
+}
+
 int ckvm_uffd_read_fault(int fd, uint64_t *address) {
     struct uffd_msg message;
     ssize_t got = read(fd, &message, sizeof(message));

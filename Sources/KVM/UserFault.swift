@@ -42,6 +42,12 @@ public final class UserFaultDescriptor: @unchecked Sendable {
         return true
     }
 
+    /// Faults on the range are ordinary page faults again (missing pages read as zeros).
+    public func unregister(start: UInt, length: UInt64) throws(KVMError) {
+        let result = ckvm_uffd_unregister(fd, UInt64(start), length)
+        guard result == 0 else { throw KVMError.ioctlFailed("UFFDIO_UNREGISTER", errno: -result) }
+    }
+
     public func wake(start: UInt, length: UInt64) {
         _ = ckvm_uffd_wake(fd, UInt64(start), length)
     }

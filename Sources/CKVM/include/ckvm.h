@@ -134,6 +134,7 @@ int ckvm_uffd_register_missing(int fd, uint64_t start, uint64_t length);
 int ckvm_uffd_copy(int fd, uint64_t destination, const void *source, uint64_t length);
 int ckvm_uffd_zeropage(int fd, uint64_t destination, uint64_t length);
 int ckvm_uffd_wake(int fd, uint64_t start, uint64_t length);
+int ckvm_uffd_unregister(int fd, uint64_t start, uint64_t length);
 // Reads one event: 1 with *address set for a page fault, 2 for another event, 0 when none is
 // pending (the descriptor is non-blocking), -errno on failure.
 int ckvm_uffd_read_fault(int fd, uint64_t *address);

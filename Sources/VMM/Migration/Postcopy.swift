@@ -181,6 +181,13 @@ final class PostcopyPager: @unchecked Sendable {
                 case .postcopyEnd:
                     let missing = pending.read { $0.count }
                     guard missing == 0 else { throw MigrationError.corrupt("the source ended post-copy with \(missing) pages not sent") }
+                    // Every page the source had is here; the pages still missing were zero there and
+                    // never sent: from now on they fault in as ordinary zero pages (the fault thread
+                    // stops, and nothing may wait on this descriptor any more).
+                    for region in memory.regions {
+                        try faults.unregister(start: region.hostAddress, length: region.size)
+                        faults.wake(start: region.hostAddress, length: region.size)
+                    }
                     try? channel.send(.postcopyEnd)
                     let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
                     let stats = statistics.update { $0.milliseconds = elapsed; return $0 }
