@@ -40,6 +40,8 @@ if [ "${VIREO_SKIP_E2E:-0}" != "1" ]; then
     step "linux debian e2e" bash tests/e2e/linux-debian.sh
     # Save and restore under a counting guest process: directly where guest user space runs (77 elsewhere).
     step "linux snapshot e2e" bash tests/e2e/linux-snapshot.sh
+    # Live migration under a counting guest process with a TCP connection across (77 elsewhere).
+    step "linux migration e2e" bash tests/e2e/linux-migration.sh
     # Guest user space where this host cannot give it: the full cases inside the nested test host
     # (an L1 under QEMU TCG with a real-semantics KVM; scripts/nested-host.sh). VIREO_SKIP_NESTED=1 skips.
     if [ "${VIREO_SKIP_NESTED:-0}" = "1" ]; then

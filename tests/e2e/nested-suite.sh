@@ -77,4 +77,5 @@ run "linux-boot (full)" env VIREO_E2E_KERNEL=bzImage bash "$repo/tests/e2e/linux
 run "linux-devices (full)" env VIREO_E2E_DEVICES_MODE=full bash "$repo/tests/e2e/linux-devices.sh"
 run "linux-debian (stock kernel)" bash "$repo/tests/e2e/linux-debian.sh"
 run "linux-snapshot (save and restore under a counting guest process)" bash "$repo/tests/e2e/linux-snapshot.sh"
+run "linux-migration (4 live migrations under a counting guest process, TCP across)" bash "$repo/tests/e2e/linux-migration.sh"
 ! grep -q ' FAILED ' "$results"
