@@ -183,15 +183,28 @@ extension VCPU {
         return (0..<min(count, indices.count)).map { VCPUState.MSR(index: entries[$0].index, value: entries[$0].data) }
     }
 
+    /// Writes the MSRs in order. One KVM refuses although it read it (ASYNC_PF_INT on a VM without
+    /// an in-kernel LAPIC, say) is skipped when it holds 0, the value it has anyway; any other
+    /// refusal is an error.
     func writeMSRs(_ values: [VCPUState.MSR]) throws(KVMError) {
-        guard !values.isEmpty else { return }
+        var remaining = values[...]
+        while !remaining.isEmpty {
+            let written = try writeMSRsOnce(Array(remaining))
+            guard written < remaining.count else { return }
+            let refused = remaining[remaining.startIndex + written]
+            guard refused.value == 0 else {
+                throw KVMError.invalidArgument("KVM accepted only \(written) of \(remaining.count) MSRs (first refused: 0x\(String(refused.index, radix: 16)) = 0x\(String(refused.value, radix: 16)))")
+            }
+            remaining = remaining.dropFirst(written + 1)
+        }
+    }
+
+    private func writeMSRsOnce(_ values: [VCPUState.MSR]) throws(KVMError) -> Int {
+        guard !values.isEmpty else { return 0 }
         guard let msrs = ckvm_msrs_alloc(UInt32(values.count)) else { throw KVMError.mmapFailed(errno: ENOMEM) }
         defer { free(msrs) }
         let entries = ckvm_msrs_entries(msrs)!
         for (i, msr) in values.enumerated() { entries[i].index = msr.index; entries[i].data = msr.value }
-        let written = Int(try retryingEINTR("KVM_SET_MSRS") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_MSRS, msrs) })
-        guard written == values.count else {
-            throw KVMError.invalidArgument("KVM accepted only \(written) of \(values.count) MSRs (first refused: 0x\(String(values[written].index, radix: 16)))")
-        }
+        return Int(try retryingEINTR("KVM_SET_MSRS") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_MSRS, msrs) })
     }
 }

@@ -31,7 +31,10 @@
 # VIREO_E2E_LOG_DIR, VIREO_E2E_SEQUENCE (N, default 800: 80 s of counting),
 # VIREO_E2E_MIGRATIONS (default 4; 0: the same run without migrating, a control),
 # VIREO_E2E_MIGRATION_NET=auto|off (default auto: with root), VIREO_E2E_MIGRATION_REQUEST (more
-# fields for PUT /vm/migrate, a JSON object: '{"auto_converge":false}').
+# fields for PUT /vm/migrate, a JSON object: '{"auto_converge":false}'),
+# VIREO_E2E_MIGRATION_STORAGE=shared|copy (default shared: one image for every process; copy:
+# each destination gets its own image path, which it creates, and the migration mirrors the disk
+# to it with "copy_storage" — the disk checks then read the last process's image).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 vireo=${VIREO_BIN:-$repo/.build/debug/vireo}
@@ -41,6 +44,7 @@ count=${VIREO_E2E_SEQUENCE:-800}
 migrations=${VIREO_E2E_MIGRATIONS:-4}
 net_mode=${VIREO_E2E_MIGRATION_NET:-auto}
 request_extra=${VIREO_E2E_MIGRATION_REQUEST:-"{}"}
+storage=${VIREO_E2E_MIGRATION_STORAGE:-shared}
 guest_ip=10.78.0.2
 host_ip=10.78.0.1
 mac=52:54:00:12:34:78
@@ -80,6 +84,13 @@ guest_files "$repo" || { fail "$guest_error"; finish; }
 root_tree "$work/root" "$init32"
 disk=$work/root.img
 root_image "$work/root" "$disk" 64M || { fail "mkfs.ext4 -d failed"; finish; }
+case "$storage" in
+    shared) ;;
+    copy) request_extra=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["copy_storage"]=True; print(json.dumps(d))' "$request_extra") ;;
+    *) fail "VIREO_E2E_MIGRATION_STORAGE must be shared or copy, not '$storage'"; finish ;;
+esac
+# Stage K's disk image: the one image (shared storage), or with copy_storage one per process.
+disk_of() { if [ "$storage" = copy ] && [ "$1" -gt 1 ]; then echo "$work/root-$1.img"; else echo "$disk"; fi; }
 [ "$migrations" -ge 0 ] 2>/dev/null || { fail "VIREO_E2E_MIGRATIONS must be 0 (a control run: no migration) or more"; finish; }
 
 mkdir -p "$log_dir" || { fail "cannot create the log directory $log_dir (VIREO_E2E_LOG_DIR)"; finish; }
@@ -117,7 +128,8 @@ fi
 device_args=()
 devices_of() {
     device_args=()
-    [ -n "$guest_net" ] && device_args=(--disk "path=$disk,format=raw" --net "tap=vtap$(( ($1 - 1) % 2 )),mac=$mac")
+    if [ -n "$guest_net" ]; then device_args=(--disk "path=$(disk_of "$1"),format=raw" --net "tap=vtap$(( ($1 - 1) % 2 )),mac=$mac")
+    elif [ "$storage" = copy ]; then device_args=(--disk "path=$(disk_of "$1"),format=raw"); fi
 }
 
 cmdline="console=ttyS0 8250.nr_uarts=1 random.trust_bootloader=on root=/dev/vda rw panic=-1 $guest_net vireo.sequence=$count"
@@ -325,7 +337,13 @@ if [ "$last" -gt 1 ]; then
     kernel_lines=$(transcript --kernel-lines $(seq 2 "$last") | head -5 | tr '\n' ' ')
     note "guest kernel messages after the first migration: ${kernel_lines:-none}"
 fi
-# The disk: the same, and a clean file system.
+# The disk: the same, and a clean file system (with copy_storage: the last destination's image,
+# which it created and the migrations filled).
+disk=$(disk_of "$last")
+if [ "$storage" = copy ] && [ "$last" -gt 1 ]; then
+    if grep -q 'created raw image' <<<"$(clean_of 2)"; then pass "copy_storage: stage 2 created its own image: $(clean_of 2 | grep -m1 -o 'created raw image.*')"
+    else fail "copy_storage: stage 2 did not say it created its image"; fi
+fi
 file=$(debugfs -R "cat /vireo/seq.txt" "$disk" 2>/dev/null | tr '\n' ' ')
 if [ "$file" = "$expected" ]; then pass "disk: /vireo/seq.txt holds 1..$count once each"
 else fail "disk: /vireo/seq.txt holds $(describe_seq "$file" "$count")"; fi

@@ -78,4 +78,5 @@ run "linux-devices (full)" env VIREO_E2E_DEVICES_MODE=full bash "$repo/tests/e2e
 run "linux-debian (stock kernel)" bash "$repo/tests/e2e/linux-debian.sh"
 run "linux-snapshot (save and restore under a counting guest process)" bash "$repo/tests/e2e/linux-snapshot.sh"
 run "linux-migration (4 live migrations under a counting guest process, TCP across)" bash "$repo/tests/e2e/linux-migration.sh"
+run "linux-migration, copy_storage (2 migrations, each destination its own disk image)" env VIREO_E2E_MIGRATION_STORAGE=copy VIREO_E2E_MIGRATIONS=2 bash "$repo/tests/e2e/linux-migration.sh"
 ! grep -q ' FAILED ' "$results"

@@ -105,6 +105,8 @@ final class OutgoingMigration: @unchecked Sendable {
             logging = true
             let mirror = mirroredDisks.isEmpty ? nil : DiskMirrorSender(channel: channel, disks: mirroredDisks)
             progress.update { $0.phase = .precopy }
+            // Round one is the disks and all of RAM: its bandwidth counts both.
+            var roundStarted = DispatchTime.now().uptimeNanoseconds
             if let mirror {
                 try mirror.sendAll(cancelled: { [self] in self.cancelled.load(ordering: .acquiring) })
                 progress.update { $0.diskBytesTransferred = mirror.bytesSent }
@@ -117,7 +119,6 @@ final class OutgoingMigration: @unchecked Sendable {
                                     cancelled: { [self] in self.cancelled.load(ordering: .acquiring) }) { [progress] bytes in
                 progress.update { $0.ramBytesTransferred = bytes }
             }
-            var roundStarted = DispatchTime.now().uptimeNanoseconds
             let sentSoFar = { sender.bytesSent + (mirror?.bytesSent ?? 0) }
             try sender.sendAll()
             try mirror?.sendDirty()
