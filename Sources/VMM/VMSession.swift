@@ -101,7 +101,14 @@ public final class VMSession: @unchecked Sendable {
                 } else {
                     onListening(address.description)
                 }
-            }, diskTargets: { recorded in try Self.restoredSpec(recorded, launch: launch).devices.disks }, log: log)
+            }, diskTargets: { recorded in
+                // Mirrored disks are written here: only at paths this launch names, never at
+                // paths the (possibly hostile) source chose.
+                guard launch.devices.disks.count == recorded.devices.disks.count else {
+                    throw MigrationError.busy("copy_storage writes the VM's \(recorded.devices.disks.count) disk(s) here: give the destination its own --disk path=... for each (it will not write where the source says)")
+                }
+                return try Self.restoredSpec(recorded, launch: launch).devices.disks
+            }, log: log)
             do {
                 spec = try Self.restoredSpec(received.payload.machine, launch: launch)
             } catch {

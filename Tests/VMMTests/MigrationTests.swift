@@ -408,7 +408,16 @@ extension KVMGuestSuites.MigrationTests {
                                      devices: DeviceOptions(disks: [DiskOptions(path: disk, format: .raw)]))
         defer { guest.stop() }
         #expect(guest.waitForMoreTicks(2))
-        let destination = IncomingGuest(label: "same")
+        // A destination that names no disk of its own is refused (it never writes where the source
+        // says); one that names the very same file is refused too.
+        let nameless = IncomingGuest(label: "nameless")
+        #expect(nameless.waitListening())
+        _ = try guest.session.migrate(MigrationRequest(destination: nameless.address, copyStorage: true))
+        let refused = waitForMigration(guest.session)
+        #expect(refused.phase == .failed)
+        #expect(refused.error?.contains("give the destination its own --disk") == true, "\(refused)")
+        #expect(throws: (any Error).self) { try nameless.wait() }
+        let destination = IncomingGuest(label: "same", devices: DeviceOptions(disks: [DiskOptions(path: disk, format: .raw)]))
         #expect(destination.waitListening())
         _ = try guest.session.migrate(MigrationRequest(destination: destination.address, copyStorage: true))
         let progress = waitForMigration(guest.session)

@@ -92,6 +92,51 @@ import Testing
         #expect(!transcript.contains("corrupt"))
     }
 
+    /// The destination process is killed (SIGKILL) in the middle of RAM: the source reports the
+    /// failure, its guest counts on, and a migration to a new destination then goes through.
+    @Test func killingTheDestinationMidMigrationLeavesTheGuestRunning() throws {
+        _ = VireoBinary.buildGuests
+        let directory = NSTemporaryDirectory() + "vireo-migrate-kill-\(getpid())"
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let source = try VM(["--kernel", VireoBinary.guest("mb-user.elf"), "--memory", "64M",
+                             "--cmdline", "ticks=1000000 spin=50000000 fill=16 churn=8"], directory: directory, name: "src")
+        var all = [source]
+        defer { for vm in all where vm.process.isRunning { vm.process.terminate() } }
+        #expect(source.waitFor { source.tickLines >= 2 })
+        let doomed = try VM(["--incoming", "unix:\(directory)/doomed.sock"], directory: directory, name: "doomed")
+        all.append(doomed)
+        #expect(doomed.waitFor { FileManager.default.fileExists(atPath: directory + "/doomed.sock") })
+        // 4 MiB/s: the ~24 MiB of RAM in use take seconds, so the kill lands mid-stream.
+        let answer = try source.call("PUT", "/vm/migrate", "{\"destination\":\"unix:\(directory)/doomed.sock\",\"bandwidth_mibps\":4}")
+        #expect(answer.contains("\"phase\":\"setup\""), "\(answer)")
+        #expect(source.waitFor { (try? source.call("GET", "/vm/migration"))?.contains("\"phase\":\"precopy\"") == true })
+        usleep(500_000)
+        kill(doomed.process.processIdentifier, SIGKILL)
+        doomed.process.waitUntilExit()
+        var progress = ""
+        #expect(source.waitFor {
+            progress = (try? source.call("GET", "/vm/migration")) ?? ""
+            return progress.contains("\"phase\":\"failed\"")
+        }, "\(progress)")
+        #expect(source.process.isRunning)
+        let ticks = source.tickLines
+        #expect(source.waitFor { source.tickLines >= ticks + 2 }, "the guest stopped counting after the failed migration")
+        let next = try VM(["--incoming", "unix:\(directory)/next.sock"], directory: directory, name: "next")
+        all.append(next)
+        #expect(next.waitFor { FileManager.default.fileExists(atPath: directory + "/next.sock") })
+        _ = try source.call("PUT", "/vm/migrate", "{\"destination\":\"unix:\(directory)/next.sock\"}")
+        #expect(source.waitForExit() == 0)
+        #expect(next.waitFor { next.tickLines >= 2 })
+        _ = try next.call("PUT", "/vm/stop")
+        #expect(next.waitForExit() == 0)
+        let transcript = source.text + next.text
+        let numbers = transcript.split(whereSeparator: \.isNewline).compactMap { $0.hasPrefix("user: tick ") ? Int($0.dropFirst("user: tick ".count)) : nil }
+        #expect(zip(numbers, numbers.dropFirst()).allSatisfy { $1 == $0 + 1 })
+        #expect(!transcript.contains("corrupt"))
+    }
+
     /// A destination fed garbage instead of a migration stream exits 1 with one line.
     @Test func aDestinationFedGarbageExitsWithOneLine() throws {
         let directory = NSTemporaryDirectory() + "vireo-migrate-garbage-\(getpid())"
