@@ -271,7 +271,15 @@ for migration in $(seq 1 "$migrations"); do
         finish
     fi
     wait_exit "$src" 120
-    if [ "$exit_status" = 0 ]; then pass "migration $migration (stage $src -> $dst at seq ${before:-?}): PUT /vm/migrate 202; the source exited 0 ($(clean_of "$src" | grep -m1 -oE 'vireo: migrated to [^;]*' || echo 'no migrated line')); $detail"
+    migrated_line=$(clean_of "$src" | grep -m1 -oE 'vireo: migrated to [^;]*')
+    if [ "$exit_status" = 0 ] && [ -n "$migrated_line" ]; then pass "migration $migration (stage $src -> $dst at seq ${before:-?}): PUT /vm/migrate 202; the source exited 0 ($migrated_line); $detail"
+    elif [ "$exit_status" = 0 ]; then
+        # Status 0 without "migrated to" is the guest's own end (poweroff, or a reset: panic=-1).
+        fail "migration $migration (stage $src -> $dst at seq ${before:-?}): the source exited 0 without migrating (the guest ended: reset or poweroff); $detail; last progress: $(value last "$out")"
+        note "stage $src (source) guest kernel messages: $(transcript --kernel-lines "$src" | tail -40 | tr '\n' ' ')"
+        note "stage $src (source) log tail:"; tail_of "$src" 40
+        note "stage $dst (destination) log tail:"; tail_of "$dst" 10
+        finish
     elif [ "$exit_status" = running ]; then fail "migration $migration: the source (stage $src) still runs 120s later; last progress: $(value last "$out")"; tail_of "$src"; finish
     else fail "migration $migration: the source (stage $src) exited $exit_status; last progress: $(value last "$out")"; tail_of "$src"; tail_of "$dst"; finish; fi
     # The final progress: the source writes it into its status file as it exits (GET /vm/migration
