@@ -25,6 +25,19 @@ public struct ACPITables: Sendable {
     public static func build(_ platform: ACPIPlatform, at base: UInt64) throws(BootError) -> ACPITables {
         try platform.validate()
         guard base % rsdpAlignment == 0 else { throw .acpi("RSDP address \(hex(base)) is not 16-byte aligned") }
+        let image = try layOut(platform, at: base, withRSDP: true)
+        return ACPITables(address: base, bytes: image.bytes, tableAddresses: image.addresses)
+    }
+
+    /// Signatures of the tables the XSDT and RSDT list, in entry order.
+    static let rootEntries = ["FACP", "APIC", "MCFG"]
+
+    /// Lays the tables out from `base` (the RSDP first when `withRSDP`, else the XSDT), every
+    /// pointer holding the absolute address of its target. Firmware tables use base 0 without the
+    /// RSDP, so each pointer holds its target's offset in the image.
+    static func layOut(_ platform: ACPIPlatform, at base: UInt64, withRSDP: Bool)
+        throws(BootError) -> (bytes: [UInt8], addresses: [String: UInt64]) {
+        try platform.validate()
         let dsdt: [UInt8]
         do {
             dsdt = try DSDT.build(platform)
@@ -34,10 +47,9 @@ public struct ACPITables: Sendable {
         let madt = MADT.build(platform)
         let mcfg = MCFG.build(platform)
         let facs = FACS.build()
-        let pointed = ["FACP", "APIC", "MCFG"]
+        let pointed = rootEntries
         // Sizes are known before addresses, so lay out first, then fill in the pointers.
-        let sizes: [(String, Int, UInt64)] = [
-            ("RSD PTR ", rsdpLength, rsdpAlignment),
+        let sizes: [(String, Int, UInt64)] = (withRSDP ? [("RSD PTR ", rsdpLength, rsdpAlignment)] : []) + [
             ("XSDT", ACPITableHeader.size + 8 * pointed.count, tableAlignment),
             ("RSDT", ACPITableHeader.size + 4 * pointed.count, tableAlignment),
             ("FACP", FADT.length, tableAlignment),
@@ -63,16 +75,22 @@ public struct ACPITables: Sendable {
         let entries = pointed.map(address)
         let xsdt = ACPITableHeader.table("XSDT", revision: 1, body: entries.flatMap { AML.littleEndian($0, count: 8) })
         let rsdt = ACPITableHeader.table("RSDT", revision: 1, body: entries.flatMap { AML.littleEndian($0, count: 4) })
-        let rsdp = buildRSDP(xsdt: address("XSDT"), rsdt: address("RSDT"))
-        let contents: [String: [UInt8]] = [
-            "RSD PTR ": rsdp, "XSDT": xsdt, "RSDT": rsdt, "FACP": fadt, "FACS": facs, "APIC": madt, "MCFG": mcfg,
-            "DSDT": dsdt,
+        var contents: [String: [UInt8]] = [
+            "XSDT": xsdt, "RSDT": rsdt, "FACP": fadt, "FACS": facs, "APIC": madt, "MCFG": mcfg, "DSDT": dsdt,
         ]
+        if withRSDP { contents["RSD PTR "] = buildRSDP(xsdt: address("XSDT"), rsdt: address("RSDT")) }
         var image = [UInt8](repeating: 0, count: Int(cursor - base))
         for (signature, _, _) in sizes {
             image.put(bytes: contents[signature] ?? [], at: Int(address(signature) - base))
         }
-        return ACPITables(address: base, bytes: image, tableAddresses: addresses)
+        return (image, addresses)
+    }
+
+    /// Field offsets in the RSDP.
+    enum RSDPOffset {
+        static let checksum = 8, rsdt = 16, xsdt = 24, extendedChecksum = 32
+        /// The first checksum covers the ACPI 1.0 part, bytes 0..<20.
+        static let checksummedLength = 20
     }
 
     /// RSDP (5.2.5.3), revision 2: the first 20 bytes have their own checksum, all 36 the extended one.
@@ -81,11 +99,11 @@ public struct ACPITables: Sendable {
         rsdp.put(bytes: Array("RSD PTR ".utf8), at: 0)
         rsdp.put(bytes: ACPITableHeader.oemID, at: 9)
         rsdp[15] = rsdpRevision
-        rsdp.put(UInt32(truncatingIfNeeded: rsdt), at: 16)
+        rsdp.put(UInt32(truncatingIfNeeded: rsdt), at: RSDPOffset.rsdt)
         rsdp.put(UInt32(rsdpLength), at: 20)
-        rsdp.put(xsdt, at: 24)
-        rsdp[8] = checksumByte(rsdp[0..<20])
-        rsdp[32] = checksumByte(rsdp)
+        rsdp.put(xsdt, at: RSDPOffset.xsdt)
+        rsdp[RSDPOffset.checksum] = checksumByte(rsdp[0..<RSDPOffset.checksummedLength])
+        rsdp[RSDPOffset.extendedChecksum] = checksumByte(rsdp)
         return rsdp
     }
 
