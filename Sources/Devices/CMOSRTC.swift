@@ -35,6 +35,11 @@ public final class CMOSRTC: BusDevice {
         cmos[RTC.registerD] = RTC.dValidRAM
         Self.storeMemorySizes(in: &cmos, below4G: memoryBelow4G, above4G: memoryAbove4G)
         cmos[0x5F] = UInt8(clamping: max(cpuCount, 1) - 1)
+        // Boot order as QEMU's PC keeps it for SeaBIOS (0x3D low nibble first, then high, then
+        // 0x38's high nibble; 2 = hard disk, 3 = CD-ROM): disks first. 0x38 bit 0: don't insist
+        // on a boot signature for floppies (there are none: byte 0x10, the drive types, stays 0).
+        cmos[0x3D] = 0x32
+        cmos[0x38] = 0x01
         self.now = now
         let second = Self.rtcSecond(hostTime: now(), offset: 0)
         locked = Mutex(CMOSRTCState(cmos: cmos, index: 0, nmiDisabled: false, clockOffsetSeconds: 0, lastFlagsReadSecond: second))

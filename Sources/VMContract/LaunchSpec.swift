@@ -46,8 +46,13 @@ public struct LaunchSpec: Codable, Equatable, Sendable {
     public static let currentVersion = 1
 
     public var version: Int
-    /// The kernel to boot; nil when the machine is restored from a snapshot.
+    /// The kernel to boot; nil when the machine is restored from a snapshot or boots firmware.
     public var kernel: String?
+    /// Boot through firmware instead of a kernel: "bios" (SeaBIOS), "uefi" (OVMF) or a firmware
+    /// file's path. The firmware finds a boot loader on the disks.
+    public var firmware: String?
+    /// Where the firmware's own diagnostic log (QEMU's debugcon, port 0x402) goes, appended.
+    public var firmwareLog: String?
     public var initrd: String?
     public var cmdline: String
     public var cpus: Int
@@ -74,8 +79,9 @@ public struct LaunchSpec: Codable, Equatable, Sendable {
                 memoryBytes: UInt64 = 512 << 20, onReboot: RebootAction = .exit, bootProtocol: BootProtocolChoice = .auto,
                 hostProfile: HostProfileChoice = .auto, devices: DeviceOptions = DeviceOptions(), apiSocket: String? = nil,
                 serialLog: String? = nil, statusFile: String? = nil, kernelCache: Bool = true, restore: RestoreSource? = nil,
-                incoming: String? = nil) {
+                incoming: String? = nil, firmware: String? = nil, firmwareLog: String? = nil) {
         self.version = Self.currentVersion
+        self.firmware = firmware; self.firmwareLog = firmwareLog
         self.kernel = kernel; self.initrd = initrd; self.cmdline = cmdline; self.cpus = cpus
         self.memoryBytes = memoryBytes; self.onReboot = onReboot; self.bootProtocol = bootProtocol
         self.hostProfile = hostProfile; self.devices = devices; self.apiSocket = apiSocket

@@ -79,6 +79,8 @@ public final class Machine: @unchecked Sendable {
     public let memory: GuestMemory
     /// The PCI root complex and the virtio functions on it.
     let pci: PCIPlatform
+    /// The firmware ROM at the top of 4 GiB, for a machine that boots through firmware.
+    let firmwareROM: FirmwareROM?
     /// The host side (disks, TAPs); released at stop only when this machine opened it itself.
     let resources: MachineResources
     private let ownsResources: Bool
@@ -99,8 +101,9 @@ public final class Machine: @unchecked Sendable {
     var devicesQuiesced: Bool { quiesced.load(ordering: .acquiring) }
 
     /// Addresses KVM needs outside guest RAM on Intel (TSS: 3 pages; identity map: 1 page).
-    static let tssAddress: UInt64 = 0xFFFB_D000
-    static let identityMapAddress: UInt64 = 0xFFFB_C000
+    /// QEMU's choice: below the top 16 MiB, where firmware ROMs go.
+    static let tssAddress: UInt64 = 0xFEFF_D000
+    static let identityMapAddress: UInt64 = 0xFEFF_C000
 
     /// Boots `config` on host resources it opens itself (and releases when it stops).
     public convenience init(config: VMConfig, system: KVMSystem, profile: HostProfile, serialOutput: any SerialOutput,
@@ -173,6 +176,8 @@ public final class Machine: @unchecked Sendable {
         } else {
             vm = try Self.prepareVM(system: system, memory: memory)
         }
+        let machineVM = vm
+        firmwareROM = try config.firmware.map { try FirmwareROM($0, vm: machineVM, system: system) }
 
         // Legacy PC devices on the port bus, from power-on or from their saved state.
         let inputSpace = serialInputSpace
@@ -209,15 +214,27 @@ public final class Machine: @unchecked Sendable {
         try pioBus.insert(rtc, base: 0x70, length: 2)
         try pioBus.insert(debugExit, base: DebugExit.defaultPort, length: DebugExit.portCount)
         try pioBus.insert(fwCfg, base: 0x510, length: 2)
+        if let fd = config.firmwareLogDescriptor {
+            try pioBus.insert(DebugConsole(fd: fd), base: DebugConsole.defaultPort, length: 1)
+        }
         try pioBus.insert(acpiPM, base: UInt64(X86Layout.acpiPM1EventPort), length: ACPIPM.portCount)
 
         // PCI with the virtio devices; their I/O threads start with the vCPUs.
         pci = try PCIPlatform(vm: vm, memory: memory, resources: resources, pioBus: pioBus, mmioBus: mmioBus,
                               events: latch, consoleOutput: serialOutput,
                               onConsoleInputSpace: { inputSpace.update { $0 &+= 1 } }, restoring: saved?.pci,
-                              restoringRoot: saved?.pciRoot, log: log)
+                              restoringRoot: saved?.pciRoot,
+                              mmio32: config.firmware == nil ? X86Layout.pciMMIO32Start..<X86Layout.pciMMIO32End : FirmwareBoot.pciMMIO32,
+                              log: log)
 
         switch origin {
+        case .boot where config.firmware != nil:
+            // The CPU starts at the reset vector in the ROM; the firmware finds the boot loader.
+            let firmware = config.firmware!
+            try FirmwareBoot.prepare(firmware, memory: memory, fwCfg: fwCfg, cpus: config.cpus)
+            bootPlan = nil
+            bootDescription = "firmware \(firmware.name) (\(firmware.path), \(firmware.bytes.count >> 10) KiB)"
+            effectiveCmdline = ""
         case let .boot(rngSeed, _):
             // The host profile's flags go to Linux-protocol kernels only (Multiboot kernels don't know them).
             let request = BootRequest(kernel: config.kernel, kernelName: config.kernelPath, initrd: config.initrd,

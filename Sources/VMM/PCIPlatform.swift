@@ -48,13 +48,15 @@ final class PCIPlatform: @unchecked Sendable {
     init(vm: VirtualMachine, memory: GuestMemory, resources: MachineResources, pioBus: Bus, mmioBus: Bus,
          events: any MachineEventSink, consoleOutput: any SerialOutput,
          onConsoleInputSpace: (@Sendable () -> Void)?, restoring saved: [PCIFunctionState]? = nil,
-         restoringRoot savedRoot: PCIRootComplex.SavedState? = nil, log: @escaping @Sendable (String) -> Void) throws {
+         restoringRoot savedRoot: PCIRootComplex.SavedState? = nil,
+         mmio32: Range<UInt64> = X86Layout.pciMMIO32Start..<X86Layout.pciMMIO32End,
+         log: @escaping @Sendable (String) -> Void) throws {
         self.vm = vm
         self.log = log
         let options = resources.devices
         msi = KVMMSIRouter(vm: vm, onError: log)
         root = try PCIRootComplex(ecamBase: X86Layout.pciECAMBase, ecamSize: X86Layout.pciECAMSize,
-                                  mmio32: X86Layout.pciMMIO32Start..<X86Layout.pciMMIO32End, resetSink: events)
+                                  mmio32: mmio32, resetSink: events)
         try pioBus.insert(root.configPorts, base: PCIConfigPorts.basePort, length: PCIConfigPorts.portCount)
         try mmioBus.insert(root.ecam, base: X86Layout.pciECAMBase, length: X86Layout.pciECAMSize)
         try mmioBus.insert(root.mmio32Window, base: root.mmio32Window.base, length: root.mmio32Window.length)

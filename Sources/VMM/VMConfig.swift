@@ -47,6 +47,10 @@ public struct VMConfig: Sendable {
     public var devices: DeviceOptions
     /// Where host-decompressed bzImage payloads are kept between boots; nil: no caching.
     public var payloadCache: (any BzImagePayloadCache)?
+    /// Boot through this firmware instead of loading `kernel` (which is then empty).
+    public var firmware: FirmwareImage?
+    /// An open file for the firmware's debug log (port 0x402); the config's owner closes it.
+    public var firmwareLogDescriptor: Int32?
 
     public static let minimumMemory: UInt64 = 16 << 20
     public static let maximumMemory: UInt64 = 1 << 40

@@ -43,6 +43,8 @@ public final class VMSession: @unchecked Sendable {
     private let resources: MachineResources
     private let payloadCache: (any BzImagePayloadCache)?
     private var restoring: SnapshotFile.Opened?
+    /// The firmware log file (--firmware-log), open for the process's life like the serial log.
+    private var firmwareLogDescriptor: Int32?
     /// A machine received by migration, until it runs (then the source is told).
     private var incoming: IncomingMigration?
     /// Where this VM was received from by migration, if it was.
@@ -143,6 +145,15 @@ public final class VMSession: @unchecked Sendable {
             sinks.append(FileDescriptorOutput(fd: fd))
         }
         console = ConsoleLog(forwardingTo: TeeOutput(sinks: sinks))
+        if let path = spec.firmwareLog {
+            let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+            guard fd >= 0 else {
+                restoring?.close()
+                failIncoming(ConfigError.unwritableFile(kind: "firmware log", path: path, reason: String(cString: strerror(errno))))
+                throw ConfigError.unwritableFile(kind: "firmware log", path: path, reason: String(cString: strerror(errno)))
+            }
+            firmwareLogDescriptor = fd
+        }
         do {
             resources = try MachineResources(devices: spec.devices)
             if !marks.isEmpty { marks.append(("disks and TAPs opened", DispatchTime.now().uptimeNanoseconds)) }
@@ -164,6 +175,7 @@ public final class VMSession: @unchecked Sendable {
         var spec = recorded
         spec.apiSocket = launch.apiSocket
         spec.serialLog = launch.serialLog
+        spec.firmwareLog = launch.firmwareLog
         spec.statusFile = launch.statusFile
         spec.restore = launch.restore
         spec.incoming = nil
@@ -276,9 +288,11 @@ public final class VMSession: @unchecked Sendable {
     /// The first machine restores the snapshot (once); every other one boots the kernel.
     private func buildMachine(cmos: CMOSRTCState?) throws -> Machine {
         if let received = incoming {
-            let config = try VMConfig(kernel: [], kernelPath: spec.kernel ?? "", initrd: nil, initrdPath: spec.initrd,
+            var config = try VMConfig(kernel: [], kernelPath: spec.kernel ?? "", initrd: nil, initrdPath: spec.initrd,
                                       cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes,
                                       onReboot: spec.onReboot, hostProfile: profile, devices: spec.devices)
+            config.firmware = try spec.firmware.map(FirmwareImage.load)
+            config.firmwareLogDescriptor = firmwareLogDescriptor
             defer { markIncoming("machine built") }
             return try Machine(config: config, resources: resources, system: system, profile: profile, serialOutput: console,
                                origin: .incoming(received.payload.state, memory: received.memory, cmdline: received.payload.effectiveCmdline,
@@ -288,9 +302,11 @@ public final class VMSession: @unchecked Sendable {
         if let opened = restoring {
             restoring = nil
             defer { opened.close() }
-            let config = try VMConfig(kernel: [], kernelPath: spec.kernel ?? "", initrd: nil, initrdPath: spec.initrd,
+            var config = try VMConfig(kernel: [], kernelPath: spec.kernel ?? "", initrd: nil, initrdPath: spec.initrd,
                                       cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes,
                                       onReboot: spec.onReboot, hostProfile: profile, devices: spec.devices)
+            config.firmware = try spec.firmware.map(FirmwareImage.load)
+            config.firmwareLogDescriptor = firmwareLogDescriptor
             let buildStarted = DispatchTime.now().uptimeNanoseconds
             do {
                 let memory = try opened.memory(spec.restore?.memory ?? .mapped)
@@ -305,8 +321,17 @@ public final class VMSession: @unchecked Sendable {
                 throw SessionError.cannotRestore(path: opened.path, reason: "\(error)")
             }
         }
+        if let choice = spec.firmware {
+            guard spec.kernel == nil else { throw FirmwareError.kernelToo }
+            var config = try VMConfig(kernel: [], kernelPath: "", cpus: spec.cpus, memorySize: spec.memoryBytes,
+                                      onReboot: spec.onReboot, hostProfile: profile, devices: spec.devices)
+            config.firmware = try FirmwareImage.load(choice)
+            config.firmwareLogDescriptor = firmwareLogDescriptor
+            return try Machine(config: config, resources: resources, system: system, profile: profile, serialOutput: console,
+                               origin: .boot(rngSeed: [], restoringCMOS: cmos), log: log)
+        }
         guard let kernelPath = spec.kernel else {
-            throw ConfigError.unreadableFile(kind: "kernel", path: "(none)", reason: "a VM that boots needs --kernel")
+            throw ConfigError.unreadableFile(kind: "kernel", path: "(none)", reason: "a VM that boots needs --kernel or --firmware")
         }
         let kernel = try readWholeFile(kernelPath, kind: "kernel", limit: max(spec.memoryBytes, 64 << 20))
         let initrd = try spec.initrd.map { try readWholeFile($0, kind: "initrd", limit: spec.memoryBytes) }
@@ -380,6 +405,7 @@ public final class VMSession: @unchecked Sendable {
     var recordedSpec: LaunchSpec {
         var recorded = spec
         recorded.apiSocket = nil; recorded.serialLog = nil; recorded.statusFile = nil; recorded.restore = nil
+        recorded.firmwareLog = nil
         recorded.incoming = nil
         return recorded
     }

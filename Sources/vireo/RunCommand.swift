@@ -31,6 +31,12 @@ struct Run: ParsableCommand {
     @Option(help: "Kernel image: bzImage, ELF vmlinux, PVH ELF or Multiboot kernel.")
     var kernel: String?
 
+    @Option(help: ArgumentHelp("Boot through firmware instead of --kernel: bios (SeaBIOS), uefi (OVMF) or a firmware file.", discussion: "The firmware boots the first disk with a boot loader (MBR or EFI system partition); its output and the boot loader's are on the serial console. bios needs Debian's seabios package, uefi its ovmf package.", valueName: "bios|uefi|file"))
+    var firmware: String?
+
+    @Option(name: .customLong("firmware-log"), help: ArgumentHelp("Append the firmware's own diagnostic log (port 0x402, QEMU's debugcon) to this file.", valueName: "file"))
+    var firmwareLog: String?
+
     @Option(help: "Initial ramdisk (Multiboot: passed as module 0).")
     var initrd: String?
 
@@ -128,11 +134,14 @@ struct Run: ParsableCommand {
                 throw ConfigError.unreadableFile(kind: "launch specification", path: launchSpec, reason: "not a valid launch specification (\(error))")
             }
         }
-        guard kernel != nil || restore != nil || incoming != nil else {
-            throw ValidationError("give --kernel to boot, --restore to resume a snapshot, --incoming to receive a migration, or --launch-spec")
+        guard kernel != nil || firmware != nil || restore != nil || incoming != nil else {
+            throw ValidationError("give --kernel to boot a kernel, --firmware to boot a disk, --restore to resume a snapshot, --incoming to receive a migration, or --launch-spec")
         }
-        guard [kernel, restore, incoming].compactMap({ $0 }).count == 1 else {
-            throw ValidationError("--kernel, --restore and --incoming exclude each other")
+        guard [kernel, firmware, restore, incoming].compactMap({ $0 }).count == 1 else {
+            throw ValidationError("--kernel, --firmware, --restore and --incoming exclude each other")
+        }
+        if firmware != nil, initrd != nil || !cmdline.isEmpty {
+            throw ValidationError("--initrd and --cmdline go with --kernel; with --firmware the disk's boot loader chooses them")
         }
         let devices = DeviceOptions(disks: try disks.map { try DiskOptions.parse($0) },
                                     networks: try networks.map { try NetworkOptions.parse($0) },
@@ -140,7 +149,8 @@ struct Run: ParsableCommand {
         return LaunchSpec(kernel: kernel, initrd: initrd, cmdline: cmdline, cpus: cpus, memoryBytes: try VMConfig.parseSize(memory),
                           onReboot: onReboot, bootProtocol: bootProtocol, hostProfile: hostProfile, devices: devices,
                           apiSocket: apiSocket, serialLog: serialLog, statusFile: statusFile, kernelCache: !noKernelCache,
-                          restore: restore.map { RestoreSource(path: $0, memory: restoreMemory) }, incoming: incoming)
+                          restore: restore.map { RestoreSource(path: $0, memory: restoreMemory) }, incoming: incoming,
+                          firmware: firmware, firmwareLog: firmwareLog)
     }
 
     private func run(_ spec: LaunchSpec) throws -> Int32 {
