@@ -63,6 +63,9 @@ public struct HostProfile: Sendable, Equatable, CustomStringConvertible {
         case injectBreakpoint
         /// `fwait`: nothing to wait for without x87 exceptions pending; step over it.
         case skipInstruction(length: UInt64)
+        /// `iret` in protected mode (the emulator does only real mode's): the VMM performs it
+        /// (ProtectedModeIret). Boot loaders such as SYSLINUX need it.
+        case emulateIret(operandSizePrefix: Bool)
         /// Not recoverable: stop the VM with a report.
         case fatal(hint: String?)
     }
@@ -72,6 +75,8 @@ public struct HostProfile: Sendable, Equatable, CustomStringConvertible {
         switch bytes.first {
         case 0xCC: return .injectBreakpoint
         case 0x9B: return .skipInstruction(length: 1)
+        case 0xCF: return .emulateIret(operandSizePrefix: false)
+        case 0x66 where bytes.count > 1 && bytes[1] == 0xCF: return .emulateIret(operandSizePrefix: true)
         default: return .fatal(hint: Self.hint(for: bytes))
         }
     }

@@ -261,7 +261,7 @@ public final class Machine: @unchecked Sendable {
             CPUIDEntry(function: $0.function, index: $0.index, flags: $0.flags, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)
         }
         let latch = self.latch
-        let context = ExitContext(pioBus: pioBus, mmioBus: mmioBus, profile: profile,
+        let context = ExitContext(pioBus: pioBus, mmioBus: mmioBus, profile: profile, memory: memory,
                                   requestExit: { latch.request($0) }, isExiting: { latch.hasOutcome })
         for index in 0..<config.cpus {
             let vcpu = try vm.createVCPU(id: index)

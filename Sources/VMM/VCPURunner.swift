@@ -1,3 +1,4 @@
+import GuestMemory
 import KVM
 import Devices
 import Synchronization
@@ -35,6 +36,8 @@ struct ExitContext: Sendable {
     let pioBus: Bus
     let mmioBus: Bus
     let profile: HostProfile
+    /// Guest RAM, for fixups that read guest memory (ProtectedModeIret).
+    let memory: GuestMemory
     let requestExit: @Sendable (MachineExit) -> Void
     /// True once the machine has an outcome: vCPUs stop at their next exit instead of re-entering.
     let isExiting: @Sendable () -> Bool
@@ -220,6 +223,20 @@ final class VCPURunner: @unchecked Sendable {
                 var registers = try vcpu.getRegisters()
                 registers.rip &+= length
                 try vcpu.setRegisters(registers)
+                return true
+            case let .emulateIret(prefix):
+                let registers = try vcpu.getRegisters(), special = try vcpu.getSpecialRegisters()
+                let memory = context.memory
+                let outcome: ProtectedModeIret.Outcome
+                do {
+                    outcome = try ProtectedModeIret.emulate(operandSizePrefix: prefix, registers: registers, special: special,
+                                                            read: { try memory.readBytes(at: GuestAddress($0), count: $1) })
+                } catch {
+                    context.requestExit(.failed("vCPU \(vcpu.id): the KVM instruction emulator failed at \(ripDescription()), instruction bytes: \(failure) (\(error))"))
+                    return false
+                }
+                try vcpu.setSpecialRegisters(outcome.special)
+                try vcpu.setRegisters(outcome.registers)
                 return true
             case let .fatal(hint):
                 var report = "vCPU \(vcpu.id): the KVM instruction emulator failed at \(ripDescription()), instruction bytes: \(failure)"

@@ -176,7 +176,7 @@ struct Run: ParsableCommand {
                 printNote("boot #\(boots): \(machine.bootDescription), \(machine.config.cpus) vCPU(s), \(machine.config.memorySize >> 20) MiB")
                 for note in machine.bootPlan?.notes ?? [] { printNote(note) }
                 for line in machine.deviceSummary { printNote("pci \(line)") }
-                printNote("guest command line: \(machine.effectiveCmdline)")
+                if machine.config.firmware == nil { printNote("guest command line: \(machine.effectiveCmdline)") }
             }
             console.attach(machine)
             if boots == 1 {

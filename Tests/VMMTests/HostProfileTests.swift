@@ -8,12 +8,16 @@ import Testing
         #expect(native.linuxGuestFlags.isEmpty)
         #expect(native.fixup(for: [0xCC]) == .fatal(hint: nil))
         #expect(native.fixup(for: [0x9B]) == .fatal(hint: nil))
+        #expect(native.fixup(for: [0xCF]) == .fatal(hint: nil))
     }
 
-    @Test func emulatedProfileFixesInt3AndFwaitOnly() {
+    @Test func emulatedProfileFixesInt3FwaitAndIret() {
         let emulated = HostProfile(kind: .emulatedKernelMode, reason: "test")
         #expect(emulated.fixup(for: [0xCC, 0x90]) == .injectBreakpoint)
         #expect(emulated.fixup(for: [0x9B]) == .skipInstruction(length: 1))
+        #expect(emulated.fixup(for: [0xCF, 0xC3]) == .emulateIret(operandSizePrefix: false))
+        #expect(emulated.fixup(for: [0x66, 0xCF]) == .emulateIret(operandSizePrefix: true))
+        #expect(emulated.fixup(for: [0x66, 0x90]) == .fatal(hint: nil))
         #expect(emulated.fixup(for: [0xF0, 0x48, 0x0F, 0xC7, 0x0E]) == .fatal(hint: "cmpxchg8b/16b: boot the guest with clearcpuid=cx16"))
         #expect(emulated.fixup(for: [0x48, 0x0F, 0xAE, 0x2F]) == .fatal(hint: "xsave/xrstor family: boot the guest with noxsave"))
         #expect(emulated.fixup(for: [0x0F, 0x01, 0xC1]) == .fatal(hint: "vmcall: build the guest without KVM hypercall users (PTP_1588_CLOCK_KVM)"))
