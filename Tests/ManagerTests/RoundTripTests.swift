@@ -50,10 +50,26 @@ struct RoundTripTests {
         return VMDefinition(
             name: name, uuid: UUID(), memory: memory, currentMemory: current,
             vcpus: 1 + Int(rng.next() % 255),
-            os: OSBoot(kernel: path(&rng), initrd: rng.next() % 2 == 0 ? nil : path(&rng), cmdline: pick(awkwardStrings, &rng)),
+            os: os(&rng),
             disks: disks, interfaces: interfaces, console: SerialConsole(type: pick(SerialConsole.Kind.allCases, &rng)),
             onPoweroff: pick(LifecycleAction.allCases, &rng), onReboot: pick(LifecycleAction.allCases, &rng),
             onCrash: pick(LifecycleAction.allCases, &rng), autostart: rng.next() % 2 == 0)
+    }
+
+    /// A kernel (as before firmware boot existed) or firmware with or without a variable store
+    /// and with any boot order.
+    static func os(_ rng: inout SeededGenerator) -> OSBoot {
+        if rng.next() % 3 != 0 {
+            return OSBoot(kernel: path(&rng), initrd: rng.next() % 2 == 0 ? nil : path(&rng), cmdline: pick(awkwardStrings, &rng))
+        }
+        let firmware = pick([Firmware.bios, .uefi, .file(path(&rng))], &rng)
+        let nvram = firmware.mayBeUEFI && rng.next() % 2 == 0 ? path(&rng) : nil
+        var devices = BootDevice.allCases
+        var order: [BootDevice] = []
+        for _ in 0..<(1 + Int(rng.next() % 3)) {
+            order.append(devices.remove(at: Int(rng.next() % UInt64(devices.count))))
+        }
+        return OSBoot(firmware: firmware, nvram: nvram, bootOrder: order)
     }
 
     @Test(arguments: 0..<300)
@@ -63,6 +79,7 @@ struct RoundTripTests {
         let imported = try ImportResult(libvirtXML: original.libvirtXML())
         #expect(imported.definition == original, "dumpxml, seed \(seed)")
         #expect(imported.unsupported.isEmpty)
+        #expect(imported.definition.libvirtXML() == original.libvirtXML(), "dumpxml is byte-stable, seed \(seed)")
         #expect(try VMDefinition(yaml: try original.yaml()) == original, "yaml, seed \(seed)")
         #expect(try VMDefinition(yaml: original.json()) == original, "json via YAML, seed \(seed)")
         #expect(try JSONDecoder().decode(VMDefinition.self, from: Data(original.json().utf8)) == original, "json, seed \(seed)")
@@ -78,5 +95,11 @@ struct RoundTripTests {
         #expect(definitions.contains { $0.memory % (1 << 20) != 0 }, "sizes that are not whole MiB")
         #expect(definitions.contains { $0.autostart })
         #expect(definitions.contains { $0.os.initrd == nil } && definitions.contains { $0.os.initrd != nil })
+        #expect(definitions.contains { $0.os.firmware == .bios } && definitions.contains { $0.os.firmware == .uefi })
+        #expect(definitions.contains { if case .file = $0.os.firmware { $0.os.nvram != nil } else { false } })
+        #expect(definitions.contains { if case .file = $0.os.firmware { $0.os.nvram == nil } else { false } })
+        #expect(definitions.contains { $0.os.firmware == .uefi && $0.os.nvram != nil })
+        #expect(definitions.contains { $0.os.bootOrder.count == 3 } && definitions.contains { $0.os.bootOrder == [.hd] })
+        #expect(definitions.contains { $0.os.firmware != nil && $0.os.bootOrder.first != .hd })
     }
 }

@@ -39,9 +39,12 @@ enum LaunchSpecError: Error, CustomStringConvertible {
 enum VMLaunch {
     /// The VM the definition describes; with `restore`, the VM saved in that snapshot file, and
     /// with `incoming`, the VM a migration source sends to that address: their devices
-    /// re-attached to the definition's host paths.
+    /// re-attached to the definition's host paths. A firmware definition boots (and restores)
+    /// with the firmware named; what the VMM cannot do yet (a UEFI variable store, a boot order
+    /// other than the disks) refuses the start, with a one-line reason.
     static func spec(for definition: VMDefinition, paths: VMPaths, restore: RestoreSource? = nil,
-                     incoming: String? = nil) -> LaunchSpec {
+                     incoming: String? = nil) throws -> LaunchSpec {
+        try checkSupported(definition)
         let boots = restore == nil && incoming == nil
         let disks = definition.disks.map { disk in
             DiskOptions(path: disk.source, readOnly: disk.readonly, format: DiskOptions.Format(disk.format), serial: disk.serial)
@@ -58,7 +61,22 @@ enum VMLaunch {
             onReboot: definition.onReboot == .restart ? .restart : .exit,
             devices: DeviceOptions(disks: disks, networks: networks),
             apiSocket: paths.controlSocket, serialLog: paths.serialLog, statusFile: paths.statusFile,
-            restore: restore, incoming: incoming)
+            restore: restore, incoming: incoming,
+            // Also for a restore or an arrival: the firmware ROM is part of the machine.
+            firmware: definition.os.firmware?.choice)
+    }
+
+    /// Refuses a definition that asks for what the VMM does not implement yet. Defining such a
+    /// VM is fine (its XML round-trips); starting it is not, rather than booting it differently.
+    static func checkSupported(_ definition: VMDefinition) throws {
+        let refused = "cannot start domain '\(definition.name)'"
+        if let nvram = definition.os.nvram {
+            throw APIError(501, "\(refused): os.nvram (\(sanitized(nvram))) is not supported by the VMM yet (OVMF keeps its UEFI variables in memory); remove it to start", field: "os.nvram")
+        }
+        if definition.os.bootOrder != [.hd] {
+            let order = definition.os.bootOrder.map(\.rawValue).joined(separator: ", ")
+            throw APIError(501, "\(refused): boot order [\(order)] is not supported by the VMM yet (the firmware chooses the boot device itself); set os.boot to [hd] to start", field: "os.boot")
+        }
     }
 
     /// Writes the spec where `vireo run` will read it: mode 0600 (it names the VM's files), written

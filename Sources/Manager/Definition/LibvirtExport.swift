@@ -16,12 +16,7 @@ extension VMDefinition {
         xml.leaf("memory", ["unit": "KiB"], text: "\(memory / 1024)")
         xml.leaf("currentMemory", ["unit": "KiB"], text: "\(currentMemory / 1024)")
         xml.leaf("vcpu", ["placement": "static"], text: "\(vcpus)")
-        xml.open("os")
-        xml.leaf("type", ["arch": "x86_64"], text: "hvm")
-        xml.leaf("kernel", text: os.kernel)
-        if let initrd = os.initrd { xml.leaf("initrd", text: initrd) }
-        xml.leaf("cmdline", text: os.cmdline)
-        xml.close("os")
+        writeOS(to: &xml)
         xml.leaf("on_poweroff", text: onPoweroff.rawValue)
         xml.leaf("on_reboot", text: onReboot.rawValue)
         xml.leaf("on_crash", text: onCrash.rawValue)
@@ -39,6 +34,33 @@ extension VMDefinition {
         xml.close("devices")
         xml.close("domain")
         return xml.output
+    }
+
+    /// A kernel as <kernel>/<initrd>/<cmdline>; firmware as libvirt names it: uefi is
+    /// `<os firmware='efi'>` (libvirt picks the OVMF image), bios is no loader (libvirt's
+    /// default, SeaBIOS), a file is a <loader> (pflash when it has a variable store, else rom).
+    private func writeOS(to xml: inout XMLWriter) {
+        guard let firmware = os.firmware else {
+            xml.open("os")
+            xml.leaf("type", ["arch": "x86_64"], text: "hvm")
+            xml.leaf("kernel", text: os.kernel ?? "")
+            if let initrd = os.initrd { xml.leaf("initrd", text: initrd) }
+            xml.leaf("cmdline", text: os.cmdline)
+            xml.close("os")
+            return
+        }
+        xml.open("os", firmware == .uefi ? ["firmware": "efi"] : [:])
+        xml.leaf("type", ["arch": "x86_64"], text: "hvm")
+        if case .file(let path) = firmware {
+            if os.nvram != nil {
+                xml.leaf("loader", ["readonly": "yes", "type": "pflash"], text: path)
+            } else {
+                xml.leaf("loader", ["type": "rom"], text: path)
+            }
+        }
+        if let nvram = os.nvram { xml.leaf("nvram", text: nvram) }
+        for device in os.bootOrder { xml.leaf("boot", ["dev": device.rawValue]) }
+        xml.close("os")
     }
 
     private func writeDisk(_ disk: Disk, to xml: inout XMLWriter) {

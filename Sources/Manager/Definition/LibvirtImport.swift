@@ -80,9 +80,13 @@ struct LibvirtImporter {
             case .memory: "memory"
             case .currentMemory: "currentMemory"
             case .vcpus: "vcpu"
+            case .os: "os"
             case .kernel: "os/kernel"
             case .initrd: "os/initrd"
             case .cmdline: "os/cmdline"
+            case .firmware: "os/loader"
+            case .nvram: "os/nvram"
+            case .bootOrder: "os/boot"
             case .disks: "devices/disk"
             case .interfaces: "devices/interface"
             case .disk(let index, let sub):
@@ -117,12 +121,63 @@ struct LibvirtImporter {
                     field: "os/type", reason: "arch \(quoted(arch)) is not supported (expected x86_64)")
             }
         }
-        guard let kernel = try single("kernel", in: os, at: "os") else {
-            throw DefinitionError.missing(field: "os/kernel")
+        // With a <kernel>, Vireo boots it directly: <loader>, <nvram>, <boot> and a firmware
+        // attribute are reported as ignored, as they always were.
+        if let kernel = try single("kernel", in: os, at: "os") {
+            var boot = OSBoot(kernel: kernel.text)
+            boot.initrd = try single("initrd", in: os, at: "os")?.text
+            boot.cmdline = try single("cmdline", in: os, at: "os")?.text ?? ""
+            return boot
         }
-        var boot = OSBoot(kernel: kernel.text)
-        boot.initrd = try single("initrd", in: os, at: "os")?.text
-        boot.cmdline = try single("cmdline", in: os, at: "os")?.text ?? ""
+        // Without one, the firmware boots the disks: hvm's own default, as in libvirt.
+        return try firmwareBoot(in: os)
+    }
+
+    /// `<os firmware='efi'>`, `<loader type='rom|pflash'>PATH</loader>` (Debian's SeaBIOS and
+    /// OVMF images stand for bios and uefi; any other path is a firmware file), neither: bios
+    /// (libvirt's default for a kvm hvm domain); `<nvram>PATH</nvram>`; `<boot dev=…/>` in order.
+    private mutating func firmwareBoot(in os: XMLElementNode) throws -> OSBoot {
+        let requested = os.attribute("firmware")
+        if let requested, !["bios", "efi"].contains(requested) {
+            throw DefinitionError.invalidValue(
+                field: "os", reason: "firmware \(quoted(requested)) is not supported (expected bios or efi)")
+        }
+        var firmware: Firmware = requested == "efi" ? .uefi : .bios
+        if let loader = try single("loader", in: os, at: "os") {
+            // A read-only image without secure boot is what Vireo maps; secure='yes' (OVMF's
+            // secure boot needs SMM, which Vireo lacks), stateless and the like are reported.
+            loader.consumeAttribute("type", ifIn: ["rom", "pflash"])
+            loader.consumeAttribute("readonly", ifIn: ["yes"])
+            loader.consumeAttribute("secure", ifIn: ["no"])
+            if !loader.trimmedText.isEmpty {
+                let named = Firmware(path: loader.text)
+                if let requested, named == (requested == "efi" ? .bios : .uefi) {
+                    throw DefinitionError.invalidValue(
+                        field: "os/loader",
+                        reason: "\(quoted(loader.text)) is \(named == .bios ? "SeaBIOS" : "OVMF"), but the os firmware attribute is \(quoted(requested))")
+                }
+                firmware = named
+            } else if requested == nil {
+                throw DefinitionError.invalidValue(
+                    field: "os/loader", reason: "has no path (name the firmware file, or write <os firmware='efi'>)")
+            }
+        }
+        var boot = OSBoot(firmware: firmware)
+        if let nvram = try single("nvram", in: os, at: "os"), !nvram.trimmedText.isEmpty {
+            // A template is what libvirt would copy into a missing store; Vireo does not create
+            // one, so the attribute is left to be reported.
+            boot.nvram = nvram.text
+        }
+        let paths = Self.childPaths(of: os, at: "os")
+        boot.bootOrder = try os.children(named: "boot").map { element in
+            element.consume()
+            let path = paths[ObjectIdentifier(element)] ?? "os/boot"
+            guard let device = element.attribute("dev") else {
+                throw DefinitionError.invalidValue(field: path, reason: "missing dev attribute")
+            }
+            return try Check.oneOf(device, BootDevice.self, noun: "boot device", field: path)
+        }
+        if boot.bootOrder.isEmpty { boot.bootOrder = [.hd] }
         return boot
     }
 

@@ -144,9 +144,17 @@ extension VMDefinition {
 
 extension OSBoot {
     var nativeValue: NativeValue {
-        var pairs: [(String, NativeValue)] = [("kernel", .string(kernel))]
+        // Written in the shape the definition boots by: kernel, initrd, cmdline for a kernel,
+        // firmware, nvram, boot for firmware. What validation refuses is written too, not dropped.
+        var pairs: [(String, NativeValue)] = []
+        if let kernel { pairs.append(("kernel", .string(kernel))) }
+        if let firmware { pairs.append(("firmware", .string(firmware.choice))) }
         if let initrd { pairs.append(("initrd", .string(initrd))) }
-        pairs.append(("cmdline", .string(cmdline)))
+        if kernel != nil || !cmdline.isEmpty { pairs.append(("cmdline", .string(cmdline))) }
+        if let nvram { pairs.append(("nvram", .string(nvram))) }
+        if firmware != nil || bootOrder != [.hd] {
+            pairs.append(("boot", .list(bootOrder.map { .string($0.rawValue) })))
+        }
         return .mapping(pairs)
     }
 }

@@ -37,17 +37,41 @@ extension VMDefinition: Codable {
 }
 
 extension OSBoot: Codable {
-    enum CodingKeys: String, CodingKey, CaseIterable { case kernel, initrd, cmdline }
+    enum CodingKeys: String, CodingKey, CaseIterable { case kernel, initrd, cmdline, firmware, nvram, boot }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.strictContainer(CodingKeys.self)
-        kernel = try c.required(String.self, .kernel)
+        kernel = try c.optional(String.self, .kernel)
         initrd = try c.optional(String.self, .initrd)
         cmdline = try c.optional(String.self, .cmdline) ?? ""
+        firmware = try c.optional(String.self, .firmware).map { choice in
+            let firmware = Firmware(choice: choice)
+            if case .file(let path) = firmware, !path.hasPrefix("/") {
+                throw DefinitionError.invalidValue(
+                    field: c.path(.firmware), reason: "\(quoted(path)) is not bios, uefi or an absolute path")
+            }
+            return firmware
+        }
+        nvram = try c.optional(String.self, .nvram)
+        let boot = try c.boundedList(
+            BootDevice.self, .boot, limit: BootDevice.allCases.count, noun: "boot devices")
+        bootOrder = try c.isAbsent(.boot) ? [.hd] : boot
     }
 
     public func encode(to encoder: any Encoder) throws {
         try nativeValue.encode(to: encoder)
+    }
+}
+
+extension BootDevice: Codable {
+    public init(from decoder: any Decoder) throws {
+        let raw = try decoder.singleValueContainer().decode(String.self)
+        self = try Check.oneOf(raw, BootDevice.self, noun: "boot device", field: nativePath(decoder.codingPath))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
     }
 }
 

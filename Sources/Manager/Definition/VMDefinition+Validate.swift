@@ -1,6 +1,6 @@
 /// A field of a definition, to be spelled the way the format the user wrote spells it.
 enum DefinitionField {
-    case name, memory, currentMemory, vcpus, kernel, initrd, cmdline, disks, interfaces
+    case name, memory, currentMemory, vcpus, os, kernel, initrd, cmdline, firmware, nvram, bootOrder, disks, interfaces
     case disk(Int, DiskField)
     case interface(Int, InterfaceField)
 
@@ -19,9 +19,13 @@ extension VMDefinition {
         case .memory: "memory"
         case .currentMemory: "currentMemory"
         case .vcpus: "vcpus"
+        case .os: "os"
         case .kernel: "os.kernel"
         case .initrd: "os.initrd"
         case .cmdline: "os.cmdline"
+        case .firmware: "os.firmware"
+        case .nvram: "os.nvram"
+        case .bootOrder: "os.boot"
         case .disks: "disks"
         case .interfaces: "interfaces"
         case .disk(let index, let sub): "disks[\(index)].\(sub.rawValue)"
@@ -44,11 +48,65 @@ extension VMDefinition {
                 reason: "\(ByteSize.describe(currentMemory)) exceeds memory (\(ByteSize.describe(memory)))")
         }
         try Check.vcpus(vcpus, field: paths(.vcpus))
-        try Check.hostPath(os.kernel, field: paths(.kernel))
-        if let initrd = os.initrd { try Check.hostPath(initrd, field: paths(.initrd)) }
-        try Check.cmdline(os.cmdline, field: paths(.cmdline))
+        try validateOS(paths: paths)
         try validateDisks(paths: paths)
         try validateInterfaces(paths: paths)
+    }
+
+    /// Exactly one of kernel and firmware; what goes with each only with it.
+    private func validateOS(paths: FieldPaths) throws {
+        switch (os.kernel, os.firmware) {
+        case (nil, nil):
+            throw DefinitionError.invalidValue(
+                field: paths(.os), reason: "needs \(paths(.kernel)) (direct kernel boot) or \(paths(.firmware)) (bios, uefi or a firmware file)")
+        case (.some, .some):
+            throw DefinitionError.invalidValue(
+                field: paths(.firmware),
+                reason: "excludes \(paths(.kernel)) (a kernel boots directly; firmware boots the disk's boot loader)")
+        case (let kernel?, nil):
+            try Check.hostPath(kernel, field: paths(.kernel))
+            if let initrd = os.initrd { try Check.hostPath(initrd, field: paths(.initrd)) }
+            try Check.cmdline(os.cmdline, field: paths(.cmdline))
+            if os.nvram != nil {
+                throw DefinitionError.invalidValue(field: paths(.nvram), reason: "only with UEFI firmware, not with a kernel")
+            }
+            if os.bootOrder != [.hd] {
+                throw DefinitionError.invalidValue(
+                    field: paths(.bootOrder), reason: "only with firmware (a kernel is booted directly)")
+            }
+        case (nil, let firmware?):
+            if os.initrd != nil {
+                throw DefinitionError.invalidValue(
+                    field: paths(.initrd), reason: "only with a kernel (with firmware the disk's boot loader loads one)")
+            }
+            if !os.cmdline.isEmpty {
+                throw DefinitionError.invalidValue(
+                    field: paths(.cmdline), reason: "only with a kernel (with firmware the disk's boot loader sets it)")
+            }
+            if case .file(let path) = firmware {
+                try Check.hostPath(path, field: paths(.firmware))
+                // One spelling per firmware, so every format reads a definition back equal.
+                let named = Firmware(path: path)
+                if named != firmware {
+                    throw DefinitionError.invalidValue(
+                        field: paths(.firmware), reason: "\(quoted(path)) is Debian's \(named.choice) firmware: write \(named.choice)")
+                }
+            }
+            if let nvram = os.nvram {
+                guard firmware.mayBeUEFI else {
+                    throw DefinitionError.invalidValue(field: paths(.nvram), reason: "only with UEFI firmware, not with bios")
+                }
+                try Check.hostPath(nvram, field: paths(.nvram))
+            }
+            if os.bootOrder.isEmpty {
+                throw DefinitionError.invalidValue(field: paths(.bootOrder), reason: "must not be empty")
+            }
+            var seen: Set<BootDevice> = []
+            for device in os.bootOrder where !seen.insert(device).inserted {
+                throw DefinitionError.invalidValue(
+                    field: paths(.bootOrder), reason: "\(quoted(device.rawValue)) appears more than once")
+            }
+        }
     }
 
     private func validateDisks(paths: FieldPaths) throws {

@@ -46,17 +46,103 @@ public struct VMDefinition: Equatable, Sendable {
     }
 }
 
-/// Direct kernel boot: Vireo has no firmware, it loads the kernel itself.
+/// How the machine boots: exactly one of `kernel` (direct kernel boot: Vireo loads the kernel
+/// itself) or `firmware` (SeaBIOS, OVMF or a firmware file boots the disks' boot loader).
 public struct OSBoot: Equatable, Sendable {
-    public var kernel: String
+    /// Direct kernel boot; nil when the machine boots through `firmware`.
+    public var kernel: String?
+    /// Only with `kernel`.
     public var initrd: String?
+    /// Only with `kernel` ("" otherwise).
     public var cmdline: String
+    /// Boot through firmware instead of a kernel; nil for direct kernel boot.
+    public var firmware: Firmware?
+    /// A per-VM UEFI variable store (libvirt's `<nvram>`); only with UEFI firmware (`uefi` or a
+    /// firmware file, which may be an OVMF build).
+    public var nvram: String?
+    /// Where the firmware looks for a boot loader, in order (libvirt's `<boot dev=…/>`). Only
+    /// firmware boots use it; a kernel definition keeps the default, `[.hd]`.
+    public var bootOrder: [BootDevice]
 
-    public init(kernel: String, initrd: String? = nil, cmdline: String = "") {
+    public init(
+        kernel: String? = nil, initrd: String? = nil, cmdline: String = "", firmware: Firmware? = nil,
+        nvram: String? = nil, bootOrder: [BootDevice] = [.hd]
+    ) {
         self.kernel = kernel
         self.initrd = initrd
         self.cmdline = cmdline
+        self.firmware = firmware
+        self.nvram = nvram
+        self.bootOrder = bootOrder
     }
+}
+
+/// The firmware a machine boots through.
+public enum Firmware: Equatable, Hashable, Sendable {
+    /// SeaBIOS (Debian's seabios package): a PC BIOS, boots an MBR.
+    case bios
+    /// OVMF (Debian's ovmf package): UEFI, boots an EFI system partition.
+    case uefi
+    /// A firmware image the user names (an absolute path): a BIOS ROM or a UEFI build.
+    case file(String)
+
+    /// The firmware a native `firmware:` value or a libvirt loader path names: "bios", "uefi",
+    /// one of Debian's own SeaBIOS/OVMF files (which is `.bios`/`.uefi`, so a definition has
+    /// one spelling for them), or any other path as a file.
+    public init(choice: String) {
+        switch choice {
+        case "bios": self = .bios
+        case "uefi": self = .uefi
+        default: self.init(path: choice)
+        }
+    }
+
+    /// The firmware a file path names: `.bios`/`.uefi` for Debian's own images, else `.file`.
+    public init(path: String) {
+        if Self.debianSeaBIOS.contains(path) {
+            self = .bios
+        } else if Self.debianOVMF.contains(path) {
+            self = .uefi
+        } else {
+            self = .file(path)
+        }
+    }
+
+    /// How the native format and the VMM (`LaunchSpec.firmware`) spell it.
+    public var choice: String {
+        switch self {
+        case .bios: "bios"
+        case .uefi: "uefi"
+        case .file(let path): path
+        }
+    }
+
+    /// Whether a UEFI variable store (`nvram`) can go with it: UEFI, or a file that may be one.
+    public var mayBeUEFI: Bool { self != .bios }
+
+    /// Debian's SeaBIOS images that stand for `bios` (the VMM's `bios` is bios-256k.bin).
+    public static let debianSeaBIOS: Set<String> = [
+        "/usr/share/seabios/bios-256k.bin", "/usr/share/qemu/bios-256k.bin",
+    ]
+
+    /// Debian's x86_64 OVMF code images (the ovmf package) that stand for `uefi`: the unified
+    /// image the VMM boots for `uefi`, and the pflash code images libvirt names in <loader>.
+    public static let debianOVMF: Set<String> = [
+        "/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd",
+        "/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_CODE.ms.fd", "/usr/share/OVMF/OVMF_CODE.secboot.fd",
+        "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE_4M.ms.fd",
+        "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd",
+    ]
+}
+
+/// A device the firmware tries to boot from; libvirt's `<boot dev=…/>` names.
+public enum BootDevice: String, CaseIterable, Sendable {
+    /// The disks (`device: disk`).
+    case hd
+    /// The cdroms.
+    case cdrom
+    /// PXE over the interfaces.
+    case network
 }
 
 public struct Disk: Equatable, Sendable {

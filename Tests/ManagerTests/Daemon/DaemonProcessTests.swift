@@ -68,7 +68,7 @@ import Testing
                                                    NetworkInterface(type: .network, source: "vnet", mac: MACAddress("52:54:00:00:00:03")!)])
         definition.onReboot = .destroy
         let paths = VMPaths(stateDirectory: "/s", name: "web")
-        let spec = VMLaunch.spec(for: definition, paths: paths)
+        let spec = try VMLaunch.spec(for: definition, paths: paths)
         #expect(spec.kernel == "/k" && spec.initrd == "/i" && spec.restore == nil)
         #expect(spec.cmdline == "console=ttyS0 a=\"b c\"")
         #expect(spec.cpus == 2 && spec.memoryBytes == 64 << 20)
@@ -83,10 +83,10 @@ import Testing
                                           NetworkOptions(attachment: .bridge("vnet"), mac: [0x52, 0x54, 0, 0, 0, 3])])
         #expect(!spec.devices.virtioConsole && !spec.devices.entropy)
         definition.onReboot = .restart
-        #expect(VMLaunch.spec(for: definition, paths: paths).onReboot == .restart)
+        #expect(try VMLaunch.spec(for: definition, paths: paths).onReboot == .restart)
 
         // A restore names the snapshot instead of the kernel, and keeps the definition's devices.
-        let restore = VMLaunch.spec(for: definition, paths: paths, restore: RestoreSource(path: "/saves/web"))
+        let restore = try VMLaunch.spec(for: definition, paths: paths, restore: RestoreSource(path: "/saves/web"))
         #expect(restore.kernel == nil && restore.initrd == nil)
         #expect(restore.restore == RestoreSource(path: "/saves/web", memory: .mapped))
         #expect(restore.devices == spec.devices && restore.apiSocket == spec.apiSocket)
@@ -97,7 +97,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: directory.path, withIntermediateDirectories: true)
         let definition = VMDefinition(name: "f", memory: 32 << 20, os: OSBoot(kernel: "/k"),
                                       disks: [Disk(source: "/d,with=comma.img", target: "vda")])
-        let spec = VMLaunch.spec(for: definition, paths: VMPaths(stateDirectory: directory.path, name: "f"))
+        let spec = try VMLaunch.spec(for: definition, paths: VMPaths(stateDirectory: directory.path, name: "f"))
         let file = directory.path + "/launch.json"
         try VMLaunch.write(spec, to: file)
         // Replaced whole on the next launch, never appended to or left half-written.
