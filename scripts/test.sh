@@ -38,6 +38,9 @@ if [ "${VIREO_SKIP_E2E:-0}" != "1" ]; then
     step "linux devices e2e" bash tests/e2e/linux-devices.sh
     # Debian's stock kernel to user space: directly where guest kernel mode is native (77 elsewhere).
     step "linux debian e2e" bash tests/e2e/linux-debian.sh
+    # Firmware boot: SeaBIOS -> SYSLINUX -> Debian's kernel from a raw disk (up to the kernel's setup
+    # code where guest kernel mode is emulated; to user space and power-off in the nested host).
+    step "firmware boot e2e" bash tests/e2e/firmware-boot.sh
     # Save and restore under a counting guest process: directly where guest user space runs (77 elsewhere).
     step "linux snapshot e2e" bash tests/e2e/linux-snapshot.sh
     # Live migration under a counting guest process with a TCP connection across (77 elsewhere).
