@@ -17,8 +17,8 @@ packages=(
     gzip xz-utils lz4 zstd bzip2
     # storage interop tests and benchmarks compare with the real qemu-img; VMM benchmark with QEMU
     qemu-utils qemu-system-x86
-    # firmware boot (`vireo run --firmware bios|uefi`): Debian's SeaBIOS and OVMF builds
-    seabios ovmf
+    # firmware boot (`vireo run --firmware bios`): Debian's SeaBIOS
+    seabios
     # misc tools the scripts use
     cpio python3 time curl
     # device e2e: an ext4 disk made on the host, a TAP in a network namespace, a ping across it
