@@ -19,6 +19,8 @@ packages=(
     qemu-utils qemu-system-x86
     # firmware boot (`vireo run --firmware bios`): Debian's SeaBIOS
     seabios
+    # `vireo install --cloud-init`: the NoCloud seed ISO (genisoimage; its isoinfo reads it back in tests)
+    genisoimage
     # misc tools the scripts use
     cpio python3 time curl
     # device e2e: an ext4 disk made on the host, a TAP in a network namespace, a ping across it

@@ -4,7 +4,7 @@ import Manager
 
 /// The virsh-like commands, in the order `vireo --help` lists them.
 let managementCommands: [any ParsableCommand.Type] = [
-    DaemonCommand.self, Define.self, Undefine.self, List.self, Start.self, ConsoleCommand.self,
+    DaemonCommand.self, Define.self, Install.self, Undefine.self, List.self, Start.self, ConsoleCommand.self,
     Shutdown.self, Destroy.self, Reboot.self, Suspend.self, Resume.self, Save.self, Restore.self, Autostart.self,
     Migrate.self, DomJobInfo.self, DomInfo.self, DomState.self, DomStats.self, DumpXML.self, Edit.self,
 ]
