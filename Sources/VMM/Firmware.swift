@@ -11,6 +11,7 @@ public enum FirmwareError: Error, Equatable, CustomStringConvertible {
     case badSize(path: String, size: Int)
     case kernelToo
     case notYet(name: String, why: String)
+    case noResetVector(path: String, bytes: [UInt8])
 
     public var description: String {
         switch self {
@@ -18,6 +19,8 @@ public enum FirmwareError: Error, Equatable, CustomStringConvertible {
             return "firmware '\(name)' needs \(path), which is missing: install Debian's \(package) package (apt-get install \(package))"
         case let .badSize(path, size):
             return "firmware '\(path)' is \(size) bytes: a firmware image is a whole number of 4 KiB pages, at least 64 KiB and at most \(FirmwareImage.maximumSize >> 20) MiB (it is mapped just below 4 GiB)"
+        case let .noResetVector(path, bytes):
+            return "firmware '\(path)' is not a PC firmware image: its last 16 bytes, where the CPU starts, hold no jump (\(bytes.map { String(format: "%02x", $0) }.joined(separator: " ")))"
         case let .notYet(name, why):
             return "firmware '\(name)' is not supported yet: \(why)"
         case .kernelToo:
@@ -75,6 +78,13 @@ public struct FirmwareImage: Sendable {
         let bytes = try readWholeFile(path, kind: "firmware", limit: UInt64(maximumSize))
         guard bytes.count >= minimumSize, bytes.count <= maximumSize, bytes.count % 4096 == 0 else {
             throw FirmwareError.badSize(path: path, size: bytes.count)
+        }
+        // The CPU's first instruction is at 0xFFFFFFF0, 16 bytes before the image's end: every PC
+        // firmware jumps away within them (SeaBIOS: a far jump; coreboot and OVMF_CODE: nops, then
+        // a near jump; OVMF.fd checks CR0 first). A file with no jump opcode there is not one.
+        let resetVector = Array(bytes.suffix(16))
+        guard resetVector.contains(where: { [0xE9, 0xEA, 0xEB].contains($0) }) else {
+            throw FirmwareError.noResetVector(path: path, bytes: resetVector)
         }
         return FirmwareImage(name: choice, path: path, bytes: bytes)
     }

@@ -83,6 +83,28 @@ import Testing
         #expect(result.stderr.split(whereSeparator: \.isNewline).count == 1, "\(result.stderr)")
     }
 
+    @Test func firmwareWithoutAResetVectorJumpIsRefused() throws {
+        let path = Self.temporaryPath("zeros.bin")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(count: 128 << 10)))
+        let result = try VireoBinary.run(["run", "--memory", "64M", "--firmware", path], timeoutSeconds: 30)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("firmware '\(path)' is not a PC firmware image: its last 16 bytes, where the CPU starts, hold no jump (00 00"), "\(result.stderr)")
+        #expect(result.stderr.split(whereSeparator: \.isNewline).count == 1)
+    }
+
+    @Test func firmwareLargerThanItsWindowIsRefused() throws {
+        let path = Self.temporaryPath("huge.bin")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.truncate(atOffset: 17 << 20)
+        try handle.close()
+        let result = try VireoBinary.run(["run", "--memory", "64M", "--firmware", path], timeoutSeconds: 30)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("is \(17 << 20) bytes: a firmware image is a whole number of 4 KiB pages, at least 64 KiB and at most 16 MiB"), "\(result.stderr)")
+    }
+
     @Test func firmwareOfTheWrongSizeIsRefused() throws {
         let path = Self.temporaryPath("tiny.bin")
         defer { try? FileManager.default.removeItem(atPath: path) }
