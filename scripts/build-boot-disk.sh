@@ -33,23 +33,9 @@ mbr_bin=/usr/lib/syslinux/mbr/mbr.bin
 
 # sfdisk and mkfs.fat live in /usr/sbin, which a normal user's PATH lacks on Debian.
 PATH=$PATH:/usr/sbin:/sbin
-# command:package pairs; install what is missing the way scripts/setup*.sh do.
-tools=(sfdisk:fdisk mkfs.fat:dosfstools mcopy:mtools syslinux:syslinux "$mbr_bin":syslinux-common)
-missing=()
-for t in "${tools[@]}"; do
-    command -v "${t%%:*}" >/dev/null 2>&1 || [ -e "${t%%:*}" ] || missing+=("${t#*:}")
-done
-if ((${#missing[@]})); then
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    [ -z "$SUDO" ] || command -v sudo >/dev/null 2>&1 ||
-        die "missing ${missing[*]} and no sudo to install them: apt-get install ${missing[*]}"
-    log "installing ${missing[*]}"
-    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"; } >&2 ||
-        die "apt-get install ${missing[*]} failed"
-    for t in "${tools[@]}"; do
-        command -v "${t%%:*}" >/dev/null 2>&1 || [ -e "${t%%:*}" ] || die "no ${t%%:*} (package ${t#*:}) after installing it"
-    done
-fi
+# shellcheck source=lib/need-tools.sh
+source "$repo/scripts/lib/need-tools.sh"
+need_tools sfdisk:fdisk mkfs.fat:dosfstools mcopy:mtools syslinux:syslinux "$mbr_bin":syslinux-common
 
 vars=$("$repo/scripts/build-debian-guest.sh") || die "scripts/build-debian-guest.sh failed"
 kernel=$(sed -n 's/^VIREO_DEBIAN_KERNEL=//p' <<<"$vars")

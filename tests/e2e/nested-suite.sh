@@ -77,6 +77,7 @@ run "linux-boot (full)" env VIREO_E2E_KERNEL=bzImage bash "$repo/tests/e2e/linux
 run "linux-devices (full)" env VIREO_E2E_DEVICES_MODE=full bash "$repo/tests/e2e/linux-devices.sh"
 run "linux-debian (stock kernel)" bash "$repo/tests/e2e/linux-debian.sh"
 run "firmware-boot (SeaBIOS, SYSLINUX, stock kernel to user space)" bash "$repo/tests/e2e/firmware-boot.sh"
+run "cloud-install (vireo install --import of a Debian cloud image with a cloud-init seed)" env VIREO_E2E_TIMEOUT=800 bash "$repo/tests/e2e/cloud-install.sh"
 run "linux-snapshot (save and restore under a counting guest process)" bash "$repo/tests/e2e/linux-snapshot.sh"
 run "linux-migration (4 live migrations under a counting guest process, TCP across)" bash "$repo/tests/e2e/linux-migration.sh"
 run "linux-migration, copy_storage (2 migrations, each destination its own disk image)" env VIREO_E2E_MIGRATION_STORAGE=copy VIREO_E2E_MIGRATIONS=2 bash "$repo/tests/e2e/linux-migration.sh"

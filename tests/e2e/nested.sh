@@ -18,9 +18,10 @@ started=$(date +%s)
 guest_vars=$("$repo/scripts/build-linux-guest.sh") || { note "FAIL: scripts/build-linux-guest.sh failed"; exit 1; }
 debian_vars=$("$repo/scripts/build-debian-guest.sh") || { note "FAIL: scripts/build-debian-guest.sh failed"; exit 1; }
 disk_vars=$("$repo/scripts/build-boot-disk.sh") || { note "FAIL: scripts/build-boot-disk.sh failed"; exit 1; }
+cloud_vars=$("$repo/scripts/build-cloud-image.sh") || { note "FAIL: scripts/build-cloud-image.sh failed"; exit 1; }
 while IFS= read -r line; do
-    case "$line" in VIREO_GUEST_*=*|VIREO_DEBIAN_*=*|VIREO_BOOT_DISK_*=*) export "${line?}" ;; esac
-done <<<"$guest_vars"$'\n'"$debian_vars"$'\n'"$disk_vars"
+    case "$line" in VIREO_GUEST_*=*|VIREO_DEBIAN_*=*|VIREO_BOOT_DISK_*=*|VIREO_CLOUD_IMAGE*=*) export "${line?}" ;; esac
+done <<<"$guest_vars"$'\n'"$debian_vars"$'\n'"$disk_vars"$'\n'"$cloud_vars"
 note "guests ready after $(( $(date +%s) - started ))s"
 
 # The nested host's own failures are one line and exit 70: no QEMU, and an L1 without SVM (so
