@@ -134,26 +134,17 @@ public final class VMSession: @unchecked Sendable {
             throw error
         }
 
+        // The serial and firmware logs: appended to, open for the process's life.
         var sinks: [any SerialOutput] = terminal.map { [$0] } ?? []
-        if let serialLog = spec.serialLog {
-            let fd = open(serialLog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-            guard fd >= 0 else {
-                restoring?.close()
-                failIncoming(ConfigError.unwritableFile(kind: "serial log", path: serialLog, reason: String(cString: strerror(errno))))
-                throw ConfigError.unwritableFile(kind: "serial log", path: serialLog, reason: String(cString: strerror(errno)))
-            }
-            sinks.append(FileDescriptorOutput(fd: fd))
+        do {
+            if let path = spec.serialLog { sinks.append(FileDescriptorOutput(fd: try Self.openAppending(path, kind: "serial log"))) }
+            firmwareLogDescriptor = try spec.firmwareLog.map { try Self.openAppending($0, kind: "firmware log") }
+        } catch {
+            restoring?.close()
+            failIncoming(error)
+            throw error
         }
         console = ConsoleLog(forwardingTo: TeeOutput(sinks: sinks))
-        if let path = spec.firmwareLog {
-            let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-            guard fd >= 0 else {
-                restoring?.close()
-                failIncoming(ConfigError.unwritableFile(kind: "firmware log", path: path, reason: String(cString: strerror(errno))))
-                throw ConfigError.unwritableFile(kind: "firmware log", path: path, reason: String(cString: strerror(errno)))
-            }
-            firmwareLogDescriptor = fd
-        }
         do {
             resources = try MachineResources(devices: spec.devices)
             if !marks.isEmpty { marks.append(("disks and TAPs opened", DispatchTime.now().uptimeNanoseconds)) }
@@ -200,6 +191,12 @@ public final class VMSession: @unchecked Sendable {
 
     private static func describe(_ devices: DeviceOptions) -> String {
         "\(devices.disks.count) disk(s), \(devices.networks.count) NIC(s), virtio console \(devices.virtioConsole ? "on" : "off"), rng \(devices.entropy ? "on" : "off")"
+    }
+
+    private static func openAppending(_ path: String, kind: String) throws(ConfigError) -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw .unwritableFile(kind: kind, path: path, reason: String(cString: strerror(errno))) }
+        return fd
     }
 
     static func resolveProfile(_ choice: HostProfileChoice, system: KVMSystem) throws -> HostProfile {

@@ -51,6 +51,37 @@ func spawnDetached(executable: String, arguments: [String], logPath: String) thr
     return pid
 }
 
+/// Runs a program to completion (the CLI's helpers: the cloud-init seed tool, the editor) and
+/// returns its exit status, 128 + the signal when one ended it. stdin, stdout and stderr are
+/// inherited, unless `outputPath` is given: then stdin is /dev/null and both outputs go to that
+/// file (truncated). posix_spawn, not Foundation's Process: Process needs a CFRunLoop wake-up
+/// socket pair, and where it could not make one (the nested test host) it waited forever.
+public func runToCompletion(executable: String, arguments: [String], outputPath: String? = nil) throws -> Int32 {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    if let outputPath {
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    }
+    let argv = ([executable] + arguments).map { strdup($0) }
+    defer { argv.forEach { free($0) } }
+    var argvPointers = argv + [nil]
+    var pid: pid_t = 0
+    let result = argvPointers.withUnsafeMutableBufferPointer { buffer -> Int32 in
+        guard let base = buffer.baseAddress else { return EINVAL }
+        return posix_spawn(&pid, executable, &actions, nil, base, environ)
+    }
+    guard result == 0 else { throw SpawnError.failed(path: executable, reason: String(cString: strerror(result))) }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 {
+        guard errno == EINTR else { throw SpawnError.failed(path: executable, reason: "waitpid: \(String(cString: strerror(errno)))") }
+    }
+    let signal = status & 0x7F
+    return signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+}
+
 /// posix_spawn_file_actions_addclosefrom_np (glibc 2.34), looked up at run time because the
 /// header hides it behind _GNU_SOURCE. Without it, fds still close on exec where they are
 /// O_CLOEXEC (SQLite's and NIO's are).

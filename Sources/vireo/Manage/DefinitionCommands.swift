@@ -64,13 +64,9 @@ struct Edit: ParsableCommand {
             let environment = ProcessInfo.processInfo.environment
             let editor = environment["VISUAL"] ?? environment["EDITOR"] ?? "vi"
             // Through the shell, as git and virsh do, so EDITOR may carry arguments.
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "\(editor) \"$1\"", "sh", file]
-            try process.run()
-            process.waitUntilExit()
-            guard process.terminationStatus == 0 else {
-                throw ManageFailure(["editor '\(editor)' failed (status \(process.terminationStatus)); your edits are in \(file)"])
+            let status = try runToCompletion(executable: "/bin/sh", arguments: ["-c", "\(editor) \"$1\"", "sh", file])
+            guard status == 0 else {
+                throw ManageFailure(["editor '\(editor)' failed (status \(status)); your edits are in \(file)"])
             }
             guard let edited = readBounded(file, limit: DefinitionLimits.maxDocumentBytes) else {
                 throw ManageFailure(["cannot read \(file) back (missing, or over \(DefinitionLimits.maxDocumentBytes) bytes)"])

@@ -483,38 +483,14 @@ struct SeedTool {
                 throw ManageFailure(["cannot write \(staging)/\(file.name)"])
             }
         }
-        // posix_spawn, not Foundation's Process: Process needs a CFRunLoop wake-up socket pair,
-        // which it failed to create in the nested test host and then waited forever.
         let log = staging + "/.tool-output"
         let arguments = leadingArguments + ["-output", seed, "-volid", "cidata", "-joliet", "-rock", "-input-charset", "utf-8",
                                             "-quiet", "-graft-points"] + files.map { "\($0.name)=\(staging)/\($0.name)" }
-        let status = try Self.run(executable, arguments, outputTo: log)
+        let status = try runToCompletion(executable: executable, arguments: arguments, outputPath: log)
         let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         guard status == 0 else {
             let last = text.split(whereSeparator: \.isNewline).last.map(String.init) ?? "no output"
             throw ManageFailure(["\(name) failed to write the cloud-init seed '\(seed)' (status \(status)): \(last)"])
         }
-    }
-
-    /// Runs `executable` with stdin from /dev/null and stdout+stderr into `path`; its exit status
-    /// (128 + signal when killed).
-    static func run(_ executable: String, _ arguments: [String], outputTo path: String) throws -> Int32 {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
-        guard spawned == 0 else { throw ManageFailure(["cannot run \(executable): \(String(cString: strerror(spawned)))"]) }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else { throw ManageFailure(["waiting for \(executable) failed: \(String(cString: strerror(errno)))"]) }
-        }
-        let signal = status & 0x7F
-        return signal == 0 ? (status >> 8) & 0xFF : 128 + signal
     }
 }
