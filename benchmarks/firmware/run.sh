@@ -76,7 +76,8 @@ run_once() {
     pid=$!
     for stage in "${stages[@]}"; do
         # (No pipe into grep -q: under pipefail its early exit would fail the pipeline.)
-        while tr -d '\r' <"$serial" >"$work/clean"; ! grep -qaE "$(pattern "$stage")" "$work/clean"; do
+        # (Without the screen's cursor moves, which SeaBIOS's serial console puts between words.)
+        while tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g' >"$work/clean"; ! grep -qaE "$(pattern "$stage")" "$work/clean"; do
             if ! kill -0 "$pid" 2>/dev/null || grep -qaE 'internal error|emulator failed' "$out" ||
                [ $(( ($(date +%s%N) - start) / 1000000000 )) -ge "$timeout_s" ]; then
                 echo "why=$(grep -aoE -m1 '(KVM internal error|emulator failed)[^,]*' "$out" || echo "not within ${timeout_s}s")"

@@ -80,7 +80,9 @@ start_vm() {
     vm_pid=$! started=$(date +%s.%N)
 }
 stop_vm() { kill "$vm_pid" 2>/dev/null; wait "$vm_pid" 2>/dev/null; vm_pid=; }
-clean() { tr -d '\r' <"$serial"; }
+# No CRs and no terminal control sequences: SeaBIOS's serial console renders the BIOS screen with
+# cursor moves (ESC [row;colH) that can land between a boot loader's words.
+clean() { tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g'; }
 since() { awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 # wait_for REGEX DEADLINE: true once the serial output after byte $from matches; false at the
 # deadline or when the VM has gone. Sets $from past the match, so the next pattern must come later.

@@ -5,6 +5,8 @@
 # Writes "<name> ok|FAILED <seconds>" lines to $VIREO_NESTED_SHARE/results. Each test has
 # VIREO_NESTED_TEST_TIMEOUT seconds (default 900): one that hangs while L1 lives fails by name and
 # the suite goes on (an L1 that stops altogether is nested-host.sh's watchdog's to report).
+# $VIREO_NESTED_SHARE/finished: results lines of tests an earlier L1 finished before it failed
+# (wedged or panicked: tests/e2e/nested.sh reruns the suite once); carried over, not run again.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 vireo=${VIREO_BIN:-$repo/.build/debug/vireo}
@@ -35,7 +37,13 @@ reap_leftovers() {
 }
 
 run() {  # name command...
-    local name=$1 started status elapsed newest; shift
+    local name=$1 started status elapsed newest finished; shift
+    finished=$(grep -sF -- "$name " "$share/finished" | grep -E "^.* (ok|FAILED) [0-9]+$" | head -1)
+    if [ -n "$finished" ] && [ "${finished% * *}" = "$name" ]; then
+        echo "$finished" >>"$results"
+        echo "=== nested: $name: finished in the earlier L1 (${finished#"$name "}), not run again"
+        return
+    fi
     echo "=== nested: $name"
     touch "$stamp"
     started=$(date +%s)
