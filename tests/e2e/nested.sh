@@ -40,7 +40,7 @@ expect_error "nested-host, L1 without SVM: one-line error" "L1 has no /dev/kvm" 
     bash "$repo/scripts/nested-host.sh" --qemu-cpu qemu64,-svm --timeout 300 -- true
 
 share=$repo/.build/e2e/nested
-rm -rf "$share.wedged"
+rm -rf "$share.wedged"   # (what older versions kept)
 run_suite() {  # one L1 running the suite; sets status and l1_seconds
     local l1_started
     rm -rf "$share"; mkdir -p "$share"
@@ -53,9 +53,9 @@ run_suite() {  # one L1 running the suite; sets status and l1_seconds
     l1_seconds=$(( $(date +%s) - l1_started ))
     note "nested host finished with status $status after ${l1_seconds}s (L1 boot included)"
 }
-running_when_wedged() {  # from L1's console: the suite's last "=== nested: <name>[: verdict]" line
+running_when_wedged() {  # [SHARE] from L1's console: the suite's last "=== nested: <name>[: verdict]" line
     local last
-    last=$({ tr -d '\r' <"$share/.nested/console.log"; } 2>/dev/null | sed -n 's/^=== nested: //p' | tail -1)
+    last=$({ tr -d '\r' <"${1:-$share}/.nested/console.log"; } 2>/dev/null | sed -n 's/^=== nested: //p' | tail -1)
     case "$last" in
         "") echo "(before the suite's first test)" ;;
         *": "*) echo "(between tests, after ${last%%: *})" ;;
@@ -63,39 +63,48 @@ running_when_wedged() {  # from L1's console: the suite's last "=== nested: <nam
     esac
 }
 # The L1 itself failing is not a test failure: it stopped responding (nested-host.sh's watchdog,
-# status 75) or its kernel panicked (status 70, and the panic on its console; seen in KVM's own
-# page-fault path while a guest ran, under QEMU TCG's nested SVM). Either way the suite is rerun
-# once in a fresh L1, carrying over the results of the tests the first L1 finished.
+# status 75) or its kernel panicked (status 70, and the panic on its console: seen in KVM's own
+# page-fault path while a guest ran, recursive faults on a bad GS base, under QEMU TCG's nested
+# SVM). Then the suite runs again in a fresh L1, carrying over the results of the tests the failed
+# L1 finished, up to VIREO_NESTED_L1_TRIES L1s in all (default 4); each lost run is kept.
 l1_failure() {
     [ "$status" -eq 75 ] && { echo "stopped responding"; return 0; }
     [ "$status" -eq 70 ] && grep -q 'Kernel panic - not syncing' "$share/.nested/console.log" 2>/dev/null &&
         { echo "kernel panicked ($(grep -a -m1 -E 'BUG:|Oops|general protection' "$share/.nested/console.log" | tr -d '\r' | cut -c1-120))"; return 0; }
     return 1
 }
-run_suite
+tries=${VIREO_NESTED_L1_TRIES:-4}
+[[ $tries =~ ^[1-9][0-9]*$ ]] || { note "FAIL: VIREO_NESTED_L1_TRIES must be a positive count, not '$tries'"; exit 2; }
+for old in "$share".failed-*; do rm -rf "$old"; done
 wedges=()   # per failed L1: "<how>, <seconds>s lost, in: <the test running>"
-if how=$(l1_failure); then
+carried=
+while :; do
+    run_suite
+    how=$(l1_failure) || break
     wedges+=("$how, ${l1_seconds}s lost, in: $(running_when_wedged)")
-    note "L1 $how after ${l1_seconds}s, in: $(running_when_wedged): the nested host failed, not a test; rerunning the tests it did not finish once in a fresh L1 (lost run kept in $share.wedged)"
-    rm -rf "$share.wedged"; mv "$share" "$share.wedged"
-    carried=$share.wedged/results run_suite
-    if how=$(l1_failure); then
-        wedges+=("$how, ${l1_seconds}s lost, in: $(running_when_wedged)")
-    elif [ "$status" -eq 0 ]; then
-        note "the rerun in a fresh L1 passed: the first L1 failed (${wedges[0]})"
-    fi
+    lost=$share.failed-${#wedges[@]}
+    rm -rf "$lost"; mv "$share" "$lost"
+    [ ${#wedges[@]} -lt "$tries" ] || break
+    note "L1 $how after ${l1_seconds}s, in: $(running_when_wedged "$lost"): the nested host failed, not a test; running the tests it did not finish in a fresh L1 (lost run kept in $lost)"
+    carried=$lost/results
+done
+if [ ${#wedges[@]} -gt 0 ] && [ ${#wedges[@]} -lt "$tries" ] && [ "$status" -eq 0 ]; then
+    note "passed after ${#wedges[@]} failed L1(s): ${wedges[*]}"
 fi
+
 passed=0 failed=0
-[ -s "$share/results" ] || [ ${#wedges[@]} -eq 2 ] || { failed=1; note "FAIL: the suite in L1 reported nothing (status $status)"; }
+exhausted=$([ ${#wedges[@]} -ge "$tries" ] && echo yes || echo no)
+[ "$exhausted" = yes ] && share=$share.failed-${#wedges[@]}   # its results are the last ones there are
+[ -s "$share/results" ] || [ "$exhausted" = yes ] || { failed=1; note "FAIL: the suite in L1 reported nothing (status $status)"; }
 while read -r line; do
     [ -n "$line" ] || continue
     seconds=${line##* }; rest=${line% *}; verdict=${rest##* }; name=${rest% *}
     if [ "$verdict" = ok ]; then passed=$((passed + 1)); note "PASS: $name (${seconds}s)"
     else failed=$((failed + 1)); note "FAIL: $name (${seconds}s)"; fi
 done < <(printf '%s\n' "${early[@]}"; cat "$share/results" 2>/dev/null)
-if [ ${#wedges[@]} -eq 2 ]; then
+if [ "$exhausted" = yes ]; then
     failed=$((failed + 1))
-    note "FAIL: L1 (the nested host) failed twice, so the suite could not finish: the nested host, not a test (run 1: ${wedges[0]}; run 2: ${wedges[1]}; logs of run 1 in $share.wedged)"
+    note "FAIL: L1 (the nested host) failed $tries times, so the suite could not finish: the nested host, not a test ($(printf '%s; ' "${wedges[@]}")logs in $share)"
 fi
 [ "$status" -eq 0 ] || [ "$failed" -gt 0 ] || { failed=1; note "FAIL: nested-host.sh exited $status"; }
 note "logs: $share/logs"
