@@ -65,8 +65,8 @@ running_when_wedged() {  # [SHARE] from L1's console: the suite's last "=== nest
 # The L1 itself failing is not a test failure: it stopped responding (nested-host.sh's watchdog,
 # status 75) or its kernel panicked (status 70, and the panic on its console: seen in KVM's own
 # page-fault path while a guest ran, recursive faults on a bad GS base, under QEMU TCG's nested
-# SVM). Then the suite runs again in a fresh L1, carrying over the results of the tests the failed
-# L1 finished, up to VIREO_NESTED_L1_TRIES L1s in all (default 4); each lost run is kept.
+# SVM). Then the suite runs again in a fresh L1, carrying over the tests the failed L1 passed (the
+# others run again), up to VIREO_NESTED_L1_TRIES L1s in all (default 4); each lost run is kept.
 l1_failure() {
     [ "$status" -eq 75 ] && { echo "stopped responding"; return 0; }
     [ "$status" -eq 70 ] && grep -q 'Kernel panic - not syncing' "$share/.nested/console.log" 2>/dev/null &&
@@ -85,7 +85,7 @@ while :; do
     lost=$share.failed-${#wedges[@]}
     rm -rf "$lost"; mv "$share" "$lost"
     [ ${#wedges[@]} -lt "$tries" ] || break
-    note "L1 $how after ${l1_seconds}s, in: $(running_when_wedged "$lost"): the nested host failed, not a test; running the tests it did not finish in a fresh L1 (lost run kept in $lost)"
+    note "L1 $how after ${l1_seconds}s, in: $(running_when_wedged "$lost"): the nested host failed, not a test; running the tests it did not pass in a fresh L1 (lost run kept in $lost)"
     carried=$lost/results
 done
 if [ ${#wedges[@]} -gt 0 ] && [ ${#wedges[@]} -lt "$tries" ] && [ "$status" -eq 0 ]; then
