@@ -39,13 +39,19 @@ func spawnDetached(executable: String, arguments: [String], logPath: String) thr
     // The daemon's listening sockets and database must not leak into (and be held open by) VMs.
     closeFrom(3, in: &actions)
 
+    return try spawn(executable, arguments, &actions, &attributes)
+}
+
+/// posix_spawn with C strings made from `arguments` (argv[0] = `executable`) and this environment.
+private func spawn(_ executable: String, _ arguments: [String], _ actions: inout posix_spawn_file_actions_t,
+                   _ attributes: UnsafeMutablePointer<posix_spawnattr_t>?) throws -> pid_t {
     let argv = ([executable] + arguments).map { strdup($0) }
     defer { argv.forEach { free($0) } }
     var argvPointers = argv + [nil]
     var pid: pid_t = 0
     let result = argvPointers.withUnsafeMutableBufferPointer { buffer -> Int32 in
         guard let base = buffer.baseAddress else { return EINVAL }
-        return posix_spawn(&pid, executable, &actions, &attributes, base, environ)
+        return posix_spawn(&pid, executable, &actions, attributes, base, environ)
     }
     guard result == 0 else { throw SpawnError.failed(path: executable, reason: String(cString: strerror(result))) }
     return pid
@@ -65,15 +71,7 @@ public func runToCompletion(executable: String, arguments: [String], outputPath:
         posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
     }
-    let argv = ([executable] + arguments).map { strdup($0) }
-    defer { argv.forEach { free($0) } }
-    var argvPointers = argv + [nil]
-    var pid: pid_t = 0
-    let result = argvPointers.withUnsafeMutableBufferPointer { buffer -> Int32 in
-        guard let base = buffer.baseAddress else { return EINVAL }
-        return posix_spawn(&pid, executable, &actions, nil, base, environ)
-    }
-    guard result == 0 else { throw SpawnError.failed(path: executable, reason: String(cString: strerror(result))) }
+    let pid = try spawn(executable, arguments, &actions, nil)
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 {
         guard errno == EINTR else { throw SpawnError.failed(path: executable, reason: "waitpid: \(String(cString: strerror(errno)))") }
