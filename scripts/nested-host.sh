@@ -12,7 +12,9 @@
 # with L1's own /proc, /sys, /dev, /run and a tmpfs /tmp (a working directory under the host's
 # /tmp is shown in it, read-only). A share directory is mounted read-write
 # at the same path, for files that must come back. The command's output is this script's output
-# and its exit status this script's exit status.
+# (written by L1 to .nested/output in the share and followed here; L1's own console, kernel
+# messages included, is kept in .nested/console.log and shown too) and its exit status this
+# script's exit status.
 #
 # Options:
 #   --share DIR     the read-write directory (default: a new temporary one, removed afterwards
@@ -23,11 +25,15 @@
 #   --timeout S     kill L1 after S seconds (default 3600; 0: no limit)
 #   --stall S       kill L1 when its heartbeat (a file L1 rewrites every 15 s) has not changed for
 #                   S seconds once it has appeared: L1 stopped responding (default 180; 0: never)
+#   --quiet-stall S kill L1 when the command has printed nothing for S seconds (default 0: never):
+#                   for a command, like a test suite with per-test timeouts, that is never quiet
+#                   that long while L1 works
 #   --qemu-cpu M    QEMU's CPU model for L1 (default max: TCG's with SVM and nested paging)
 #   --print-l1      build (or find) L1 and print its files, then exit
 # VIREO_QEMU names another qemu-system-x86_64. VIREO_* variables are passed on to the command. Exit status: the
 # command's, or 124 on timeout, or 70 (with a one-line error) when L1 could not run it, or 75 (with
-# a one-line error) when L1 stopped responding (--stall) and was killed: L1, not the command, failed.
+# a one-line error) when L1 stopped responding (--stall, --quiet-stall) and was killed: L1, not the
+# command, failed.
 # L1 (Debian's stock kernel from `apt-get download linux-image-amd64`, busybox-static, the modules
 # named in scripts/nested/modules) is cached in ${VIREO_NESTED_DIR:-~/.cache/vireo/nested}.
 set -euo pipefail
@@ -41,7 +47,7 @@ log() { echo "nested-host: $*" >&2; }
 die() { echo "nested-host: error: $*" >&2; exit 70; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; }
 
-share= keep=0 interactive=0 memory=4G cpus=2 timeout_s=3600 stall_s=180 print_only=0 qemu_cpu=max
+share= keep=0 interactive=0 memory=4G cpus=2 timeout_s=3600 stall_s=180 quiet_s=0 print_only=0 qemu_cpu=max
 while (($#)); do
     case "$1" in
         --share) share=$2; shift 2 ;;
@@ -51,6 +57,7 @@ while (($#)); do
         --cpus) cpus=$2; shift 2 ;;
         --timeout) timeout_s=$2; shift 2 ;;
         --stall) stall_s=$2; shift 2 ;;
+        --quiet-stall) quiet_s=$2; shift 2 ;;
         --qemu-cpu) qemu_cpu=$2; shift 2 ;;
         --print-l1) print_only=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -64,6 +71,7 @@ done
 if ! [[ $stall_s =~ ^[0-9]+$ ]] || { [ "$stall_s" -gt 0 ] && [ "$stall_s" -lt 30 ]; }; then
     die "--stall wants 0 or at least 30 seconds (L1's heartbeat comes every 15 s), not '$stall_s'"
 fi
+[[ $quiet_s =~ ^[0-9]+$ ]] || die "--quiet-stall wants seconds, not '$quiet_s'"
 
 qemu=${VIREO_QEMU:-$(command -v qemu-system-x86_64 || true)}
 [ -n "$qemu" ] && [ -x "$qemu" ] || die "qemu-system-x86_64 is missing${VIREO_QEMU:+ (VIREO_QEMU=$VIREO_QEMU)}: apt-get install qemu-system-x86 (or run scripts/setup.sh)"
@@ -159,6 +167,7 @@ fi
 # is noted in .nested/wedged: the CPU it used since the last heartbeat and its vCPU threads'
 # states (R: L1 spinning; S: QEMU itself waiting; T: stopped), to tell the two kinds of wedge apart.
 heartbeat=$share/.nested/heartbeat wedged=$share/.nested/wedged pidfile=$share/.nested/qemu.pid
+output=$share/.nested/output
 qemu_ticks() {  # pid: CPU clock ticks QEMU has used (utime + stime)
     local stat
     { stat=$(<"/proc/$1/stat"); } 2>/dev/null || { echo 0; return; }
@@ -174,8 +183,11 @@ qemu_threads() {  # pid: "CPU 0/TCG R, CPU 1/TCG S, ..." (QEMU's vCPU threads an
     done
     echo "${out:-none found}"
 }
+# With --quiet-stall, an L1 whose heartbeat goes on while the command's output stays unchanged
+# for that long is killed the same way (CI once saw a suite with per-test timeouts print nothing
+# for 25 minutes while L1's heartbeat went on).
 watchdog() {
-    local mtime seen=0 now pid ticks=0 hz
+    local mtime seen=0 now pid ticks=0 hz quiet_since=0 out_mtime
     set +e   # a background subshell: nothing here may end it but the checks below
     hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
     while sleep 5; do
@@ -184,9 +196,21 @@ watchdog() {
         { pid=$(<"$pidfile"); } 2>/dev/null || continue
         # Only our QEMU (its command line names this share), never a reused pid.
         tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "path=$share,mount_tag=share" || continue
-        if [ "$mtime" != "$seen" ]; then seen=$mtime; ticks=$(qemu_ticks "$pid"); continue; fi
         printf -v now '%(%s)T' -1
-        [ $(( now - mtime )) -ge "$stall_s" ] || continue
+        if [ "$quiet_s" -gt 0 ]; then
+            # Quiet since the later of its last output and L1's first heartbeat.
+            [ "$quiet_since" -gt 0 ] || quiet_since=$now
+            out_mtime=$(stat -c %Y "$output" 2>/dev/null) || out_mtime=0
+            [ "$out_mtime" -le "$quiet_since" ] || quiet_since=$out_mtime
+            if [ $(( now - quiet_since )) -ge "$quiet_s" ]; then
+                printf 'the command printed nothing for %ss while L1'"'"'s heartbeat went on\nQEMU (pid %s) vCPU threads: %s\n' \
+                    $(( now - quiet_since )) "$pid" "$(qemu_threads "$pid")" >"$wedged"
+                kill -KILL "$pid"
+                return 0
+            fi
+        fi
+        if [ "$mtime" != "$seen" ]; then seen=$mtime; ticks=$(qemu_ticks "$pid"); continue; fi
+        [ "$stall_s" -gt 0 ] && [ $(( now - mtime )) -ge "$stall_s" ] || continue
         printf 'no heartbeat for %ss\nQEMU (pid %s) used %ss of CPU since the last heartbeat; vCPU threads: %s\n' \
             $(( now - mtime )) "$pid" $(( ($(qemu_ticks "$pid") - ticks) / hz )) "$(qemu_threads "$pid")" >"$wedged"
         kill -KILL "$pid"
@@ -198,7 +222,7 @@ log "booting L1 ($(cat "$l1_dir/release"), TCG, $cpus vCPUs, $memory) for: $*"
 started=$(date +%s)
 limit=(); [ "$timeout_s" -gt 0 ] && limit=(timeout --foreground --kill-after=10 "$timeout_s")
 watchdog_pid=
-if [ "$stall_s" -gt 0 ]; then
+if [ "$stall_s" -gt 0 ] || [ "$quiet_s" -gt 0 ]; then
     watchdog </dev/null >/dev/null 2>&1 &
     watchdog_pid=$!
 fi
@@ -208,9 +232,18 @@ set +e
 if [ $interactive = 1 ]; then
     { "${limit[@]}" "$qemu" "${qemu_args[@]}" 2>&3 3>&-; qemu_status=$?; } 3>&2 2>/dev/null
 else
-    # L1's console is also kept, so that an L1 that stops early can be explained in one line.
-    { "${limit[@]}" "$qemu" "${qemu_args[@]}" 2>&3 3>&- | tee "$share/.nested/console.log" 2>&3 3>&-
-      qemu_status=${PIPESTATUS[0]}; } 3>&2 2>/dev/null
+    # L1's console is also kept, so that an L1 that stops early can be explained in one line. The
+    # command's output arrives in a file (see scripts/nested/l1-init), followed here until QEMU
+    # has ended (tail --pid reads the file once more after that).
+    : >"$output"
+    exec 4<&0
+    { "${limit[@]}" "$qemu" "${qemu_args[@]}" <&4 2>&3 3>&- 4<&- | tee "$share/.nested/console.log" 2>&3 3>&-
+      echo "${PIPESTATUS[0]}" >"$share/.nested/qemu.status"; } 3>&2 2>/dev/null &
+    l1_job=$!
+    exec 4<&-
+    tail -n +1 -s 1 -F --pid="$l1_job" "$output" 2>/dev/null
+    wait "$l1_job" 2>/dev/null
+    qemu_status=$(cat "$share/.nested/qemu.status" 2>/dev/null || echo 70)
 fi
 if [ -n "$watchdog_pid" ]; then kill "$watchdog_pid" 2>/dev/null; wait "$watchdog_pid" 2>/dev/null; fi
 set -e
@@ -221,13 +254,14 @@ if [ -s "$wedged" ]; then
     last_beat=$({ tr -d '\r' <"$heartbeat"; } 2>/dev/null | paste -sd'|' - | sed 's/|/ | /g') || true
     last_line=$({ tr -d '\r' <"$share/.nested/console.log"; } 2>/dev/null | tr -cd '[:print:]\n' \
         | grep -v '^[[:space:]]*$' | tail -1 | cut -c1-200) || true
-    log "error: L1 stopped responding: $(head -1 "$wedged") (last: ${last_beat:-none}; last console line: ${last_line:-none})"
+    log "error: L1 stopped responding: $(head -1 "$wedged") (last heartbeat: ${last_beat:-none}; last console line: ${last_line:-none})"
     log "$(sed -n 2p "$wedged"); QEMU killed after ${elapsed}s wall (exit 75)"
     [ $keep = 1 ] && log "share kept: $share"
     exit 75
 fi
 if [ $qemu_status -eq 124 ] || [ $qemu_status -eq 137 ]; then
-    log "error: L1 did not finish within ${timeout_s}s (killed)"; exit 124
+    last_beat=$({ tr -d '\r' <"$heartbeat"; } 2>/dev/null | paste -sd'|' - | sed 's/|/ | /g') || true
+    log "error: L1 did not finish within ${timeout_s}s (killed; last heartbeat: ${last_beat:-none})"; exit 124
 fi
 # L1's own failures (no /dev/kvm, a share that would not mount) come back as one line.
 [ -s "$share/.nested/error" ] && die "$(head -1 "$share/.nested/error")"

@@ -169,7 +169,9 @@ extension KVMGuestSuites {
         // Backlog then live output, with no byte lost or repeated at the seam: tick numbers are
         // consecutive (the first line may be cut by the ring, so it is dropped), and the stream
         // went on past what the ring held when curl attached.
-        let lines = follow.output.split(separator: "\n").dropFirst().filter { $0.hasPrefix("user: tick ") }
+        // curl's --max-time may cut the last line too ("user: tick 1" of "154"): complete lines only.
+        let complete = follow.output.lastIndex(of: "\n").map { follow.output[...$0] } ?? ""
+        let lines = complete.split(separator: "\n").dropFirst().filter { $0.hasPrefix("user: tick ") }
         let numbers = lines.compactMap { Int($0.dropFirst("user: tick ".count)) }
         #expect(numbers.count >= 3, "streamed: \(follow.output.suffix(200))")
         #expect(zip(numbers, numbers.dropFirst()).allSatisfy { $1 == $0 + 1 }, "ticks: \(numbers)")

@@ -3,9 +3,10 @@
 # test host (scripts/nested-host.sh: an L1 under QEMU TCG whose KVM has real semantics). Builds or
 # finds the guests on this host, boots L1 once, runs tests/e2e/nested-suite.sh there, and reports
 # each test with its time. Logs come back to .build/e2e/nested/logs.
-# If L1 itself stops responding (nested-host.sh exits 75: its heartbeat stopped, so it was
-# killed), that is said in one line and the suite runs once more in a fresh L1; the lost run's
-# share is kept in .build/e2e/nested.wedged. A second wedge fails this step as L1's, not a test's.
+# If L1 itself fails (its kernel panics, or it stops responding: no heartbeat, or no word from the
+# suite for longer than a test may take), that is said in one line and the tests it did not pass
+# run again in a fresh L1, up to VIREO_NESTED_L1_TRIES L1s (default 4); lost runs are kept in
+# .build/e2e/nested.failed-N. Running out of tries fails this step as L1's, not a test's.
 # Environment: VIREO_BIN (default .build/debug/vireo); VIREO_NESTED_TIMEOUT (default 1800 s);
 # VIREO_NESTED_TEST_TIMEOUT (each test's limit in L1, default 900 s).
 set -uo pipefail
@@ -40,6 +41,12 @@ expect_error "nested-host, L1 without SVM: one-line error" "L1 has no /dev/kvm" 
     bash "$repo/scripts/nested-host.sh" --qemu-cpu qemu64,-svm --timeout 300 -- true
 
 share=$repo/.build/e2e/nested
+# The suite prints at least every test timeout (a test's start and its verdict): an L1 whose
+# heartbeat goes on while the suite says nothing for 3 minutes longer is not running it any more
+# (CI once lost 25 minutes so), and nested-host.sh kills it as stopped responding (status 75).
+test_timeout=${VIREO_NESTED_TEST_TIMEOUT:-900}
+[[ $test_timeout =~ ^[1-9][0-9]*$ ]] || { note "FAIL: VIREO_NESTED_TEST_TIMEOUT must be seconds, not '$test_timeout'"; exit 2; }
+quiet_s=$(( test_timeout + 180 ))
 rm -rf "$share.wedged"   # (what older versions kept)
 run_suite() {  # one L1 running the suite; sets status and l1_seconds
     local l1_started
@@ -48,22 +55,22 @@ run_suite() {  # one L1 running the suite; sets status and l1_seconds
     [ -z "${carried:-}" ] || cp "$carried" "$share/finished" 2>/dev/null || true
     l1_started=$(date +%s)
     bash "$repo/scripts/nested-host.sh" --share "$share" --timeout "${VIREO_NESTED_TIMEOUT:-1800}" \
-        -- bash tests/e2e/nested-suite.sh
+        --quiet-stall "$quiet_s" -- env VIREO_NESTED_TEST_TIMEOUT="$test_timeout" bash tests/e2e/nested-suite.sh
     status=$?
     l1_seconds=$(( $(date +%s) - l1_started ))
     note "nested host finished with status $status after ${l1_seconds}s (L1 boot included)"
 }
-running_when_wedged() {  # [SHARE] from L1's console: the suite's last "=== nested: <name>[: verdict]" line
+running_when_wedged() {  # [SHARE] from the suite's output: its last "=== nested: <name>[: verdict]" line
     local last
-    last=$({ tr -d '\r' <"${1:-$share}/.nested/console.log"; } 2>/dev/null | sed -n 's/^=== nested: //p' | tail -1)
+    last=$({ tr -d '\r' <"${1:-$share}/.nested/output"; } 2>/dev/null | sed -n 's/^=== nested: //p' | tail -1)
     case "$last" in
         "") echo "(before the suite's first test)" ;;
         *": "*) echo "(between tests, after ${last%%: *})" ;;
         *) echo "$last" ;;
     esac
 }
-# The L1 itself failing is not a test failure: it stopped responding (nested-host.sh's watchdog,
-# status 75) or its kernel panicked (status 70, and the panic on its console: seen in KVM's own
+# The L1 itself failing is not a test failure: it stopped responding (nested-host.sh's watchdog:
+# no heartbeat, or no word from the suite; status 75) or its kernel panicked (status 70, and the panic on its console: seen in KVM's own
 # page-fault path while a guest ran, recursive faults on a bad GS base, under QEMU TCG's nested
 # SVM). Then the suite runs again in a fresh L1, carrying over the tests the failed L1 passed (the
 # others run again), up to VIREO_NESTED_L1_TRIES L1s in all (default 4); each lost run is kept.
