@@ -64,13 +64,16 @@ public struct VCPUState: Codable, Equatable, Sendable {
     }
 }
 
+/// IA32_TSC_DEADLINE: the LAPIC timer's deadline in TSC-deadline mode.
+let tscDeadlineMSR: UInt32 = 0x6E0
+
 /// MSRs whose values a restored guest needs (syscall entry, TSC, kernel GS base, PAT, kvmclock,
 /// MTRRs, ...). Those this KVM does not know are skipped at capture.
 let savedMSRIndices: [UInt32] = [
     0x174, 0x175, 0x176,            // SYSENTER_CS/ESP/EIP
     0x10,                           // TSC
     0x3B,                           // TSC_ADJUST
-    0x6E0,                          // TSC_DEADLINE
+    tscDeadlineMSR,                 // TSC_DEADLINE (restored after the LAPIC)
     0x277,                          // PAT
     0x1A0,                          // MISC_ENABLE
     0xC000_0081, 0xC000_0082, 0xC000_0083, 0xC000_0084, // STAR, LSTAR, CSTAR, SFMASK
@@ -159,12 +162,18 @@ extension VCPU {
             withUnsafeMutableBytes(of: &xsave) { $0.copyBytes(from: state.xsave) }
             _ = try retryingEINTR("KVM_SET_XSAVE") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_XSAVE, &xsave) }
         }
-        try writeMSRs(state.msrs)
+        // TSC_DEADLINE after the LAPIC: KVM ignores a deadline written while LVTT is not in
+        // TSC-deadline mode (as it is in a new vCPU), and KVM_SET_LAPIC re-arms the timer from the
+        // deadline it already has. Written before, a guest idling on its deadline timer when saved
+        // came back with no timer armed and slept until some other interrupt woke that vCPU.
+        let deadline = state.msrs.filter { $0.index == tscDeadlineMSR }
+        try writeMSRs(state.msrs.filter { $0.index != tscDeadlineMSR })
         if !state.lapic.isEmpty {
             var lapic = kvm_lapic_state()
             withUnsafeMutableBytes(of: &lapic) { $0.copyBytes(from: state.lapic) }
             _ = try retryingEINTR("KVM_SET_LAPIC") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_LAPIC, &lapic) }
         }
+        try writeMSRs(deadline)
         var events = kvm_vcpu_events()
         withUnsafeMutableBytes(of: &events) { $0.copyBytes(from: state.events) }
         _ = try retryingEINTR("KVM_SET_VCPU_EVENTS") { ckvm_ioctl_ptr(fd.raw, CKVM_SET_VCPU_EVENTS, &events) }

@@ -50,6 +50,42 @@ import Testing
         #expect(try vcpu.captureState().registers == state.registers)
     }
 
+    /// A guest saved while its LAPIC timer was armed in TSC-deadline mode (Linux's usual clock
+    /// event device) must come back with the deadline armed: KVM drops a deadline written before
+    /// the LAPIC is in that mode, so the order of restore matters.
+    @Test func restoreKeepsAnArmedTSCDeadline() throws {
+        let system = try KVMSystem()
+        let cpuid = try system.supportedCPUID()
+        let hasDeadlineTimer = cpuid.contains { $0.function == 1 && $0.ecx & (1 << 24) != 0 }
+        try #require(hasDeadlineTimer, "this KVM offers no TSC-deadline timer")
+        func makeVCPU() throws -> VCPU {
+            let vm = try system.createVM()
+            try vm.createIRQChip()
+            vms.append(vm)
+            let vcpu = try vm.createVCPU(id: 0)
+            try vcpu.setCPUID(cpuid)
+            return vcpu
+        }
+        var vms: [VirtualMachine] = []
+        defer { withExtendedLifetime(vms) {} }
+        var state = try makeVCPU().captureState()
+        // LVT timer (0x320): TSC-deadline mode (bits 18:17 = 10b), vector 0xEC, unmasked; the APIC
+        // software-enabled (spurious vector register 0xF0, bit 8).
+        state.lapic.withUnsafeMutableBytes { lapic in
+            lapic.storeBytes(of: UInt32(2 << 17 | 0xEC), toByteOffset: 0x320, as: UInt32.self)
+            lapic.storeBytes(of: lapic.load(fromByteOffset: 0xF0, as: UInt32.self) | 0x1FF, toByteOffset: 0xF0, as: UInt32.self)
+        }
+        let tsc = state.msrs.first { $0.index == 0x10 }?.value ?? 0
+        let deadline = tsc + (1 << 50)   // far ahead: it must still be pending when read back
+        state.msrs.removeAll { $0.index == 0x6E0 }
+        state.msrs.append(.init(index: 0x6E0, value: deadline))
+
+        let restored = try makeVCPU()
+        try restored.restoreState(state)
+        let readBack = try restored.captureState().msrs.first { $0.index == 0x6E0 }?.value
+        #expect(readBack == deadline, "TSC_DEADLINE after restore: \(readBack.map { String($0, radix: 16) } ?? "none"), wanted \(String(deadline, radix: 16))")
+    }
+
     @Test func restoreRejectsMisshapenState() throws {
         let system = try KVMSystem()
         let vm = try system.createVM()
