@@ -37,4 +37,15 @@ public protocol ExtentMapping: BlockDevice {
     func extentStatus(at offset: UInt64, maxLength: UInt64) throws -> ExtentStatus
     /// The image this layer falls through to, if any.
     var backingDevice: (any BlockDevice)? { get }
+    /// Lets go of this layer's image locks (`ImageLock`) and its backing chain's: a migration
+    /// source hands its disks over so. The image stays open and usable.
+    func releaseLocks()
+    /// Takes the locks again after `releaseLocks`; throws `StorageError.locked` on a conflict.
+    func acquireLocks() throws
+}
+
+extension ExtentMapping {
+    /// The backing chain's part of `releaseLocks`.
+    func releaseBackingLocks() { (backingDevice as? any ExtentMapping)?.releaseLocks() }
+    func acquireBackingLocks() throws { try (backingDevice as? any ExtentMapping)?.acquireLocks() }
 }

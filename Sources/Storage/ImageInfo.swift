@@ -15,14 +15,14 @@ public struct ImageInfo: Sendable {
     public var header: QCOW2Header?
 
     /// Reads the facts about one image (not its backing files).
-    public static func collect(path: String, format: ImageFormat? = nil) throws -> ImageInfo {
+    public static func collect(path: String, format: ImageFormat? = nil, sharing: ImageSharing = .standard) throws -> ImageInfo {
         switch try format ?? DiskImage.probeFormat(path: path) {
         case .raw:
-            let raw = try RawImage(path: path, readOnly: true)
+            let raw = try RawImage(path: path, readOnly: true, sharing: sharing)
             return ImageInfo(filename: path, format: .raw, virtualSize: raw.size, actualSize: raw.allocatedBytes,
                              clusterSize: nil, dirty: false, snapshots: [], header: nil)
         case .qcow2:
-            let image = try QCOW2Image(path: path, readOnly: true, openBacking: false)
+            let image = try QCOW2Image(path: path, readOnly: true, openBacking: false, sharing: sharing)
             let header = image.header
             return ImageInfo(filename: path, format: .qcow2, virtualSize: header.size, actualSize: image.allocatedBytes,
                              clusterSize: header.clusterSize,
@@ -30,20 +30,20 @@ public struct ImageInfo: Sendable {
                              backingFilename: header.backingFile,
                              fullBackingFilename: header.backingFile.map { DiskImage.resolveBackingPath($0, relativeTo: path) },
                              backingFormat: header.backingFormat,
-                             snapshots: try QCOW2Image.snapshots(path: path), header: header)
+                             snapshots: try QCOW2Image.snapshots(path: path, sharing: sharing), header: header)
         }
     }
 
     /// The image and each backing file below it, top first (`info --backing-chain`).
-    public static func collectChain(path: String, format: ImageFormat? = nil) throws -> [ImageInfo] {
-        var chain = [try collect(path: path, format: format)]
+    public static func collectChain(path: String, format: ImageFormat? = nil, sharing: ImageSharing = .standard) throws -> [ImageInfo] {
+        var chain = [try collect(path: path, format: format, sharing: sharing)]
         var seen: Set<String> = [canonicalPath(path)]
         while let next = chain.last?.fullBackingFilename {
             guard chain.count < DiskImage.maxBackingDepth else {
                 throw QCOW2Error.backingChainTooDeep(path: path, limit: DiskImage.maxBackingDepth)
             }
             guard seen.insert(canonicalPath(next)).inserted else { throw QCOW2Error.backingLoop(path: path, backing: next) }
-            chain.append(try collect(path: next, format: chain.last?.backingFormat.flatMap(ImageFormat.init(rawValue:))))
+            chain.append(try collect(path: next, format: chain.last?.backingFormat.flatMap(ImageFormat.init(rawValue:)), sharing: sharing))
         }
         return chain
     }

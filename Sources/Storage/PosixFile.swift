@@ -5,13 +5,17 @@ import Darwin
 #endif
 
 /// One open file descriptor; every syscall retries EINTR and reports failures as `StorageError`.
+/// Only what can be an image opens: a regular file, or a block device where `allowBlockDevice`
+/// (never a FIFO, socket, character device or directory; the open itself cannot block on one).
+/// Unless `sharing` is `.unlocked`, the open takes QEMU's image locks (`ImageLock`).
 final class PosixFile: Sendable {
     let fd: Int32
     let path: String
+    let lock: ImageLock?
 
     enum Mode { case readOnly, readWrite, createExclusive, createTruncate }
 
-    init(path: String, mode: Mode) throws {
+    init(path: String, mode: Mode, sharing: ImageSharing = .standard, allowBlockDevice: Bool = true) throws {
         let flags: Int32
         switch mode {
         case .readOnly: flags = O_RDONLY
@@ -19,11 +23,49 @@ final class PosixFile: Sendable {
         case .createExclusive: flags = O_RDWR | O_CREAT | O_EXCL
         case .createTruncate: flags = O_RDWR | O_CREAT | O_TRUNC
         }
+        if mode != .readOnly, sharing == .forceShare {
+            throw StorageError.invalidArgument("\(path): --force-share (-U) is for read-only access; this needs to write the image")
+        }
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
         var opened: Int32 = -1
-        repeat { opened = open(path, flags | O_CLOEXEC, 0o644) } while opened < 0 && errno == EINTR
+        repeat { opened = open(path, flags | O_CLOEXEC | O_NONBLOCK, 0o644) } while opened < 0 && errno == EINTR
         guard opened >= 0 else { throw StorageError.io(path: path, operation: "open", errno: errno) }
+        var st = stat()
+        guard fstat(opened, &st) == 0 else {
+            let code = errno
+            close(opened)
+            throw StorageError.io(path: path, operation: "fstat", errno: code)
+        }
+        let type = st.st_mode & S_IFMT
+        guard type == S_IFREG || (type == S_IFBLK && allowBlockDevice) else {
+            close(opened)
+            throw StorageError.notAnImageFile(path: path, kind: PosixFile.describe(type))
+        }
+        _ = fcntl(opened, F_SETFL, fcntl(opened, F_GETFL) & ~O_NONBLOCK)
+        do {
+            switch sharing {
+            case .unlocked: lock = nil
+            case .standard, .forceShare:
+                lock = try ImageLock(fd: opened, path: path, writable: mode != .readOnly, forceShare: sharing == .forceShare)
+            }
+        } catch {
+            close(opened)
+            throw error
+        }
         self.fd = opened
         self.path = path
+    }
+
+    static func describe(_ type: mode_t) -> String {
+        switch type {
+        case S_IFIFO: "a FIFO"
+        case S_IFSOCK: "a socket"
+        case S_IFCHR: "a character device"
+        case S_IFDIR: "a directory"
+        case S_IFBLK: "a block device"
+        case S_IFLNK: "a symbolic link"
+        default: "not a regular file"
+        }
     }
 
     deinit { close(fd) }

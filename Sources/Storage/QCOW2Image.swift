@@ -10,22 +10,35 @@ public final class QCOW2Image: ExtentMapping {
     public let backingDevice: (any BlockDevice)?
 
     /// Opens `path` and, unless `openBacking` is false, its whole backing chain (read-only).
-    public convenience init(path: String, readOnly: Bool, openBacking: Bool = true) throws {
-        try self.init(path: path, readOnly: readOnly, openBacking: openBacking, chain: [canonicalPath(path)])
+    public convenience init(path: String, readOnly: Bool, openBacking: Bool = true, sharing: ImageSharing = .standard) throws {
+        try self.init(path: path, readOnly: readOnly, openBacking: openBacking, sharing: sharing, chain: [canonicalPath(path)])
     }
 
-    init(path: String, readOnly: Bool, openBacking: Bool, chain: [String]) throws {
-        let file = try PosixFile(path: path, mode: readOnly ? .readOnly : .readWrite)
+    init(path: String, readOnly: Bool, openBacking: Bool, sharing: ImageSharing, chain: [String],
+         allowBlockDevice: Bool = true) throws {
+        let file = try PosixFile(path: path, mode: readOnly ? .readOnly : .readWrite, sharing: sharing,
+                                 allowBlockDevice: allowBlockDevice)
         let engine = try QCOW2Engine(file: file, readOnly: readOnly)
         var backing: (any BlockDevice)?
         if openBacking, let name = engine.header.backingFile {
-            backing = try DiskImage.openBacking(name: name, format: engine.header.backingFormat, of: path, chain: chain)
+            backing = try DiskImage.openBacking(name: name, format: engine.header.backingFormat, of: path, chain: chain,
+                                                sharing: sharing)
         }
         engine.backing = backing
         self.backingDevice = backing
         self.engine = engine
         self.path = path
         self.isReadOnly = readOnly
+    }
+
+    public func releaseLocks() {
+        locked { $0.file.lock?.release() }
+        releaseBackingLocks()
+    }
+
+    public func acquireLocks() throws {
+        try acquireBackingLocks()
+        try locked { try $0.file.lock?.acquire() }
     }
 
     func locked<T>(_ body: (QCOW2Engine) throws -> T) rethrows -> T {

@@ -78,8 +78,8 @@ extension QCOW2Image {
         try withEngine(path: path) { try $0.setBacking(name: name, format: format) }
     }
 
-    public static func snapshots(path: String) throws -> [QCOW2Snapshot] {
-        let engine = try QCOW2Engine(file: try PosixFile(path: path, mode: .readOnly), readOnly: true)
+    public static func snapshots(path: String, sharing: ImageSharing = .standard) throws -> [QCOW2Snapshot] {
+        let engine = try QCOW2Engine(file: try PosixFile(path: path, mode: .readOnly, sharing: sharing), readOnly: true)
         return try engine.readSnapshots()
     }
 
@@ -99,9 +99,9 @@ extension QCOW2Image {
     }
 
     /// Checks the image; with a repair mode, opens it writable (even if marked dirty or corrupt) and fixes refcounts.
-    public static func check(path: String, repair: QCOW2RepairMode = .none) throws -> QCOW2CheckResult {
+    public static func check(path: String, repair: QCOW2RepairMode = .none, sharing: ImageSharing = .standard) throws -> QCOW2CheckResult {
         if repair == .none {
-            let engine = try QCOW2Engine(file: try PosixFile(path: path, mode: .readOnly), readOnly: true)
+            let engine = try QCOW2Engine(file: try PosixFile(path: path, mode: .readOnly, sharing: sharing), readOnly: true)
             return try engine.check()
         }
         return try withEngine(path: path, allowFlagged: true) { try $0.repair(mode: repair) }

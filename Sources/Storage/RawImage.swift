@@ -5,12 +5,28 @@ public final class RawImage: ExtentMapping {
     public let isReadOnly: Bool
     public let size: UInt64
     public var backingDevice: (any BlockDevice)? { nil }
+    /// Opened without a format, by probing: writes may not give the first sector another
+    /// format's signature (`ImageSignature`), and must cover all of it to touch it.
+    public let probed: Bool
 
-    public init(path: String, readOnly: Bool) throws {
-        self.file = try PosixFile(path: path, mode: readOnly ? .readOnly : .readWrite)
+    public init(path: String, readOnly: Bool, probed: Bool = false, sharing: ImageSharing = .standard,
+                allowBlockDevice: Bool = true) throws {
+        self.file = try PosixFile(path: path, mode: readOnly ? .readOnly : .readWrite, sharing: sharing,
+                                  allowBlockDevice: allowBlockDevice)
         self.path = path
         self.isReadOnly = readOnly
+        self.probed = probed
         self.size = try file.size()
+    }
+
+    /// QEMU's rule for probed raw images: a write touching the first sector must cover all of it
+    /// and leave it without any known format's signature.
+    private func checkProbedHeader(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        guard probed, offset < UInt64(ImageSignature.headLength), buffer.count > 0 else { return }
+        guard offset == 0, buffer.count >= ImageSignature.headLength,
+              ImageSignature.format(head: buffer.prefix(ImageSignature.headLength)) == nil else {
+            throw StorageError.probedRawHeaderWrite(path: path)
+        }
     }
 
     /// Creates (or truncates) a sparse raw image of `size` bytes.
@@ -41,8 +57,12 @@ public final class RawImage: ExtentMapping {
         guard rangeFits(offset, UInt64(buffer.count), within: size) else {
             throw StorageError.outOfRange(path: path, offset: offset, length: UInt64(buffer.count))
         }
+        try checkProbedHeader(buffer, at: offset)
         try file.write(buffer, at: offset)
     }
+
+    public func releaseLocks() { file.lock?.release() }
+    public func acquireLocks() throws { try file.lock?.acquire() }
 
     public func flush() throws {
         guard !isReadOnly else { return }

@@ -11,6 +11,14 @@ public enum StorageError: Error, Equatable, CustomStringConvertible {
     case outOfRange(path: String, offset: UInt64, length: UInt64)
     case readOnly(path: String)
     case invalidArgument(String)
+    /// Another open of the image conflicts with this one (QEMU's image locking).
+    case locked(path: String, permission: String, shared: Bool)
+    /// The path is not something an image can be (a FIFO, a device where none is allowed...).
+    case notAnImageFile(path: String, kind: String)
+    /// The file is an image of a format Vireo does not read (VMDK, VHDX, ...).
+    case foreignFormat(path: String, format: String)
+    /// A write that would make an image whose format was probed as raw look like another format.
+    case probedRawHeaderWrite(path: String)
 
     public var description: String {
         switch self {
@@ -24,6 +32,14 @@ public enum StorageError: Error, Equatable, CustomStringConvertible {
             return "\(path): image is opened read-only"
         case let .invalidArgument(message):
             return message
+        case let .locked(path, permission, shared):
+            return "\(path): failed to get \(shared ? "shared " : "")\"\(permission)\" lock: is another process (a VM, vireo img, QEMU) using the image? (vireo img reads it anyway with -U)"
+        case let .notAnImageFile(path, kind):
+            return "\(path) is \(kind), not a disk image file"
+        case let .foreignFormat(path, format):
+            return "\(path) is a \(format) image; Vireo reads raw and qcow2: convert it first (qemu-img convert -O qcow2 \(path) NEW.qcow2)"
+        case let .probedRawHeaderWrite(path):
+            return "\(path): refused a write to the first sector of an image probed as raw that would make it look like another format (give format=raw to allow it)"
         }
     }
 }

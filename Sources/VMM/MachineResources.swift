@@ -12,6 +12,8 @@ public final class MachineResources: @unchecked Sendable {
     /// Each with write tracking for disk mirroring (`--copy-storage-all`), off unless migrating.
     let disks: [TrackedDisk]
     let networks: [TapNetworkBackend]
+    /// Warnings about what was opened, one line each (a writable disk whose format was probed).
+    public let notes: [String]
     private let closed = Guarded(false)
 
     /// Opens every disk and TAP the options name; on an error nothing stays open.
@@ -19,10 +21,15 @@ public final class MachineResources: @unchecked Sendable {
         var devices = requested
         var disks: [TrackedDisk] = []
         var networks: [TapNetworkBackend] = []
+        var notes: [String] = []
         do {
             for disk in requested.disks {
-                disks.append(TrackedDisk(try DiskImage.open(path: disk.path, format: disk.format.map { ImageFormat(rawValue: $0.rawValue) ?? .raw },
-                                                readOnly: disk.readOnly)))
+                let image = try DiskImage.open(path: disk.path, format: disk.format.map { ImageFormat(rawValue: $0.rawValue) ?? .raw },
+                                               readOnly: disk.readOnly)
+                if let raw = image as? RawImage, raw.probed, !raw.isReadOnly {
+                    notes.append("disk \(disk.path): no format given, probed as raw; the guest may not write another format's signature into its first sector (give format=raw to lift this)")
+                }
+                disks.append(TrackedDisk(image))
             }
             for index in requested.networks.indices {
                 networks.append(try TapNetworkBackend(options: requested.networks[index]))
@@ -35,6 +42,19 @@ public final class MachineResources: @unchecked Sendable {
         self.devices = devices
         self.disks = disks
         self.networks = networks
+        self.notes = notes
+    }
+
+    /// Lets go of the disks' image locks while keeping them open: a migration source does so at
+    /// the switch-over, so that a destination on the same host (shared storage) can take them.
+    func releaseDiskLocks() {
+        for disk in disks { (disk.inner as? any ExtentMapping)?.releaseLocks() }
+    }
+
+    /// Takes the disks' image locks again (a migration that failed after `releaseDiskLocks`);
+    /// throws when another process took one meanwhile.
+    func acquireDiskLocks() throws {
+        for disk in disks { try (disk.inner as? any ExtentMapping)?.acquireLocks() }
     }
 
     /// Makes what the guest wrote durable.
@@ -48,6 +68,8 @@ public final class MachineResources: @unchecked Sendable {
     public func release(log: (String) -> Void = { _ in }) {
         guard closed.update({ done -> Bool in defer { done = true }; return !done }) else { return }
         flushDisks(log: log)
+        // The VM is over: another may use its disks now, even while this process lives on.
+        releaseDiskLocks()
         for network in networks { network.tap.close() }
     }
 }

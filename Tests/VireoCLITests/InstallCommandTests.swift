@@ -26,7 +26,8 @@ import Testing
     }
 
     static func imageInfo(_ path: String) throws -> [String: Any] {
-        let result = try VireoBinary.run(["img", "info", "--output", "json", path])
+        // -U: the installed VM runs and holds its disks, as QEMU would.
+        let result = try VireoBinary.run(["img", "info", "-U", "--output", "json", path])
         #expect(result.status == 0, "\(result.stderr)")
         return (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
     }

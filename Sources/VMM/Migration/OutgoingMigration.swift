@@ -197,10 +197,20 @@ final class OutgoingMigration: @unchecked Sendable {
                 try machine.pause()
                 mark("vCPUs parked")
                 var resumeHere = true
+                var locksReleased = false
                 defer {
                     if resumeHere {
+                        // The guest stays here: its disks' locks first. Should another process
+                        // have taken one meanwhile, two writers would share a disk: it stays paused.
+                        var relocked = true
+                        if locksReleased {
+                            do { try machine.resources.acquireDiskLocks() } catch {
+                                relocked = false
+                                session.log("the migration failed and the guest stays paused here: its disk locks could not be taken back (\(error))")
+                            }
+                        }
                         try? machine.resumeDevices()
-                        if !wasPaused { machine.resume() }
+                        if !wasPaused, relocked { machine.resume() }
                     }
                 }
                 try machine.quiesceDevices()
@@ -227,6 +237,10 @@ final class OutgoingMigration: @unchecked Sendable {
                 let stateBytes = Array(try encoder.encode(payload))
                 mark("state encoded (\(stateBytes.count >> 10) KiB)")
                 try channel.send(.state, bytes: stateBytes)
+                // The disks are flushed and no longer written here: their image locks go now, so
+                // that a destination on this host (shared storage) can take them as it builds.
+                machine.resources.releaseDiskLocks()
+                locksReleased = true
                 try channel.send(.complete)
                 mark("sent")
                 channel.setTimeout(seconds: 60)

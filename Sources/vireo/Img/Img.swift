@@ -97,9 +97,12 @@ enum ImgSupport {
     }
 
     /// Opens an image with its backing chain.
-    static func open(_ path: String, format: String?, readOnly: Bool) throws -> any ExtentMapping {
-        try DiskImage.open(path: path, format: try self.format(format), readOnly: readOnly)
+    static func open(_ path: String, format: String?, readOnly: Bool, forceShare: Bool = false) throws -> any ExtentMapping {
+        try DiskImage.open(path: path, format: try self.format(format), readOnly: readOnly, sharing: sharing(forceShare))
     }
+
+    /// `-U`/`--force-share`: read an image another process (a running VM) holds.
+    static func sharing(_ forceShare: Bool) -> ImageSharing { forceShare ? .forceShare : .standard }
 }
 
 struct StandardError: TextOutputStream {

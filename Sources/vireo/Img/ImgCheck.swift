@@ -11,6 +11,7 @@ struct ImgCheck: ParsableCommand {
     @Option(name: .customShort("r"), help: "Repair: leaks or all.") var repair: String?
     @Option(name: .long, help: "Output format: human or json.") var output = "human"
     @Flag(name: .customShort("q"), help: "Quiet.") var quiet = false
+    @Flag(name: [.customShort("U"), .long], help: "Open read-only even while another process (a running VM) holds the image; its metadata may be in flux.") var forceShare = false
     @Argument(help: "Image file.") var filename: String
 
     func run() throws {
@@ -27,7 +28,7 @@ struct ImgCheck: ParsableCommand {
             case "all": mode = .all
             case let other?: throw StorageError.invalidArgument("invalid repair mode '\(other)' (leaks or all)")
             }
-            let result = try QCOW2Image.check(path: filename, repair: mode)
+            let result = try QCOW2Image.check(path: filename, repair: mode, sharing: ImgSupport.sharing(forceShare))
             code = result.exitCode
             if output == "json" {
                 let object: [String: Any] = [

@@ -11,14 +11,19 @@ struct ImgCommit: ParsableCommand {
 
     func run() throws {
         try ImgSupport.run {
-            let top = try QCOW2Image(path: filename, readOnly: true)
-            let header = top.header
-            guard let name = header.backingFile else {
-                throw StorageError.invalidArgument("Image does not have a backing file")
-            }
-            let backingPath = DiskImage.resolveBackingPath(name, relativeTo: filename)
-            let backing = try DiskImage.open(path: backingPath, format: try ImgSupport.format(header.backingFormat), readOnly: false)
-            try ImageOperations.commit(top: top, into: backing)
+            // The top layer alone (its allocated data is all a commit reads), so that the backing
+            // file is opened once, writable; both are closed before the top is emptied, since
+            // each open holds its image locks (a second open in this process would conflict).
+            try {
+                let top = try QCOW2Image(path: filename, readOnly: true, openBacking: false)
+                let header = top.header
+                guard let name = header.backingFile else {
+                    throw StorageError.invalidArgument("Image does not have a backing file")
+                }
+                let backingPath = DiskImage.resolveBackingPath(name, relativeTo: filename)
+                let backing = try DiskImage.open(path: backingPath, format: try ImgSupport.format(header.backingFormat), readOnly: false)
+                try ImageOperations.commit(top: top, into: backing)
+            }()
             if !keep { try QCOW2Image.makeEmpty(path: filename) }
             if !quiet { print("Image committed.") }
         }

@@ -11,12 +11,13 @@ struct ImgConvert: ParsableCommand {
     @Flag(name: .customShort("c"), help: "Compress clusters (qcow2 output).") var compress = false
     @Flag(name: .customShort("p"), help: "Show a progress bar.") var progress = false
     @Flag(name: .customShort("q"), help: "Quiet.") var quiet = false
+    @Flag(name: [.customShort("U"), .long], help: "Open read-only even while another process (a running VM) holds the image; its metadata may be in flux.") var forceShare = false
     @Argument(help: "Source image.") var source: String
     @Argument(help: "Output image.") var output: String
 
     func run() throws {
         try ImgSupport.run {
-            let input = try ImgSupport.open(source, format: sourceFormat, readOnly: true)
+            let input = try ImgSupport.open(source, format: sourceFormat, readOnly: true, forceShare: forceShare)
             let format = try ImgSupport.format(outputFormat) ?? .raw
             if compress && format != .qcow2 { throw StorageError.invalidArgument("compression requires qcow2 output") }
             let destination: any BlockDevice

@@ -8,14 +8,14 @@ struct ImgInfo: ParsableCommand {
     @Option(name: .customShort("f"), help: "Image format.") var format: String?
     @Option(name: .long, help: "Output format: human or json.") var output = "human"
     @Flag(name: .long, help: "Show every image of the backing chain.") var backingChain = false
-    @Flag(name: [.customShort("U"), .long], help: "Accepted for qemu-img compatibility (no locking).") var forceShare = false
+    @Flag(name: [.customShort("U"), .long], help: "Open read-only even while another process (a running VM) holds the image; its metadata may be in flux.") var forceShare = false
     @Argument(help: "Image file.") var filename: String
 
     func run() throws {
         try ImgSupport.run {
             let chain = backingChain
-                ? try ImageInfo.collectChain(path: filename, format: try ImgSupport.format(format))
-                : [try ImageInfo.collect(path: filename, format: try ImgSupport.format(format))]
+                ? try ImageInfo.collectChain(path: filename, format: try ImgSupport.format(format), sharing: ImgSupport.sharing(forceShare))
+                : [try ImageInfo.collect(path: filename, format: try ImgSupport.format(format), sharing: ImgSupport.sharing(forceShare))]
             switch output {
             case "json":
                 print(try ImageInfo.json(backingChain ? chain.map(\.jsonObject) as Any : chain[0].jsonObject))

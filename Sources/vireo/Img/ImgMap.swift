@@ -7,11 +7,12 @@ struct ImgMap: ParsableCommand {
 
     @Option(name: .customShort("f"), help: "Image format.") var format: String?
     @Option(name: .long, help: "Output format: human or json.") var output = "human"
+    @Flag(name: [.customShort("U"), .long], help: "Open read-only even while another process (a running VM) holds the image; its metadata may be in flux.") var forceShare = false
     @Argument(help: "Image file.") var filename: String
 
     func run() throws {
         try ImgSupport.run {
-            let image = try ImgSupport.open(filename, format: format, readOnly: true)
+            let image = try ImgSupport.open(filename, format: format, readOnly: true, forceShare: forceShare)
             let extents = try ImageOperations.map(image)
             if output == "json" {
                 let lines = extents.map { e -> String in

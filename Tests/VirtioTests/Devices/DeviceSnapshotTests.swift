@@ -36,7 +36,8 @@ import Testing
         #expect(state.faultedQueues.isEmpty && state.pendingInput.isEmpty)
 
         let guest = try DeviceHarness(copying: fixture.harness)
-        let restored = try VirtioBlock(backend: RawImage(path: fixture.path, readOnly: false))
+        // The old device still holds its image here (in a real restore its process is gone).
+        let restored = try VirtioBlock(backend: RawImage(path: fixture.path, readOnly: false, sharing: .unlocked))
         try guest.restore(restored, from: state)
         #expect(restored.captureState() == state)
         try guest.drivers[0].setUsedEvent(2)   // the driver asks to hear once used idx passes 2
