@@ -5,6 +5,7 @@ import Foundation
 public enum ControlRoute: String, CaseIterable, Sendable {
     case info = "/vm"
     case stats = "/vm/stats"
+    case vcpus = "/vm/vcpus"
     case pause = "/vm/pause"
     case resume = "/vm/resume"
     case stop = "/vm/stop"
@@ -23,7 +24,7 @@ public enum ControlRoute: String, CaseIterable, Sendable {
     /// The one method each resource takes.
     public var method: String {
         switch self {
-        case .info, .stats, .console, .snapshotProgress, .migration: "GET"
+        case .info, .stats, .vcpus, .console, .snapshotProgress, .migration: "GET"
         case .pause, .resume, .stop, .shutdown, .snapshot, .migrate, .migrateCancel, .migratePostcopy: "PUT"
         case .consoleInput: "POST"
         }
@@ -113,6 +114,43 @@ public struct VMStats: Codable, Equatable, Sendable {
                 rssBytes: UInt64, devices: DeviceStatistics) {
         self.exits = exits; self.exitReasons = exitReasons; self.cpuUserSeconds = cpuUserSeconds
         self.cpuSystemSeconds = cpuSystemSeconds; self.rssBytes = rssBytes; self.devices = devices
+    }
+}
+
+/// One vCPU in `GET /vm/vcpus`: what a stuck guest's vCPUs were doing (QEMU's `info registers`
+/// and `info lapic`, in short). The thread fields are read without stopping anything; the
+/// architectural ones from a moment's pause (absent, with `error`, when the vCPU would not park).
+public struct VCPUReport: Codable, Equatable, Sendable {
+    public var id: Int
+    /// "running" (in or around KVM_RUN), "parked" (paused) or "finished".
+    public var thread: String
+    public var exits: UInt64
+    public var error: String?
+    /// "real", "protected" or "long"; `cpl` the privilege level (CS.DPL... as SS.DPL says).
+    public var mode: String?
+    public var cpl: Int?
+    public var rip: String?
+    public var rflags: String?
+    public var interruptsEnabled: Bool?
+    /// KVM's MP state: "runnable", "halted", "uninitialized", "init_received", "sipi_received", ...
+    public var mpState: String?
+    /// From KVM's vCPU events: an interrupt or exception on its way in, NMI state, STI/MOV SS shadow.
+    public var pendingEvents: [String]?
+    /// The LAPIC: timer mode and programming, the highest vectors requested (IRR) and in service (ISR).
+    public var lapicTimer: String?
+    public var lapicIRR: [Int]?
+    public var lapicISR: [Int]?
+    public var tsc: String?
+    public var tscDeadline: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, thread, exits, error, mode, cpl, rip, rflags, tsc
+        case interruptsEnabled = "interrupts_enabled", mpState = "mp_state", pendingEvents = "pending_events"
+        case lapicTimer = "lapic_timer", lapicIRR = "lapic_irr", lapicISR = "lapic_isr", tscDeadline = "tsc_deadline"
+    }
+
+    public init(id: Int, thread: String, exits: UInt64) {
+        self.id = id; self.thread = thread; self.exits = exits
     }
 }
 

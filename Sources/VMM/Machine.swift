@@ -89,7 +89,7 @@ public final class Machine: @unchecked Sendable {
     private let latch = ExitLatch()
     /// Bumped whenever COM1's or hvc0's receive FIFO gets room again (flow control for host input).
     private let serialInputSpace = Guarded<UInt64>(0)
-    private var runners: [VCPURunner] = []
+    private(set) var runners: [VCPURunner] = []
     /// Read by control-API threads, so atomic.
     private let startedFlag = Atomic<Bool>(false)
     private var started: Bool { startedFlag.load(ordering: .acquiring) }

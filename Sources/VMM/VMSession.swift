@@ -147,6 +147,7 @@ public final class VMSession: @unchecked Sendable {
         console = ConsoleLog(forwardingTo: TeeOutput(sinks: sinks))
         do {
             resources = try MachineResources(devices: spec.devices)
+            for note in resources.notes { log(note) }
             if !marks.isEmpty { marks.append(("disks and TAPs opened", DispatchTime.now().uptimeNanoseconds)) }
         } catch {
             restoring?.close()
@@ -384,6 +385,14 @@ public final class VMSession: @unchecked Sendable {
         try operations.withLock { _ in
             guard let machine else { throw SessionError.noMachine }
             try machine.pause()
+        }
+    }
+
+    /// Each vCPU's thread and architectural state (a moment's pause while it is read).
+    public func vcpuReports() throws -> [VCPUReport] {
+        try operations.withLock { _ in
+            guard let machine else { throw SessionError.noMachine }
+            return machine.vcpuReports()
         }
     }
 

@@ -7,6 +7,7 @@ import VMM
 /// ```
 /// GET  /vm                 state, vCPUs, memory, boot path          200 VMInfo
 /// GET  /vm/stats           exits (with the top reasons), CPU, RSS   200 VMStats
+/// GET  /vm/vcpus           each vCPU: thread, mode, RIP, MP state, pending events, LAPIC timer   200 [VCPUReport]
 /// PUT  /vm/pause           park every vCPU (consistent point)       204
 /// PUT  /vm/resume                                                   204
 /// PUT  /vm/stop            hard stop (like pulling the plug)        204
@@ -84,6 +85,8 @@ public struct ControlAPI: Sendable {
             // after them is never below what they add up to.
             let reasons = machine.exitReasons
             return .json(200, Self.stats(exits: machine.exitCount, exitReasons: reasons, devices: machine.deviceStatistics))
+        case .vcpus:
+            do { return .json(200, try session.vcpuReports()) } catch { return .error(409, "\(error)") }
         case .pause:
             guard machine.runState == .running || machine.runState == .paused else {
                 return .error(409, "cannot pause a VM that is \(machine.runState.rawValue)")

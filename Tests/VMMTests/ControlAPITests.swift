@@ -66,6 +66,41 @@ extension KVMGuestSuites {
         #expect(guest.api.handle(method: "PUT", uri: "/vm/pause").status == 409)
     }
 
+    /// GET /vm/vcpus reads each vCPU on its own thread during a moment's pause and leaves the VM
+    /// as it found it: a running one runs on, a paused one stays paused.
+    @Test func vcpuReportsDescribeEachVCPUAndLeaveTheVMAsItWas() throws {
+        let guest = try ControlledGuest(cmdline: "ticks=100000 spin=20000000")
+        defer { guest.stop() }
+        #expect(guest.waitFor("tick 2"))
+        func reports() throws -> [[String: Any]] {
+            let response = guest.api.handle(method: "GET", uri: "/vm/vcpus")
+            #expect(response.status == 200)
+            return try JSONSerialization.jsonObject(with: Data(response.body)) as? [[String: Any]] ?? []
+        }
+        let running = try reports()
+        try #require(running.count == 1, "\(running)")
+        let vcpu = running[0]
+        #expect(vcpu["id"] as? Int == 0)
+        #expect(vcpu["thread"] as? String == "running")
+        #expect(vcpu["error"] == nil)
+        // The user-mode test guest (user.c, entry64.S) runs in long mode, its ticks at CPL3.
+        #expect(vcpu["mode"] as? String == "long")
+        #expect((vcpu["rip"] as? String)?.hasPrefix("0x") == true)
+        #expect(vcpu["mp_state"] as? String == "runnable")
+        #expect((vcpu["lapic_timer"] as? String)?.contains("vector") == true)
+        #expect((vcpu["exits"] as? Int ?? 0) > 0)
+        #expect(try guest.json("/vm")["state"] as? String == "running")
+        let ticks = guest.console.recent().count
+        #expect(guest.waitFor("tick 6"), "the guest runs on after the report")
+        #expect(guest.console.recent().count > ticks)
+
+        #expect(guest.api.handle(method: "PUT", uri: "/vm/pause").status == 204)
+        let paused = try reports()
+        #expect(paused.first?["thread"] as? String == "parked")
+        #expect(paused.first?["rip"] != nil)
+        #expect(try guest.json("/vm")["state"] as? String == "paused")
+    }
+
     /// Keystrokes through the API reach the guest with flow control (the UART holds 1-16 bytes).
     @Test func consoleInputIsTypedIntoTheGuest() throws {
         let guest = try ControlledGuest("mb-echo.elf", cmdline: "")

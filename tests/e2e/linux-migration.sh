@@ -210,6 +210,7 @@ stall_report() {
     note "stall report, stage $stage ($(alive "$stage" && echo 'process running' || echo 'process gone')):"
     note "  GET /vm: $(curl -s --max-time 10 --unix-socket "$api" http://vm/vm)"
     note "  GET /vm/stats: $(curl -s --max-time 10 --unix-socket "$api" http://vm/vm/stats)"
+    note "  GET /vm/vcpus: $(curl -s --max-time 20 --unix-socket "$api" http://vm/vm/vcpus)"
     if [ -n "$guest_net" ]; then
         note "  ping $guest_ip: $("${runner[@]}" ping -c 3 -W 2 "$guest_ip" 2>&1 | grep -E 'transmitted|unreachable' | head -1)"
         note "  host TCP socket: $("${runner[@]}" ss -tni "( sport = :$tcp_port )" 2>&1 | tail -n +2 | tr -s ' \n' ' ')"

@@ -80,10 +80,24 @@ wait_for() {
     return 1
 }
 api_call() { curl -s --max-time 120 --unix-socket "$api" "$@"; }
+# What a stage whose guest stopped counting looks like from outside: the VMM's view of the VM and
+# its vCPUs (thread, mode, RIP, MP state, pending events, LAPIC timer), and counters 5 s apart.
+stall_report() {
+    note "stall report, stage $stage ($(kill -0 "$vm_pid" 2>/dev/null && echo 'process running' || echo 'process gone')):"
+    note "  GET /vm: $(curl -s --max-time 10 --unix-socket "$api" http://vm/vm)"
+    note "  GET /vm/stats: $(curl -s --max-time 10 --unix-socket "$api" http://vm/vm/stats)"
+    note "  GET /vm/vcpus: $(curl -s --max-time 20 --unix-socket "$api" http://vm/vm/vcpus)"
+    sleep 5
+    note "  GET /vm/stats again: $(curl -s --max-time 10 --unix-socket "$api" http://vm/vm/stats)"
+    note "  GET /vm/vcpus again: $(curl -s --max-time 20 --unix-socket "$api" http://vm/vm/vcpus)"
+    note "  console tail:"; clean | tail -12 | sed 's/^/    | /'
+}
 # Saves the VM once its count has reached $1, and waits for the process to end.
 save_at() {
     if ! wait_for "^VIREO-INIT: seq $1\$" "$timeout_s"; then
-        fail "stage $stage: the guest did not count to $1"; clean | tail -20 | sed 's/^/    | /'; finish
+        fail "stage $stage: the guest did not count to $1"
+        if kill -0 "$vm_pid" 2>/dev/null; then stall_report; else clean | tail -20 | sed 's/^/    | /'; fi
+        finish
     fi
     local answer
     answer=$(api_call -X PUT -d "{\"path\":\"$snapshot\",\"then\":\"stop\"}" http://vm/vm/snapshot)
@@ -115,6 +129,19 @@ second=$(( $(last_seq) + 10 ))
 save_at "$second"
 
 start_vm 3 --restore "$snapshot" --restore-memory copy
+# It counts to the end and powers off; a guest that prints no new number for 60 s has stalled.
+seen_seq=$(last_seq) seen_at=$(date +%s)
+while kill -0 "$vm_pid" 2>/dev/null; do
+    now_seq=$(last_seq)
+    if [ "$now_seq" != "$seen_seq" ]; then seen_seq=$now_seq seen_at=$(date +%s)
+    elif [ $(( $(date +%s) - seen_at )) -ge 60 ]; then
+        fail "stage 3: the guest stopped counting at seq ${seen_seq:-none} (60 s without a new line)"
+        stall_report
+        kill "$vm_pid" 2>/dev/null
+        break
+    fi
+    sleep 1
+done
 wait "$vm_pid"; status=$?
 vm_pid=
 if [ "$status" -eq 0 ] && grep -q '^VIREO-INIT: seq: done' <<<"$(clean)"; then pass "stage 3: the guest finished counting and powered off (status 0)"
