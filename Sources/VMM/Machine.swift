@@ -262,7 +262,7 @@ public final class Machine: @unchecked Sendable {
         }
         let latch = self.latch
         let context = ExitContext(pioBus: pioBus, mmioBus: mmioBus, profile: profile, memory: memory,
-                                  requestExit: { latch.request($0) }, isExiting: { latch.hasOutcome })
+                                  requestExit: { latch.request($0) }, isExiting: { latch.hasOutcome }, log: log)
         for index in 0..<config.cpus {
             let vcpu = try vm.createVCPU(id: index)
             let shaped = CPUIDShaping.shape(supported, vcpuIndex: index, vcpuCount: config.cpus)

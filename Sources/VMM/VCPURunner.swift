@@ -41,6 +41,8 @@ struct ExitContext: Sendable {
     let requestExit: @Sendable (MachineExit) -> Void
     /// True once the machine has an outcome: vCPUs stop at their next exit instead of re-entering.
     let isExiting: @Sendable () -> Bool
+    /// One-line notes for the operator (what a triple fault looked like).
+    var log: @Sendable (String) -> Void = { _ in }
 }
 
 /// One vCPU on its own OS thread, with a Running/Paused/Stopped state machine driven through
@@ -181,7 +183,8 @@ final class VCPURunner: @unchecked Sendable {
         case .interrupted, .halted, .debug:
             break
         case .shutdown:
-            // A triple fault resets a PC.
+            // A triple fault resets a PC. The guest says nothing first, so say where it was.
+            context.log("vCPU \(vcpu.id): triple fault (KVM_EXIT_SHUTDOWN): \(faultDescription()); the machine resets")
             context.requestExit(.reset)
         case let .systemEvent(event):
             switch event {
@@ -248,6 +251,17 @@ final class VCPURunner: @unchecked Sendable {
             context.requestExit(.failed("vCPU \(vcpu.id): could not apply emulation fixup: \(error)"))
             return false
         }
+    }
+
+    /// The registers that say why a guest triple-faulted: where it ran, its paging and tables.
+    private func faultDescription() -> String {
+        guard let registers = try? vcpu.getRegisters(), let special = try? vcpu.getSpecialRegisters() else { return "registers unreadable" }
+        func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+        let parts = ["RIP \(hex(registers.rip))", "RSP \(hex(registers.rsp))", "CPL \(special.cs.dpl)",
+                     "CR0 \(hex(special.cr0))", "CR2 \(hex(special.cr2))", "CR3 \(hex(special.cr3))", "CR4 \(hex(special.cr4))",
+                     "EFER \(hex(special.efer))", "IDT \(hex(special.idt.base))/\(hex(UInt64(special.idt.limit)))",
+                     "GDT \(hex(special.gdt.base))/\(hex(UInt64(special.gdt.limit)))"]
+        return parts.joined(separator: ", ")
     }
 
     private func ripDescription() -> String {

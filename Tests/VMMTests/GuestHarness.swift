@@ -73,7 +73,8 @@ struct BootedGuest {
     let serial: CapturedSerial
 
     init(_ guest: String, cmdline: String = "", cpus: Int = 1, memory: UInt64 = 64 << 20, initrd: [UInt8]? = nil,
-         devices: DeviceOptions = DeviceOptions(), configure: (Machine) throws -> Void = { _ in }) throws {
+         devices: DeviceOptions = DeviceOptions(), configure: (Machine) throws -> Void = { _ in },
+         log: @escaping @Sendable (String) -> Void = { _ in }) throws {
         let system = try KVMSystem()
         let config = try VMConfig(kernel: try TestGuests.bytes(guest), kernelPath: guest, initrd: initrd,
                                   initrdPath: initrd == nil ? nil : "initrd", cmdline: cmdline, cpus: cpus, memorySize: memory,
@@ -82,7 +83,7 @@ struct BootedGuest {
         // Test guests need none of the Linux flags; the profile's exit fixups are what matter.
         let profile = HostProfile.detect(kernelModeProbe: nil)
         machine = try Machine(config: config, system: system, profile: profile, serialOutput: serial,
-                              rngSeed: Array(repeating: 0xA5, count: 32))
+                              rngSeed: Array(repeating: 0xA5, count: 32), log: log)
         try configure(machine)
         try machine.start()
     }

@@ -72,6 +72,26 @@ extension KVMGuestSuites { @Suite struct TestGuestBootTests {
         #expect(guest.serial.text.contains("reset: boot #1"))
     }
 
+    /// A triple fault resets the machine like any reset, but the guest says nothing first: the
+    /// VMM says where it was (what an operator needs when a guest reboots out of the blue).
+    @Test func aTripleFaultResetsAndIsReportedWithTheRegisters() throws {
+        let notes = Guarded<[String]>([])
+        let guest = try BootedGuest("mb-reset.elf", cmdline: "triple", log: { line in notes.update { $0.append(line) } })
+        #expect(guest.finish() == .reset)
+        #expect(guest.serial.text.contains("reset: resetting by a triple fault"))
+        let report = notes.read { $0.first { $0.contains("triple fault") } }
+        #expect(report?.hasPrefix("vCPU 0: triple fault (KVM_EXIT_SHUTDOWN): RIP 0x") == true, "notes: \(notes.read { $0 })")
+        // The empty IDT the guest loaded is in the report.
+        #expect(report?.contains("IDT 0x0/0x0") == true, "report: \(report ?? "none")")
+    }
+
+    @Test func resetThroughTheI8042IsNotReportedAsATripleFault() throws {
+        let notes = Guarded<[String]>([])
+        let guest = try BootedGuest("mb-reset.elf", log: { line in notes.update { $0.append(line) } })
+        #expect(guest.finish() == .reset)
+        #expect(!notes.read { $0.contains { $0.contains("triple fault") } })
+    }
+
     @Test func portAndMMIOAccessesFromUserModeReachBusDevices() throws {
         let port = RecordingDevice(readValue: 0xC0DE_0000)
         let mmio = RecordingDevice(readValue: 0x5EED_0000)
