@@ -65,6 +65,13 @@ public struct LaunchSpec: Codable, Equatable, Sendable {
     public var apiSocket: String?
     /// A file that also receives the guest's serial output.
     public var serialLog: String?
+    /// Rotate `serialLog` when it reaches this many bytes: it becomes `<serialLog>.1` (replacing
+    /// an older one) and a new file starts, so a chatty or hostile guest cannot fill the disk.
+    /// nil: no limit.
+    public var serialLogLimit: UInt64?
+    /// Whether `vireo run` also copies the guest's output to its own stdout (nil: yes). The
+    /// daemon turns it off: its VMs' stdout is a log file, and the serial log has the output.
+    public var consoleToStdout: Bool?
     /// Where the VMM writes how it ended (`RunStatus`), just before it exits.
     public var statusFile: String?
     /// Reuse decompressed bzImage payloads from earlier boots.

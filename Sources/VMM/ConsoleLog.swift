@@ -1,4 +1,5 @@
 import Devices
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -71,6 +72,45 @@ public struct FileDescriptorOutput: SerialOutput {
     public func emit(_ byte: UInt8) {
         var value = byte
         while write(fd, &value, 1) < 0 && errno == EINTR {}
+    }
+}
+
+/// A log file that is rotated when it reaches `limit` bytes: renamed to `<path>.1` (replacing an
+/// older one) and started afresh, like virtlogd's logs: at most about twice the limit on disk.
+public final class RotatingFileOutput: SerialOutput, @unchecked Sendable {
+    private struct State { var fd: Int32; var written: UInt64 }
+    private let path: String
+    private let limit: UInt64
+    private let state: Mutex<State>
+
+    /// `fd` is `path` opened for appending; what it holds already counts towards the limit.
+    public init(path: String, fd: Int32, limit: UInt64) {
+        var info = stat()
+        let existing = fstat(fd, &info) == 0 ? UInt64(max(0, info.st_size)) : 0
+        self.path = path
+        self.limit = max(limit, 1)
+        self.state = Mutex(State(fd: fd, written: existing))
+    }
+
+    public func emit(_ byte: UInt8) {
+        state.withLock { state in
+            if state.written >= limit {
+                rotate(&state)
+                state.written = 0   // (a failed rotation is tried again a limit later, not per byte)
+            }
+            var value = byte
+            while write(state.fd, &value, 1) < 0 && errno == EINTR {}
+            state.written += 1
+        }
+    }
+
+    /// Moves the full file aside and opens a new one; on any failure it writes on where it was.
+    private func rotate(_ state: inout State) {
+        guard rename(path, path + ".1") == 0 else { return }
+        let fresh = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        guard fresh >= 0 else { return }
+        close(state.fd)
+        state.fd = fresh
     }
 }
 

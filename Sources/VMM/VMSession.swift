@@ -137,7 +137,10 @@ public final class VMSession: @unchecked Sendable {
         // The serial and firmware logs: appended to, open for the process's life.
         var sinks: [any SerialOutput] = terminal.map { [$0] } ?? []
         do {
-            if let path = spec.serialLog { sinks.append(FileDescriptorOutput(fd: try Self.openAppending(path, kind: "serial log"))) }
+            if let path = spec.serialLog {
+                let fd = try Self.openAppending(path, kind: "serial log")
+                sinks.append(spec.serialLogLimit.map { RotatingFileOutput(path: path, fd: fd, limit: $0) } ?? FileDescriptorOutput(fd: fd))
+            }
             firmwareLogDescriptor = try spec.firmwareLog.map { try Self.openAppending($0, kind: "firmware log") }
         } catch {
             restoring?.close()
@@ -167,6 +170,8 @@ public final class VMSession: @unchecked Sendable {
         var spec = recorded
         spec.apiSocket = launch.apiSocket
         spec.serialLog = launch.serialLog
+        spec.serialLogLimit = launch.serialLogLimit
+        spec.consoleToStdout = launch.consoleToStdout
         spec.firmwareLog = launch.firmwareLog
         spec.statusFile = launch.statusFile
         spec.restore = launch.restore

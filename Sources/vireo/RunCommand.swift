@@ -73,6 +73,9 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("serial-log"), help: "Also append the guest's serial output to this file.")
     var serialLog: String?
 
+    @Option(name: .customLong("serial-log-max"), help: "Rotate the serial log at this size (e.g. 8M): it becomes FILE.1 and a new FILE starts.")
+    var serialLogMax: String?
+
     @Option(name: .customLong("api-socket"), help: ArgumentHelp("Serve the VM's control API (pause, resume, stop, snapshot, state, stats, console) on this Unix socket.", discussion: "HTTP/1.1, e.g. curl --unix-socket PATH http://vm/vm; see README."))
     var apiSocket: String?
 
@@ -146,17 +149,24 @@ struct Run: ParsableCommand {
         let devices = DeviceOptions(disks: try disks.map { try DiskOptions.parse($0) },
                                     networks: try networks.map { try NetworkOptions.parse($0) },
                                     virtioConsole: consoleKind == .virtio, entropy: entropy)
-        return LaunchSpec(kernel: kernel, initrd: initrd, cmdline: cmdline, cpus: cpus, memoryBytes: try VMConfig.parseSize(memory),
-                          onReboot: onReboot, bootProtocol: bootProtocol, hostProfile: hostProfile, devices: devices,
-                          apiSocket: apiSocket, serialLog: serialLog, statusFile: statusFile, kernelCache: !noKernelCache,
-                          restore: restore.map { RestoreSource(path: $0, memory: restoreMemory) }, incoming: incoming,
-                          firmware: firmware, firmwareLog: firmwareLog)
+        var spec = LaunchSpec(kernel: kernel, initrd: initrd, cmdline: cmdline, cpus: cpus, memoryBytes: try VMConfig.parseSize(memory),
+                              onReboot: onReboot, bootProtocol: bootProtocol, hostProfile: hostProfile, devices: devices,
+                              apiSocket: apiSocket, serialLog: serialLog, statusFile: statusFile, kernelCache: !noKernelCache,
+                              restore: restore.map { RestoreSource(path: $0, memory: restoreMemory) }, incoming: incoming,
+                              firmware: firmware, firmwareLog: firmwareLog)
+        if let serialLogMax {
+            guard serialLog != nil else { throw ValidationError("--serial-log-max goes with --serial-log") }
+            let limit = try VMConfig.parseSize(serialLogMax)
+            guard limit >= 4096 else { throw ValidationError("--serial-log-max must be at least 4K, not '\(serialLogMax)'") }
+            spec.serialLogLimit = limit
+        }
+        return spec
     }
 
     private func run(_ spec: LaunchSpec) throws -> Int32 {
         let system = try KVMSystem()
         let kernelCache = KernelPayloadCacheDirectory.configured(environment: Self.cacheEnvironment(), disabled: !spec.kernelCache)
-        let session = try VMSession(spec: spec, system: system, terminal: FileDescriptorOutput(fd: 1),
+        let session = try VMSession(spec: spec, system: system, terminal: spec.consoleToStdout == false ? nil : FileDescriptorOutput(fd: 1),
                                     payloadCache: kernelCache.cache,
                                     onListening: { printNote("waiting for a migration on \($0)") },
                                     log: { printNote($0) })

@@ -80,6 +80,36 @@ enum VireoBinary {
         #expect(bad.stderr.contains("cannot write serial log '/nonexistent/dir/log'"))
     }
 
+    /// --serial-log-max: the log rotates to FILE.1 at the limit; nothing of the output is lost
+    /// across the two files, and neither grows past the limit.
+    @Test func serialLogRotatesAtItsLimit() throws {
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-rotate-\(getpid()).log").path
+        try? FileManager.default.removeItem(atPath: log)
+        try? FileManager.default.removeItem(atPath: log + ".1")
+        defer { try? FileManager.default.removeItem(atPath: log); try? FileManager.default.removeItem(atPath: log + ".1") }
+        // mb-hello echoes its command line: ~3 KiB per run. What the file holds already counts,
+        // so the second run into the same log rotates it.
+        let filler = String(repeating: "x", count: 3000)
+        var outputs = ""
+        for _ in 0..<2 {
+            let result = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-hello.elf"), "--memory", "32M",
+                                              "--cmdline", filler, "--serial-log", log, "--serial-log-max", "4K"])
+            #expect(result.status == 1)
+            outputs += result.stdout
+        }
+        let current = (try? Data(contentsOf: URL(fileURLWithPath: log))) ?? Data()
+        let previous = (try? Data(contentsOf: URL(fileURLWithPath: log + ".1"))) ?? Data()
+        #expect(outputs.utf8.count > 6000)
+        #expect(previous.count == 4096 && current.count <= 4096)
+        // Nothing lost, nothing twice: the two files are both runs' output, in order.
+        #expect(previous + current == Data(outputs.utf8))
+
+        let alone = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-hello.elf"), "--serial-log-max", "8M"])
+        #expect(alone.status != 0 && alone.stderr.contains("--serial-log-max goes with --serial-log"))
+        let small = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-hello.elf"), "--serial-log", log, "--serial-log-max", "100"])
+        #expect(small.status != 0 && small.stderr.contains("--serial-log-max must be at least 4K"))
+    }
+
     @Test func guestResetExitsZeroByDefault() throws {
         let result = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-reset.elf"), "--memory", "32M"])
         #expect(result.status == 0)

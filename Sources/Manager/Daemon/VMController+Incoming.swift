@@ -70,6 +70,7 @@ extension VMController {
         try store.define(definition)
         environment.events.publish(.defined, name: name)
         let failed = "cannot receive domain '\(name)'"
+        VMLaunch.rotate(paths.processLog, above: VMLaunch.processLogLimit)   // (spawn would; before the offset is taken)
         let logStart = fileSize(paths.processLog)
         let arrival: IncomingArrival
         do {

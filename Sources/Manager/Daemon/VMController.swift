@@ -225,6 +225,7 @@ final class VMController: @unchecked Sendable {
             throw APIError(500, "cannot create \(paths.directory): \(error.localizedDescription)")
         }
         unlink(paths.statusFile)
+        VMLaunch.rotate(paths.processLog, above: VMLaunch.processLogLimit)
         let pid: Int32
         do {
             try VMLaunch.write(spec, to: paths.launchSpec)

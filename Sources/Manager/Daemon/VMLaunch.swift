@@ -52,7 +52,7 @@ enum VMLaunch {
         let networks = definition.interfaces.map { interface in
             NetworkOptions(attachment: .init(interface), mac: interface.mac.octets)
         }
-        return LaunchSpec(
+        var spec = LaunchSpec(
             kernel: boots ? definition.os.kernel : nil,
             initrd: boots ? definition.os.initrd : nil,
             cmdline: definition.os.cmdline, cpus: definition.vcpus, memoryBytes: definition.memory,
@@ -64,6 +64,24 @@ enum VMLaunch {
             restore: restore, incoming: incoming,
             // Also for a restore or an arrival: the firmware ROM is part of the machine.
             firmware: definition.os.firmware?.choice)
+        // The guest's output goes to the serial log alone, rotated (as virtlogd does for libvirt):
+        // a guest cannot fill the state directory's disk.
+        spec.serialLogLimit = serialLogLimit
+        spec.consoleToStdout = false
+        return spec
+    }
+
+    /// Where a VM's serial log is rotated (serial.log.1 keeps the previous part).
+    static let serialLogLimit: UInt64 = 8 << 20
+    /// A VM's process log (vireo-run.log: the VMM's own lines) is moved aside to
+    /// vireo-run.log.1 at a start that finds it larger than this.
+    static let processLogLimit: UInt64 = 1 << 20
+
+    /// Rotates `path` to `path.1` when it holds more than `limit` bytes.
+    static func rotate(_ path: String, above limit: UInt64) {
+        var info = stat()
+        guard stat(path, &info) == 0, UInt64(max(0, info.st_size)) > limit else { return }
+        _ = rename(path, path + ".1")
     }
 
     /// Refuses a definition that asks for what the VMM does not implement yet. Defining such a

@@ -75,6 +75,8 @@ import Testing
         #expect(spec.onReboot == .exit)
         #expect(spec.apiSocket == "/s/vms/web/control.sock")
         #expect(spec.serialLog == "/s/vms/web/serial.log")
+        // The guest's output goes to the serial log alone, which rotates: a guest cannot fill the disk.
+        #expect(spec.serialLogLimit == VMLaunch.serialLogLimit && spec.consoleToStdout == false)
         #expect(spec.statusFile == "/s/vms/web/status.json")
         #expect(spec.devices.disks == [DiskOptions(path: "/d.qcow2", readOnly: true, format: .qcow2, serial: "S1"),
                                        DiskOptions(path: "/e.img", readOnly: false, format: .raw, serial: nil)])

@@ -32,6 +32,9 @@ import Testing
         // The serial log under the state dir has it too.
         let serialLog = daemon.stateDirectory + "/vms/life/serial.log"
         #expect((try? String(contentsOfFile: serialLog, encoding: .utf8))?.contains("HELLO") == true)
+        // ...and only it: the process log holds the VMM's own lines, not a second copy.
+        let processLog = (try? String(contentsOfFile: daemon.stateDirectory + "/vms/life/vireo-run.log", encoding: .utf8)) ?? ""
+        #expect(!processLog.contains("HELLO") && !processLog.contains("echo: ready"), "\(processLog)")
 
         #expect(try daemon.client.request("POST", "/v1/vms/life/suspend").status == 200)
         #expect(try daemon.state("life") == VMStateBody(state: "paused", reason: "user"))
