@@ -110,6 +110,33 @@ enum VireoBinary {
         #expect(small.status != 0 && small.stderr.contains("--serial-log-max must be at least 4K"))
     }
 
+    /// A set-ID vireo would open what its caller names with its owner's rights: it refuses to run
+    /// at all. (Made setuid to nobody, as root can: the effective uid then differs from the real.)
+    static var setuidWorksInTemporaryDirectory: Bool {
+        var info = statvfs()
+        return statvfs(FileManager.default.temporaryDirectory.path, &info) == 0 && info.f_flag & UInt(ST_NOSUID) == 0
+    }
+
+    @Test(.enabled(if: getuid() == 0, "needs root to chown a copy of vireo"),
+          .enabled(if: setuidWorksInTemporaryDirectory, "the temporary directory is mounted nosuid"))
+    func refusesToRunSetuid() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vireo-setuid-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        chmod(directory, 0o755)
+        let copy = directory + "/vireo"
+        try FileManager.default.copyItem(atPath: VireoBinary.executable.path, toPath: copy)
+        #expect(chown(copy, 65534, 65534) == 0)
+        #expect(chmod(copy, 0o4755) == 0)
+        let result = try VireoBinary.runProcess(copy, ["host-check"])
+        #expect(result.status == 1)
+        #expect(result.stderr.hasPrefix("vireo: refusing to run setuid or setgid (real uid 0, effective uid 65534"), "\(result.stderr)")
+        #expect(result.stdout.isEmpty)
+        // The same copy without the bit runs.
+        #expect(chmod(copy, 0o755) == 0)
+        #expect(try VireoBinary.runProcess(copy, ["--help"]).status == 0)
+    }
+
     @Test func guestResetExitsZeroByDefault() throws {
         let result = try VireoBinary.run(["run", "--kernel", VireoBinary.guest("mb-reset.elf"), "--memory", "32M"])
         #expect(result.status == 0)

@@ -7,31 +7,73 @@ import NIOPosix
 import Glibc
 #endif
 
+/// What one API listener allows a client, so that clients (on TCP: before they prove anything)
+/// cannot hold the daemon's memory or descriptors: libvirtd's max_clients and keepalive, nginx's
+/// client_header_timeout and client_max_body_size.
+public struct APILimits: Sendable, Equatable {
+    /// Connections open at once; one more is answered 503 and closed.
+    public var maxConnections: Int
+    /// Seconds a connection has to deliver each whole request (head and body), counted from its
+    /// accept or from the previous answer; it is closed after that. Streams (console, events)
+    /// are not timed once they answer.
+    public var requestTimeoutSeconds: Double
+    /// Request bodies larger than this are refused (413) by their Content-Length, before any of
+    /// the body is read, or as soon as a chunked one goes past it. Definitions are at most 1 MiB.
+    public var maximumBody: Int
+
+    public init(maxConnections: Int = 256, requestTimeoutSeconds: Double = 30, maximumBody: Int = 2 << 20) {
+        self.maxConnections = maxConnections
+        self.requestTimeoutSeconds = requestTimeoutSeconds
+        self.maximumBody = maximumBody
+    }
+}
+
 /// Serves the daemon's REST API over HTTP/1.1 on a Unix socket (mode 0600: the file mode is the
 /// access control) or on TCP, where every request must carry `Authorization: Bearer <token>`.
 final class APIServer: @unchecked Sendable {
     private let daemon: Daemon
     private let requiredToken: [UInt8]?
+    private let limits: APILimits
+    private let connections = NIOLockedValueBox(0)
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private var channel: Channel?
     private var socketPath: String?
 
-    init(daemon: Daemon, requiredToken: String?) {
+    init(daemon: Daemon, requiredToken: String?, limits: APILimits = APILimits()) {
         self.daemon = daemon
         self.requiredToken = requiredToken.map { Array($0.utf8) }
+        self.limits = limits
     }
 
     var boundPort: Int? { socketPath == nil ? channel?.localAddress?.port : nil }
 
+    /// Connections open now (for tests).
+    var openConnections: Int { connections.withLockedValue { $0 } }
+
     private var bootstrap: ServerBootstrap {
-        let daemon = self.daemon, token = self.requiredToken
+        let daemon = self.daemon, token = self.requiredToken, limits = self.limits, connections = self.connections
         return ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 128)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
-                    channel.pipeline.addHandler(APIHandler(daemon: daemon, requiredToken: token))
+                let admitted = connections.withLockedValue { count -> Bool in
+                    guard count < limits.maxConnections else { return false }
+                    count += 1
+                    return true
+                }
+                guard admitted else {
+                    // No HTTP pipeline for it: one canned answer, then the connection goes.
+                    let body = String(decoding: jsonBytes(APIErrorBody(
+                        error: "too many connections (\(limits.maxConnections) open); try again later", field: nil)), as: UTF8.self)
+                    let answer = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                        + "content-length: \(body.utf8.count)\r\nconnection: close\r\nretry-after: 1\r\n\r\n" + body
+                    channel.writeAndFlush(channel.allocator.buffer(string: answer)).whenComplete { _ in channel.close(promise: nil) }
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                }
+                channel.closeFuture.whenComplete { _ in connections.withLockedValue { $0 -= 1 } }
+                return channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
+                    channel.pipeline.addHandler(APIHandler(daemon: daemon, requiredToken: token, limits: limits))
                 }
             }
     }
@@ -84,47 +126,86 @@ final class APIServer: @unchecked Sendable {
 }
 
 /// One connection: frames a request, checks the token, hands it to the daemon, writes the answer
-/// (whole, or chunked for streams until either side ends it).
+/// (whole, or chunked for streams until either side ends it). A request is judged at its head:
+/// a wrong token or a too large Content-Length is answered and the connection closed before any
+/// of the body is read; each request must arrive whole within the request timeout.
 final class APIHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    /// Definitions are at most 1 MiB; nothing else sends more than a console line.
-    static let maximumBody = 2 << 20
-
     private let daemon: Daemon
     private let requiredToken: [UInt8]?
+    private let limits: APILimits
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var bodyBytes = 0
+    /// Set once a request was refused: the rest of what the client sends is dropped, and the
+    /// connection closes after the answer.
+    private var refused = false
+    /// Closes the connection if the next request does not arrive whole in time.
+    private var deadline: Scheduled<Void>?
     private var closeHandlers: [@Sendable () -> Void] = []
 
-    init(daemon: Daemon, requiredToken: [UInt8]?) {
+    init(daemon: Daemon, requiredToken: [UInt8]?, limits: APILimits = APILimits()) {
         self.daemon = daemon
         self.requiredToken = requiredToken
+        self.limits = limits
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { armDeadline(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if deadline == nil { armDeadline(context: context) }
+        context.fireChannelActive()
+    }
+
+    /// Starts the clock for the next request: from the accept, or from the previous answer.
+    private func armDeadline(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(limits.requestTimeoutSeconds * 1e9))) {
+            channel.close(promise: nil)
+        }
+    }
+
+    private func refuse(_ error: APIError, context: ChannelHandlerContext, extraHeaders: [(String, String)] = []) {
+        refused = true
+        head = nil
+        body = []
+        write(.error(error), keepAlive: false, context: context, extraHeaders: extraHeaders)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if refused { return }
+        switch part {
         case .head(let requestHead):
+            guard authorized(requestHead) else {
+                refuse(APIError(401, "missing or wrong bearer token"), context: context, extraHeaders: [("www-authenticate", "Bearer")])
+                return
+            }
+            if let length = requestHead.headers.first(name: "content-length").flatMap({ Int($0) }), length > limits.maximumBody {
+                refuse(APIError(413, "request body larger than \(limits.maximumBody) bytes"), context: context)
+                return
+            }
             head = requestHead
             body = []
             bodyBytes = 0
         case .body(let buffer):
             bodyBytes += buffer.readableBytes
-            if bodyBytes <= Self.maximumBody { body += buffer.readableBytesView }
+            guard bodyBytes <= limits.maximumBody else {
+                refuse(APIError(413, "request body larger than \(limits.maximumBody) bytes"), context: context)
+                return
+            }
+            body += buffer.readableBytesView
         case .end:
             guard let request = head else { return }
             head = nil
-            guard authorized(request) else {
-                write(.error(APIError(401, "missing or wrong bearer token")), keepAlive: false, context: context,
-                      extraHeaders: [("www-authenticate", "Bearer")])
-                return
-            }
-            guard bodyBytes <= Self.maximumBody else {
-                write(.error(APIError(413, "request body larger than \(Self.maximumBody) bytes")), keepAlive: false, context: context)
-                return
-            }
+            // The daemon may take its time (a save, a migration): not the client's.
+            deadline?.cancel()
+            deadline = nil
             let keepAlive = request.isKeepAlive
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
@@ -141,6 +222,8 @@ final class APIHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
         let handlers = closeHandlers
         closeHandlers = []
         for handler in handlers { handler() }
@@ -177,6 +260,8 @@ final class APIHandler: ChannelInboundHandler, @unchecked Sendable {
             if !keepAlive {
                 let channel = context.channel
                 done.whenComplete { _ in channel.close(promise: nil) }
+            } else {
+                armDeadline(context: context)
             }
         case .stream(let start):
             headers.add(name: "transfer-encoding", value: "chunked")

@@ -17,17 +17,21 @@ public struct DaemonConfiguration: Sendable {
     /// ("HOST:PORT"; port 0: one the kernel picks). Arrivals over the Unix socket (same host) use a
     /// socket in the VM's directory instead.
     public var migrationListen: String
+    /// What each API listener allows its clients (connections, request timeout, body size).
+    public var apiLimits: APILimits
 
     public static let defaultMigrationListen = "0.0.0.0:0"
 
     public init(stateDirectory: String, socketPath: String, listen: (host: String, port: Int)? = nil,
-                token: String? = nil, executable: String, migrationListen: String = defaultMigrationListen) {
+                token: String? = nil, executable: String, migrationListen: String = defaultMigrationListen,
+                apiLimits: APILimits = APILimits()) {
         self.stateDirectory = stateDirectory
         self.socketPath = socketPath
         self.listen = listen
         self.token = token
         self.executable = executable
         self.migrationListen = migrationListen
+        self.apiLimits = apiLimits
     }
 }
 
@@ -64,12 +68,12 @@ public final class Daemon: @unchecked Sendable {
         }
         reattach()
         autostart()
-        let unix = APIServer(daemon: self, requiredToken: nil)
+        let unix = APIServer(daemon: self, requiredToken: nil, limits: configuration.apiLimits)
         try unix.listen(unixSocket: configuration.socketPath)
         servers.append(unix)
         if let listen = configuration.listen {
             guard let token = configuration.token, !token.isEmpty else { throw APIError(400, "--listen needs --token-file") }
-            let tcp = APIServer(daemon: self, requiredToken: token)
+            let tcp = APIServer(daemon: self, requiredToken: token, limits: configuration.apiLimits)
             try tcp.listen(host: listen.host, port: listen.port)
             servers.append(tcp)
         }
@@ -95,6 +99,9 @@ public final class Daemon: @unchecked Sendable {
         }
         lockDescriptor = fd
     }
+
+    /// Connections open on each listener now (Unix socket first), for tests.
+    var openConnections: [Int] { servers.map(\.openConnections) }
 
     /// The TCP port actually bound (for port 0 in tests).
     public var tcpPort: Int? { servers.compactMap(\.boundPort).first }

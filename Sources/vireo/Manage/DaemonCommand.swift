@@ -33,6 +33,17 @@ struct DaemonCommand: ParsableCommand {
                                valueName: "host:port"))
     var migrationListen: String = DaemonConfiguration.defaultMigrationListen
 
+    @Option(name: .customLong("max-connections"), help: "API connections open at once, per listener; more are answered 503.")
+    var maxConnections: Int = APILimits().maxConnections
+
+    @Option(name: .customLong("request-timeout"), help: "Seconds a client has to send each whole request; slower connections are closed.")
+    var requestTimeout: Double = APILimits().requestTimeoutSeconds
+
+    func validate() throws {
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard requestTimeout > 0, requestTimeout.isFinite else { throw ValidationError("--request-timeout must be a positive number of seconds") }
+    }
+
     func run() throws {
         try manage {
             var tcp: (host: String, port: Int)?
@@ -66,7 +77,8 @@ struct DaemonCommand: ParsableCommand {
             do {
                 daemon = try Daemon(configuration: DaemonConfiguration(
                     stateDirectory: stateDirectory, socketPath: socketPath, listen: tcp, token: token, executable: executable,
-                    migrationListen: migrationListen),
+                    migrationListen: migrationListen,
+                    apiLimits: APILimits(maxConnections: maxConnections, requestTimeoutSeconds: requestTimeout)),
                     log: { writeStandardError("vireo daemon: \($0)\n") })
                 try daemon.start()
             } catch {

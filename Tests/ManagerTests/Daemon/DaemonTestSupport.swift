@@ -13,14 +13,14 @@ final class InProcessDaemon {
     private let cleanUp: [String]
 
     /// `executable` is what VMs run as (FakeVMMDaemon's script); `cleanUp` is removed at the end.
-    init(executable: String = "/nonexistent/vireo", cleanUp: [String] = []) throws {
+    init(executable: String = "/nonexistent/vireo", cleanUp: [String] = [], apiLimits: APILimits = APILimits()) throws {
         // Short: a Unix socket path has at most 107 bytes.
         directory = "/tmp/vd-\(UUID().uuidString.prefix(8))"
         self.cleanUp = cleanUp
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         daemon = try Daemon(configuration: DaemonConfiguration(
             stateDirectory: directory + "/state", socketPath: directory + "/api.sock",
-            listen: ("127.0.0.1", 0), token: Self.token, executable: executable), log: { _ in })
+            listen: ("127.0.0.1", 0), token: Self.token, executable: executable, apiLimits: apiLimits), log: { _ in })
         try daemon.start()
     }
 
