@@ -99,7 +99,7 @@ if [ ${#wedges[@]} -gt 0 ] && [ ${#wedges[@]} -lt "$tries" ] && [ "$status" -eq 
     note "passed after ${#wedges[@]} failed L1(s): ${wedges[*]}"
 fi
 
-passed=0 failed=0
+passed=0 failed=0 retried=0
 exhausted=$([ ${#wedges[@]} -ge "$tries" ] && echo yes || echo no)
 [ "$exhausted" = yes ] && share=$share.failed-${#wedges[@]}   # its results are the last ones there are
 [ -s "$share/results" ] || [ "$exhausted" = yes ] || { failed=1; note "FAIL: the suite in L1 reported nothing (status $status)"; }
@@ -107,6 +107,8 @@ while read -r line; do
     [ -n "$line" ] || continue
     seconds=${line##* }; rest=${line% *}; verdict=${rest##* }; name=${rest% *}
     if [ "$verdict" = ok ]; then passed=$((passed + 1)); note "PASS: $name (${seconds}s)"
+    elif [ "$verdict" = ok-retried ]; then passed=$((passed + 1)); retried=$((retried + 1))
+        note "PASS (second run; the first failed, its output is above): $name (${seconds}s)"
     else failed=$((failed + 1)); note "FAIL: $name (${seconds}s)"; fi
 done < <(printf '%s\n' "${early[@]}"; cat "$share/results" 2>/dev/null)
 if [ "$exhausted" = yes ]; then
@@ -115,5 +117,5 @@ if [ "$exhausted" = yes ]; then
 fi
 [ "$status" -eq 0 ] || [ "$failed" -gt 0 ] || { failed=1; note "FAIL: nested-host.sh exited $status"; }
 note "logs: $share/logs"
-echo "e2e-nested: $passed passed, $failed failed"
+echo "e2e-nested: $passed passed ($retried of them on a second run), $failed failed"
 [ "$failed" -eq 0 ]
