@@ -13,6 +13,8 @@ public struct ImageInfo: Sendable {
     public var backingFormat: String?
     public var snapshots: [QCOW2Snapshot]
     public var header: QCOW2Header?
+    /// Persistent dirty bitmaps, as QEMU sees them (none when stale).
+    public var bitmaps: [QCOW2Bitmap] = []
 
     /// Reads the facts about one image (not its backing files).
     public static func collect(path: String, format: ImageFormat? = nil, sharing: ImageSharing = .standard) throws -> ImageInfo {
@@ -24,13 +26,15 @@ public struct ImageInfo: Sendable {
         case .qcow2:
             let image = try QCOW2Image(path: path, readOnly: true, openBacking: false, sharing: sharing)
             let header = image.header
-            return ImageInfo(filename: path, format: .qcow2, virtualSize: header.size, actualSize: image.allocatedBytes,
+            var info = ImageInfo(filename: path, format: .qcow2, virtualSize: header.size, actualSize: image.allocatedBytes,
                              clusterSize: header.clusterSize,
                              dirty: header.incompatibleFeatures & QCOW2Header.Incompatible.dirty != 0,
                              backingFilename: header.backingFile,
                              fullBackingFilename: header.backingFile.map { DiskImage.resolveBackingPath($0, relativeTo: path) },
                              backingFormat: header.backingFormat,
                              snapshots: try QCOW2Image.snapshots(path: path, sharing: sharing), header: header)
+            info.bitmaps = try QCOW2Image.bitmaps(path: path, sharing: sharing)
+            return info
         }
     }
 
@@ -69,6 +73,9 @@ public struct ImageInfo: Sendable {
             var data: [String: Any] = ["compat": header.version == 2 ? "0.10" : "1.1", "refcount-bits": header.refcountBits]
             if header.version == 3 {
                 data["lazy-refcounts"] = header.compatibleFeatures & QCOW2Header.Compatible.lazyRefcounts != 0
+                if !bitmaps.isEmpty {
+                    data["bitmaps"] = bitmaps.map { ["flags": $0.flagNames, "name": $0.name, "granularity": $0.granularity] as [String: Any] }
+                }
                 data["corrupt"] = header.incompatibleFeatures & QCOW2Header.Incompatible.corrupt != 0
                 data["extended-l2"] = header.hasExtendedL2
             }

@@ -43,6 +43,7 @@ extension QCOW2Engine {
         reference(0, g.clusterSize, "header")
         reference(header.refcountTableOffset, UInt64(header.refcountTableClusters) * g.clusterSize, "refcount table")
         for (index, entry) in refcountTable.enumerated() where entry != 0 {
+            if entry & 511 != 0 { problems.append("ERROR refcount table entry \(index) has reserved bits set") }
             reference(entry & ~UInt64(511), g.clusterSize, "refcount block \(index)")
         }
         var trees: [[UInt64]] = [l1]
@@ -55,10 +56,12 @@ extension QCOW2Engine {
             reference(snapshot.l1TableOffset, UInt64(snapshot.l1Size) * 8, "snapshot L1 table")
             trees.append(try loadTable(offset: snapshot.l1TableOffset, entries: UInt64(snapshot.l1Size), what: "snapshot L1 table"))
         }
+        referenceBitmapClusters(reference) { problems.append($0) }
         var previousHost: UInt64?
         var stats = (allocated: UInt64(0), compressed: UInt64(0), fragmented: UInt64(0))
         for (treeIndex, tree) in trees.enumerated() {
-            try walkTree(tree, invalidEntry: { message, _ in problems.append("ERROR \(message)") }) { item in
+            try walkTree(tree, invalidEntry: { message, _ in problems.append("ERROR \(message)") },
+                         reservedBits: { problems.append($0) }) { item in
                 switch item {
                 case let .l2Table(offset, _):
                     reference(offset, g.clusterSize, "L2 table")

@@ -36,8 +36,10 @@ final class QCOW2Engine {
     /// References dropped in memory whose refcount decrement waits until the new metadata is durable.
     var pendingReleases: [ClusterMapping] = []
 
-    /// `allowFlagged` opens dirty or corrupt images writable, for repair only.
-    init(file: PosixFile, readOnly: Bool, allowFlagged: Bool = false) throws {
+    /// `allowFlagged` opens dirty or corrupt images writable, for repair only. `metadataOnly`: the
+    /// open changes no data the guest sees (repair, a new backing name), so persistent bitmaps
+    /// stay valid; any other write open marks them stale (see QCOW2Bitmaps.swift).
+    init(file: PosixFile, readOnly: Bool, allowFlagged: Bool = false, metadataOnly: Bool = false) throws {
         self.file = file
         self.path = file.path
         self.readOnly = readOnly
@@ -67,7 +69,7 @@ final class QCOW2Engine {
                                       entries: UInt64(header.refcountTableClusters) * g.clusterSize / 8,
                                       what: "refcount table")
         try validateRefcountTable()
-        if !readOnly { try prepareForWriting(allowFlagged: allowFlagged) }
+        if !readOnly { try prepareForWriting(allowFlagged: allowFlagged, metadataOnly: metadataOnly) }
     }
 
     /// Closing hands back unused reserved clusters and applies deferred decrements (a crash instead leaves leaks).
@@ -218,8 +220,9 @@ final class QCOW2Engine {
         try file.write(bytes, at: UInt64(offset))
     }
 
-    /// A read-write open refuses images qemu would refuse and clears autoclear bits we do not maintain.
-    private func prepareForWriting(allowFlagged: Bool) throws {
+    /// A read-write open refuses images qemu would refuse and clears autoclear bits we do not
+    /// maintain: all of them, except the bitmaps bit for an open that changes no guest data.
+    private func prepareForWriting(allowFlagged: Bool, metadataOnly: Bool) throws {
         if header.incompatibleFeatures & QCOW2Header.Incompatible.corrupt != 0 && !allowFlagged {
             throw QCOW2Error.markedCorrupt(path: path)
         }
@@ -228,9 +231,10 @@ final class QCOW2Engine {
             let result = try repair(mode: .all)
             guard result.corruptions == 0 else { throw QCOW2Error.markedDirty(path: path) }
         }
-        if header.version == 3 && header.autoclearFeatures != 0 {
-            header.autoclearFeatures = 0
-            try writeHeaderField(at: 88, UInt64(0).bigEndianBytes)
+        let kept = metadataOnly ? header.autoclearFeatures & QCOW2Header.Autoclear.bitmaps : 0
+        if header.version == 3 && header.autoclearFeatures != kept {
+            header.autoclearFeatures = kept
+            try writeHeaderField(at: 88, kept.bigEndianBytes)
         }
     }
 }

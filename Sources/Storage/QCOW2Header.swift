@@ -58,6 +58,9 @@ public struct QCOW2Header: Equatable, Sendable {
     public var backingFile: String?
     public var backingFormat: String?
     public var featureNames: [FeatureName] = []
+    /// The bitmaps extension's fields, when present (also kept raw in `otherExtensions`, so a
+    /// rewritten header keeps it); whether they are valid is the autoclear bit's to say.
+    var bitmaps: QCOW2BitmapsExtension?
     /// Extensions this implementation does not interpret, preserved when the header is rewritten.
     public var otherExtensions: [RawExtension] = []
 
@@ -147,6 +150,9 @@ public struct QCOW2Header: Equatable, Sendable {
                     featureNames.append(FeatureName(type: data[i], bit: data[i + 1], name: name))
                     i += 48
                 }
+            case .bitmaps:
+                bitmaps = try QCOW2BitmapsExtension(data, path: path)
+                otherExtensions.append(RawExtension(type: type, data: data))
             case .fullDiskEncryption:
                 throw QCOW2Error.unsupported(path: path, feature: "full disk encryption")
             case .externalDataFile:
@@ -165,6 +171,9 @@ public struct QCOW2Header: Equatable, Sendable {
                 featureNames.first { $0.type == 0 && Int($0.bit) == bit }?.name ?? "bit \(bit)"
             }
             throw QCOW2Error.unsupported(path: path, feature: "unknown incompatible feature(s): \(names.joined(separator: ", "))")
+        }
+        if autoclearFeatures & Autoclear.rawExternalData != 0 && incompatibleFeatures & Incompatible.externalDataFile == 0 {
+            throw QCOW2Error.invalidHeader(path: path, reason: "data-file-raw is set, but the image has no external data file")
         }
         if incompatibleFeatures & Incompatible.externalDataFile != 0 {
             throw QCOW2Error.unsupported(path: path, feature: "external data file")

@@ -64,9 +64,10 @@ extension QCOW2Engine {
 
 extension QCOW2Image {
     /// Re-opens `path` with the lock-free read-write engine for one maintenance operation.
-    private static func withEngine<T>(path: String, allowFlagged: Bool = false, _ body: (QCOW2Engine) throws -> T) throws -> T {
+    private static func withEngine<T>(path: String, allowFlagged: Bool = false, metadataOnly: Bool = false,
+                                      _ body: (QCOW2Engine) throws -> T) throws -> T {
         let file = try PosixFile(path: path, mode: .readWrite)
-        let engine = try QCOW2Engine(file: file, readOnly: false, allowFlagged: allowFlagged)
+        let engine = try QCOW2Engine(file: file, readOnly: false, allowFlagged: allowFlagged, metadataOnly: metadataOnly)
         return try body(engine)
     }
 
@@ -75,7 +76,7 @@ extension QCOW2Image {
     }
 
     public static func setBacking(path: String, name: String?, format: String?) throws {
-        try withEngine(path: path) { try $0.setBacking(name: name, format: format) }
+        try withEngine(path: path, metadataOnly: true) { try $0.setBacking(name: name, format: format) }
     }
 
     public static func snapshots(path: String, sharing: ImageSharing = .standard) throws -> [QCOW2Snapshot] {
@@ -104,7 +105,7 @@ extension QCOW2Image {
             let engine = try QCOW2Engine(file: try PosixFile(path: path, mode: .readOnly, sharing: sharing), readOnly: true)
             return try engine.check()
         }
-        return try withEngine(path: path, allowFlagged: true) { try $0.repair(mode: repair) }
+        return try withEngine(path: path, allowFlagged: true, metadataOnly: true) { try $0.repair(mode: repair) }
     }
 
     /// Drops every cluster of the active layer, so all reads fall through to the backing file (commit).

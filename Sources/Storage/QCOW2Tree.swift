@@ -12,11 +12,20 @@ extension QCOW2Engine {
         try table.withUnsafeMutableBytes { try file.readExactly(into: $0, at: offset) }
     }
 
-    /// Calls `body` for every reference of `l1Table`; `invalidEntry` receives entries that fail to decode.
+    /// Bits of an L1 entry that must be zero (bits 0-8 and 56-62), and of a standard L2 entry
+    /// that maps a cluster (bits 1-8 and 56-61): what qemu-img check reports.
+    static let l1ReservedMask: UInt64 = 0x7F00_0000_0000_01FF
+    static let l2ReservedMask: UInt64 = 0x3F00_0000_0000_01FE
+
+    /// Calls `body` for every reference of `l1Table`; `invalidEntry` receives entries that fail to
+    /// decode, `reservedBits` (check) entries with reserved bits set, in qemu-img check's words.
     func walkTree(_ l1Table: [UInt64], invalidEntry: (String, UInt64) -> Void = { _, _ in },
-                  body: (Reference) throws -> Void) throws {
+                  reservedBits: ((String) -> Void)? = nil, body: (Reference) throws -> Void) throws {
         var table = [UInt8](repeating: 0, count: Int(g.clusterSize))
         for (l1Index, l1Entry) in l1Table.enumerated() {
+            if l1Entry & Self.l1ReservedMask != 0 {
+                reservedBits?("ERROR found L1 entry with reserved bits set: \(String(l1Entry, radix: 16))")
+            }
             let l2Offset = l1Entry & QCOW2Geometry.offsetMask
             guard l2Offset != 0 else { continue }
             do {
@@ -40,6 +49,9 @@ extension QCOW2Engine {
                         try body(.data(range: (host & ~UInt64(511), length), l2Offset: l2Offset, entryOffset: at, compressed: true))
                     default:
                         if let host = mapping.referencedHost {
+                            if let reservedBits, entry & Self.l2ReservedMask != 0 {
+                                reservedBits("ERROR found l2 entry with reserved bits set: \(String(entry, radix: 16))")
+                            }
                             try body(.data(range: (host, g.clusterSize), l2Offset: l2Offset, entryOffset: at, compressed: false))
                         }
                     }

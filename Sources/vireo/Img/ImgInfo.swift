@@ -44,6 +44,16 @@ struct ImgInfo: ParsableCommand {
             lines.append("    compression type: \(header.compressionType == 1 ? "zstd" : "zlib")")
             if header.version == 3 {
                 lines.append("    lazy refcounts: \(header.compatibleFeatures & QCOW2Header.Compatible.lazyRefcounts != 0)")
+                if !info.bitmaps.isEmpty {
+                    lines.append("    bitmaps:")
+                    for (index, bitmap) in info.bitmaps.enumerated() {
+                        lines.append("        [\(index)]:")
+                        lines.append("            flags:")
+                        for (flagIndex, flag) in bitmap.flagNames.enumerated() { lines.append("                [\(flagIndex)]: \(flag)") }
+                        lines.append("            name: \(bitmap.name)")
+                        lines.append("            granularity: \(bitmap.granularity)")
+                    }
+                }
             }
             lines.append("    refcount bits: \(header.refcountBits)")
             if header.version == 3 {
