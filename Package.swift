@@ -24,6 +24,7 @@ let package = Package(
         .systemLibrary(name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         // SHA-256 keys of the kernel payload cache (OpenSSL's libcrypto: nothing to compile here).
+        .systemLibrary(name: "CLibXML2", path: "Sources/CLibXML2", pkgConfig: "libxml-2.0", providers: [.apt(["libxml2-dev"])]),
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
         // The one contract between the daemon (and CLI) and the VMM: launch specification, control
@@ -53,7 +54,7 @@ let package = Package(
         ]),
         // The management layer: definitions, state store, the daemon and its REST API.
         .target(name: "Manager", dependencies: [
-            "VMContract",
+            "VMContract", "CLibXML2",
             .product(name: "Yams", package: "Yams"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "NIOCore", package: "swift-nio"),

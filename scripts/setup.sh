@@ -13,6 +13,8 @@ packages=(
     # build: C libraries behind the bzImage decompressors (and libssl-dev: libcrypto's SHA-256 for the
     # kernel payload cache), compiler for the C shim and test guests
     make gcc gcc-multilib binutils pkg-config zlib1g-dev liblzma-dev liblz4-dev libzstd-dev libsqlite3-dev libssl-dev
+    # libxml2-dev: the XML parser's own error text (line, column, message) for domain XML
+    libxml2-dev
     # test guests: compressors the synthetic bzImages are built with
     gzip xz-utils lz4 zstd bzip2
     # storage interop tests and benchmarks compare with the real qemu-img; VMM benchmark with QEMU

@@ -87,10 +87,17 @@ struct LibvirtErrorTests {
         }
     }
 
-    @Test func syntaxErrorsNameLineAndKind() {
-        #expect(throws: DefinitionError.malformedDocument(reason: "XML syntax error at line 3 (libxml2 error 76)")) {
-            try ImportResult(libvirtXML: "<domain type='kvm'>\n<name>x</name>\n<memory>1</mem>")
-        }
+    /// libxml2's own words with line and column, not just its error number.
+    @Test(arguments: [
+        ("<domain type='kvm'>\n<name>x</name>\n<memory>1</mem>",
+         "XML syntax error at line 3, column 16: Opening and ending tag mismatch: memory line 3 and mem"),
+        ("", "XML syntax error at line 1, column 1: Document is empty"),
+        ("   \n\n", "XML syntax error at line 3, column 1: Document is empty"),
+        ("<domain type='kvm>\n</domain>", "XML syntax error at line 2, column 1: Unescaped '<' not allowed in attributes values"),
+        ("<domain type='kvm'><name>a &amp b</name></domain>", "XML syntax error at line 1, column 32: EntityRef: expecting ';'"),
+    ])
+    func syntaxErrorsNameLineColumnAndTheParsersMessage(xml: String, message: String) {
+        #expect(throws: DefinitionError.malformedDocument(reason: message)) { try ImportResult(libvirtXML: xml) }
     }
 
     @Test func malformedXMLIsASyntaxError() {

@@ -136,6 +136,24 @@ import Testing
         #expect(xmlResult.status == 1)
         #expect(xmlResult.stderr.contains("firmware 'coreboot' is not supported (expected bios or efi)"), "\(xmlResult.stderr)")
 
+        // Errors a user can act on: the file, and for XML the parser's line, column and words.
+        let broken = daemon.directory + "/broken.xml"
+        try "<domain type='kvm'>\n  <name>x</name>\n  <memory>64\n</domain>\n".write(toFile: broken, atomically: true, encoding: .utf8)
+        #expect(try daemon.vireo(["define", broken]).stderr == "error: Failed to define domain from \(broken)\n"
+                + "error: definition: XML syntax error at line 4, column 10: Opening and ending tag mismatch: memory line 3 and domain\n")
+        let empty = daemon.directory + "/empty.xml"
+        try "".write(toFile: empty, atomically: true, encoding: .utf8)
+        #expect(try daemon.vireo(["define", empty]).stderr == "error: Failed to define domain from \(empty)\nerror: definition file '\(empty)' is empty\n")
+        let missing = daemon.directory + "/missing.yaml"
+        #expect(try daemon.vireo(["define", missing]).stderr
+                == "error: Failed to define domain from \(missing)\nerror: cannot read definition file '\(missing)': No such file or directory\n")
+        #expect(try daemon.vireo(["define", daemon.directory]).stderr
+                == "error: Failed to define domain from \(daemon.directory)\nerror: definition file '\(daemon.directory)' is not a regular file\n")
+        let badYAML = daemon.directory + "/bad-syntax.yaml"
+        try "name: x\nmemory: [64M\n".write(toFile: badYAML, atomically: true, encoding: .utf8)
+        let yamlSyntax = try daemon.vireo(["define", badYAML])
+        #expect(yamlSyntax.stderr.hasPrefix("error: Failed to define domain from \(badYAML)\nerror: definition: YAML syntax error at line "), "\(yamlSyntax.stderr)")
+
         // libvirt XML: what Vireo does not do is reported, never silently dropped.
         let libvirt = daemon.directory + "/lv.xml"
         try """

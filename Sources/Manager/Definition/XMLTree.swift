@@ -1,3 +1,4 @@
+import CLibXML2
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML
@@ -77,6 +78,11 @@ enum XMLTree {
         let builder = TreeBuilder()
         parser.delegate = builder
         let finished = parser.parse()
+        if builder.syntaxError || (builder.failure == nil && (!finished || builder.root == nil)),
+           let diagnosis = libxml2Diagnosis(data) {
+            throw DefinitionError.malformedDocument(
+                reason: "XML syntax error at line \(diagnosis.line), column \(diagnosis.column): \(diagnosis.message)")
+        }
         if let failure = builder.failure { throw failure }
         guard finished, let root = builder.root else {
             let reason = parser.parserError.map { describe($0, line: parser.lineNumber) } ?? "malformed XML"
@@ -97,6 +103,42 @@ enum XMLTree {
         return String(rest.dropFirst().prefix { $0 != quote })
     }
 
+    private static let libxml2Ready: Void = xmlInitParser()
+
+    /// libxml2's own account of the first error in `data` (Foundation's XMLParser on Linux passes
+    /// on only its number): line, column and message, e.g. "Opening and ending tag mismatch:
+    /// memory line 3 and domain". nil when libxml2 finds none. Called only after the DTD and
+    /// entity checks above; no network, no entity substitution.
+    static func libxml2Diagnosis(_ data: Data) -> (line: Int, column: Int, message: String)? {
+        _ = libxml2Ready
+        if data.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
+            // libxml2 says nothing about an empty buffer: it just returns no document.
+            return (data.count(where: { $0 == 0x0A }) + 1, 1, "Document is empty")
+        }
+        final class FirstError { var found: (line: Int, column: Int, message: String)? }
+        let first = FirstError()
+        // Our own handler for this parse: Foundation's XMLParser leaves its handler (and a context
+        // that may be gone) installed on this thread; libxml2 would call it for our errors.
+        xmlSetStructuredErrorFunc(Unmanaged.passUnretained(first).toOpaque()) { context, error in
+            guard let context, let error else { return }
+            let first = Unmanaged<FirstError>.fromOpaque(context).takeUnretainedValue()
+            guard first.found == nil else { return }
+            let message = error.pointee.message.map { String(cString: $0) }?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            first.found = (Int(error.pointee.line), Int(error.pointee.int2),
+                           message.isEmpty ? "libxml2 error \(error.pointee.code)" : message)
+        }
+        defer { xmlSetStructuredErrorFunc(nil, nil) }
+        let options = Int32(VIREO_XML_PARSE_NONET | VIREO_XML_PARSE_NOERROR | VIREO_XML_PARSE_NOWARNING)
+        let document = withExtendedLifetime(first) {
+            data.withUnsafeBytes { raw in
+                xmlReadMemory(raw.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(raw.count), nil, "UTF-8", options)
+            }
+        }
+        if let document { xmlFreeDoc(document) }
+        xmlResetLastError()
+        return first.found
+    }
+
     private static func describe(_ error: any Error, line: Int) -> String {
         let message = (error as NSError).localizedDescription.trimmingASCIISpaces()
         return "XML syntax error at line \(line): \(message.isEmpty ? "malformed XML" : message)"
@@ -106,6 +148,8 @@ enum XMLTree {
 private final class TreeBuilder: NSObject, XMLParserDelegate {
     var root: XMLElementNode?
     var failure: DefinitionError?
+    /// The parser itself reported an error (libxml2 can then say what it was).
+    var syntaxError = false
     private var stack: [XMLElementNode] = []
     private var elementCount = 0
 
@@ -150,6 +194,7 @@ private final class TreeBuilder: NSObject, XMLParserDelegate {
         // Only libxml2's error number reaches us on Linux (its text does not, and Foundation's
         // ErrorCode names use Apple's numbering, which would mislabel it).
         let code = (parseError as NSError).code
+        if failure == nil { syntaxError = true }
         fail(parser, "XML syntax error at line \(parser.lineNumber) (libxml2 error \(code))")
     }
 

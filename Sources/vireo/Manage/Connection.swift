@@ -125,6 +125,21 @@ func escapedName(_ name: String) -> String {
 func readBounded(_ path: String, limit: Int) -> Data? {
     guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
     defer { try? handle.close() }
-    guard let data = try? handle.read(upToCount: limit + 1), data.count <= limit else { return nil }
+    // (nil at once: an empty file)
+    guard let data = try? handle.read(upToCount: limit + 1) ?? Data(), data.count <= limit else { return nil }
+    return data
+}
+
+/// Reads a file a command was given; each failure is one line that names the file and says why
+/// (missing, a directory, empty, over the limit).
+func readInputFile(_ path: String, what: String, limit: Int) throws -> Data {
+    var info = stat()
+    guard stat(path, &info) == 0 else { throw ManageFailure(["cannot read \(what) '\(path)': \(String(cString: strerror(errno)))"]) }
+    guard info.st_mode & S_IFMT == S_IFREG else { throw ManageFailure(["\(what) '\(path)' is not a regular file"]) }
+    guard info.st_size <= limit else { throw ManageFailure(["\(what) '\(path)' is \(info.st_size) bytes; the limit is \(limit)"]) }
+    guard info.st_size > 0 else { throw ManageFailure(["\(what) '\(path)' is empty"]) }
+    guard let data = readBounded(path, limit: limit) else {
+        throw ManageFailure(["cannot read \(what) '\(path)': \(String(cString: strerror(errno)))"])
+    }
     return data
 }

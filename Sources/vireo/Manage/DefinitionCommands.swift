@@ -11,11 +11,11 @@ struct Define: ParsableCommand {
 
     func run() throws {
         try manage {
-            guard FileManager.default.isReadableFile(atPath: file) else {
-                throw ManageFailure(["Failed to open file '\(file)': cannot read it"])
-            }
-            guard let data = readBounded(file, limit: DefinitionLimits.maxDocumentBytes) else {
-                throw ManageFailure(["Failed to define domain from \(file)", "file is larger than \(DefinitionLimits.maxDocumentBytes) bytes"])
+            let data: Data
+            do {
+                data = try readInputFile(file, what: "definition file", limit: DefinitionLimits.maxDocumentBytes)
+            } catch let failure as ManageFailure {
+                throw ManageFailure(["Failed to define domain from \(file)"] + failure.lines)
             }
             let query = file.lowercased().hasSuffix(".xml") ? "?format=xml" : ""
             let response = try connection.client().request("POST", "/v1/vms\(query)", body: Array(data))
