@@ -113,6 +113,8 @@ public struct VMStats: Codable, Equatable, Sendable {
 public struct DefineResult: Codable, Equatable, Sendable {
     public var vm: VMSummary
     public var unsupported: [String]
+    /// What the import changed to take the definition (memory rounded to whole pages, ...).
+    public var adjusted: [String]?
 }
 
 /// Every error body: one line, and the definition field when the error is about one.

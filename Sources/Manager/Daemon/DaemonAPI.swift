@@ -33,8 +33,8 @@ extension Daemon {
         case ("GET", "/v1/vms"):
             return .json(200, try store.all().map { try summary(of: $0) })
         case ("POST", "/v1/vms"):
-            let (definition, unsupported) = try Self.parseDefinition(request.body, format: request.query["format"])
-            return try define(definition, unsupported: unsupported)
+            let (definition, unsupported, adjusted) = try Self.parseDefinition(request.body, format: request.query["format"])
+            return try define(definition, unsupported: unsupported, adjusted: adjusted)
         case ("GET", "/v1/vms/{name}"):
             return .json(200, try summary(of: try store.record(named: name)))
         case ("DELETE", "/v1/vms/{name}"):
@@ -44,11 +44,11 @@ extension Daemon {
         case ("GET", "/v1/vms/{name}/definition"):
             return try definitionDocument(name: name, format: request.query["format"] ?? "yaml")
         case ("PUT", "/v1/vms/{name}/definition"):
-            let (definition, unsupported) = try Self.parseDefinition(request.body, format: request.query["format"])
+            let (definition, unsupported, adjusted) = try Self.parseDefinition(request.body, format: request.query["format"])
             guard definition.name == name else {
                 throw APIError(400, "name: '\(definition.name)' differs from the VM being replaced ('\(name)')", field: "name")
             }
-            return try define(definition, unsupported: unsupported)
+            return try define(definition, unsupported: unsupported, adjusted: adjusted)
         case ("PUT", "/v1/vms/{name}/autostart"):
             guard let body = try? JSONDecoder().decode(AutostartBody.self, from: Data(request.body)) else {
                 throw APIError(400, "body must be {\"enabled\": true|false}", field: "enabled")
@@ -164,24 +164,25 @@ extension Daemon {
         return request.path
     }
 
-    private func define(_ definition: VMDefinition, unsupported: [String]) throws -> APIResponse {
+    private func define(_ definition: VMDefinition, unsupported: [String], adjusted: [String]) throws -> APIResponse {
         let existed = (try? store.record(named: definition.name)) != nil
         let record = try store.define(definition)
         events.publish(.defined, name: record.name)
-        return .json(existed ? 200 : 201, DefineResult(vm: try summary(of: record), unsupported: unsupported))
+        return .json(existed ? 200 : 201, DefineResult(vm: try summary(of: record), unsupported: unsupported,
+                                                              adjusted: adjusted.isEmpty ? nil : adjusted))
     }
 
     /// A native YAML/JSON document, or libvirt XML (`?format=xml`, or a body that starts with '<').
-    static func parseDefinition(_ body: [UInt8], format: String?) throws -> (VMDefinition, [String]) {
+    static func parseDefinition(_ body: [UInt8], format: String?) throws -> (VMDefinition, [String], [String]) {
         let firstByte = body.first { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }
         if format == "xml" || (format == nil && firstByte == UInt8(ascii: "<")) {
             let imported = try ImportResult(libvirtXML: Data(body))
-            return (imported.definition, imported.unsupported)
+            return (imported.definition, imported.unsupported, imported.adjusted)
         }
         guard format == nil || format == "yaml" || format == "json" else {
             throw APIError(400, "format: '\(format ?? "")' is not one of xml, yaml, json", field: "format")
         }
-        return (try VMDefinition(yaml: Data(body)), [])
+        return (try VMDefinition(yaml: Data(body)), [], [])
     }
 
     private func definitionDocument(name: String, format: String) throws -> APIResponse {

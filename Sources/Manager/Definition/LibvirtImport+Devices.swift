@@ -14,6 +14,14 @@ extension LibvirtImporter {
             interfaces.count, limit: DefinitionLimits.maxInterfaces, noun: "interfaces", field: "devices/interface")
         for element in disks {
             let path = paths[ObjectIdentifier(element)] ?? "devices/disk"
+            // An empty CD-ROM drive (virt-install leaves one after an install): Vireo has no
+            // removable media, so the guest gets no drive; said, not silently dropped.
+            if element.attributes["device"] == "cdrom",
+               element.children(named: "source").allSatisfy({ $0.attributes["file"] == nil && $0.attributes["dev"] == nil }) {
+                element.consumeSubtree()
+                unsupported.append("\(path) (empty cdrom drive: Vireo has no removable media, the guest gets no drive)")
+                continue
+            }
             definition.disks.append(try disk(element, at: path))
             diskPaths.append(path)
         }
@@ -114,11 +122,18 @@ extension LibvirtImporter {
         }
         var model = NetworkInterface.Model.virtio
         if let modelElement = try single("model", in: element, at: path) {
+            let requested = modelElement.attributes["type"] ?? ""
+            if Self.emulatedNICModels.contains(requested) {
+                throw DefinitionError.invalidValue(field: "\(path)/model", reason: "NIC model \(quoted(requested)) is not emulated: Vireo's NIC is virtio-net; use <model type='virtio'/> (Linux has the driver built in; Windows needs virtio-win)")
+            }
             model = try Check.oneOf(
                 modelElement.attribute("type") ?? "", NetworkInterface.Model.self, noun: "model", field: "\(path)/model")
         }
         return NetworkInterface(type: type, source: sourceName, mac: mac, model: model)
     }
+
+    /// NIC models QEMU emulates and libvirt domains name (virt-manager's defaults for older guests).
+    static let emulatedNICModels: Set<String> = ["e1000", "e1000e", "rtl8139", "ne2k_pci", "pcnet", "vmxnet3", "igb"]
 
     /// libvirt describes COM1 twice, as <serial type='pty'> and as <console type='pty'> with a
     /// serial target; either means Vireo's pty console. Other serial kinds and ports stay unused.

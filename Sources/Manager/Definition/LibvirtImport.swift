@@ -7,10 +7,14 @@ public struct ImportResult: Equatable, Sendable {
     /// as XPath-like paths: "devices/graphics (type=vnc)", "devices/disk[1]/driver (cache=none)".
     /// Shown to the user at define time; never dropped silently.
     public var unsupported: [String]
+    /// What the import changed so that Vireo could take it, one line each: "memory: 1000001 KiB
+    /// rounded up to 1000004 KiB (a whole number of 4 KiB pages)".
+    public var adjusted: [String]
 
-    public init(definition: VMDefinition, unsupported: [String]) {
+    public init(definition: VMDefinition, unsupported: [String], adjusted: [String] = []) {
         self.definition = definition
         self.unsupported = unsupported
+        self.adjusted = adjusted
     }
 
     /// Imports libvirt domain XML (the KVM subset in docs/vm-definition.md). Bad values are errors naming
@@ -24,6 +28,7 @@ public struct ImportResult: Equatable, Sendable {
         var importer = LibvirtImporter()
         definition = try importer.importDomain(root)
         unsupported = importer.unsupported
+        adjusted = importer.adjusted
     }
 }
 
@@ -32,6 +37,7 @@ let vireoXMLNamespace = "https://vireo.dev/xmlns/domain/1"
 
 struct LibvirtImporter {
     var unsupported: [String] = []
+    var adjusted: [String] = []
 
     mutating func importDomain(_ root: XMLElementNode) throws -> VMDefinition {
         guard root.name == "domain" else {
@@ -43,18 +49,24 @@ struct LibvirtImporter {
             throw DefinitionError.invalidValue(field: "domain", reason: "missing type attribute (expected kvm)")
         }
         guard type == "kvm" else {
+            if type == "qemu" {
+                // virt-install's choice where /dev/kvm was missing: QEMU emulating the CPU in software.
+                throw DefinitionError.invalidValue(field: "domain", reason: "type 'qemu' (QEMU's software CPU emulation, TCG) is not supported: Vireo runs guests on KVM only; change it to <domain type='kvm'> (the host needs /dev/kvm)")
+            }
             throw DefinitionError.invalidValue(field: "domain", reason: "type \(quoted(type)) is not supported (expected kvm)")
         }
         guard let nameElement = try single("name", in: root, at: "") else { throw DefinitionError.missing(field: "name") }
         guard let memoryElement = try single("memory", in: root, at: "") else {
             throw DefinitionError.missing(field: "memory")
         }
-        let memory = try size(memoryElement, at: "memory")
+        let memory = pageRounded(try size(memoryElement, at: "memory"), field: "memory")
         var definition = VMDefinition(
             name: nameElement.text,
             uuid: try single("uuid", in: root, at: "").map { try Check.uuid($0.trimmedText, field: "uuid") } ?? UUID(),
             memory: memory,
-            currentMemory: try single("currentMemory", in: root, at: "").map { try size($0, at: "currentMemory") },
+            currentMemory: try single("currentMemory", in: root, at: "").map {
+                pageRounded(try size($0, at: "currentMemory"), field: "currentMemory")
+            },
             vcpus: try vcpus(in: root),
             os: try os(in: root),
             console: SerialConsole(type: .none))
@@ -98,6 +110,17 @@ struct LibvirtImporter {
                 "\(index < interfaces.count ? interfaces[index].path : "devices/interface")/mac"
             }
         }
+    }
+
+    /// libvirt counts memory in KiB and accepts any number of them; a VM's RAM is whole 4 KiB
+    /// pages. Rounded up (the guest gets at least what was asked), and said so.
+    private mutating func pageRounded(_ bytes: UInt64, field: String) -> UInt64 {
+        let alignment = DefinitionLimits.memoryAlignment
+        // (Below the minimum, validation reports the size as given.)
+        guard bytes % alignment != 0, bytes >= DefinitionLimits.minMemory, bytes <= UInt64.max - alignment else { return bytes }
+        let rounded = (bytes + alignment - 1) / alignment * alignment
+        adjusted.append("\(field): \(bytes / 1024) KiB rounded up to \(rounded / 1024) KiB (a whole number of 4 KiB pages)")
+        return rounded
     }
 
     private mutating func vcpus(in root: XMLElementNode) throws -> Int {

@@ -32,6 +32,14 @@ final class XMLElementNode {
 
     func consume() { isConsumed = true }
 
+    /// Marks the element, its attributes and everything under it as used: for an element the
+    /// importer reports itself, with its reason. Depth is bounded by the parser's limit.
+    func consumeSubtree() {
+        isConsumed = true
+        consumedAttributes = Set(attributes.keys)
+        for child in children { child.consumeSubtree() }
+    }
+
     /// Reads an attribute and marks it as used.
     func attribute(_ name: String) -> String? {
         consumedAttributes.insert(name)

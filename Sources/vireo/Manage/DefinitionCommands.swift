@@ -26,6 +26,7 @@ struct Define: ParsableCommand {
                 throw ManageFailure(["unexpected answer from the daemon"])
             }
             for element in result.unsupported { writeStandardError("warning: not imported (unsupported): \(element)\n") }
+            for change in result.adjusted ?? [] { writeStandardError("warning: adjusted: \(change)\n") }
             print("Domain '\(result.vm.name)' defined from \(file)\n")
         }
     }
