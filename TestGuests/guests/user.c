@@ -4,6 +4,7 @@
 #include "lib.h"
 #include "multiboot.h"
 #include "cpu64.h"
+#include "spray.h"
 
 const char *guest_prefix = "user";
 
@@ -17,7 +18,7 @@ const char *guest_prefix = "user";
 static u8 user_stack[16384] __attribute__((aligned(16)));
 
 /* Parsed at CPL0, read at CPL3 (the shim maps all of the low 4 GiB user-accessible). */
-static u32 iters, ticks, tick_spin, fault, fill_mib, churn_mib;
+static u32 iters, ticks, tick_spin, fault, fill_mib, churn_mib, spray_ops, spray_seed;
 
 /* fill=N: N MiB from 16 MiB up hold a pattern that depends only on the address; each tick then
    re-checks one MiB of it, so a snapshot restore that loses or moves guest RAM is caught. */
@@ -70,6 +71,19 @@ static void spin(u32 n) {
 void user_main(void);
 void user_main(void) {
     u32 cpl = current_cpl();
+    if (spray_ops) {
+        struct spray_counts counts = {0};
+        kprintf("user: spray start ops=%u seed=%u cpl=%u\n", spray_ops, spray_seed, cpl);
+        u32 done = spray(spray_ops, spray_seed, &counts);
+        /* The guest survived its own spray; so must the VMM: one more round trip to the test's
+           port device proves the exit path still works. */
+        kprintf("user: spray done ops=%u port_writes=%u port_reads=%u mmio_writes=%u mmio_reads=%u dma=%u virtio=%u config_writes=%u\n",
+                done, counts.port_writes, counts.port_reads, counts.mmio_writes, counts.mmio_reads, counts.dma,
+                counts.virtio, counts.config_writes);
+        kprintf("user: spray found virtio_devices=%u bars=%u\n", counts.virtio_devices, counts.bars);
+        kprintf("user: pio read 0x%08x\n", inl(TEST_PORT));
+        guest_exit(0);
+    }
     if (fault) {
         kprintf("user: executing hlt at cpl%u\n", cpl);
         __asm__ volatile("hlt");  /* privileged: #GP(0) at CPL3, reported by the IDT and exit 0x7F */
@@ -121,6 +135,8 @@ void guest_main(u32 magic, uptr info) {
     fault = (u32)cmdline_has(cmdline, "fault");
     fill_mib = cmdline_u32(cmdline, "fill", 0);
     churn_mib = cmdline_u32(cmdline, "churn", 0);
+    spray_ops = cmdline_u32(cmdline, "spray", 0);
+    spray_seed = cmdline_u32(cmdline, "seed", 1);
     if (!tick_spin)
         tick_spin = 1;
     extern u8 kernel_stack_top[];

@@ -166,11 +166,23 @@ import Glibc
         process.arguments = ["-f", "qcow2", "-c", "sleep 4000", path]
         try process.run()
         defer { process.terminate(); process.waitUntilExit() }
-        // Until qemu-io has opened the image, opening here succeeds: poll for the refusal.
-        var refusal: (any Error)?
-        for _ in 0..<60 where refusal == nil {
-            do { _ = try DiskImage.open(path: path, format: .qcow2, readOnly: true); usleep(50_000) } catch { refusal = error }
+        // Wait until qemu-io holds its write permission (byte 101), by asking the kernel without
+        // taking a lock: opening the image to poll would itself make qemu-io's open fail.
+        let probe = open(path, O_RDONLY | O_CLOEXEC)
+        defer { close(probe) }
+        var held = false
+        for _ in 0..<200 where !held {
+            var lock = flock()
+            lock.l_type = Int16(F_WRLCK)
+            lock.l_whence = Int16(SEEK_SET)
+            lock.l_start = 101
+            lock.l_len = 1
+            held = fcntl(probe, ImageLock.getLock, &lock) == 0 && lock.l_type != Int16(F_UNLCK)
+            if !held { usleep(20_000) }
         }
+        #expect(held, "qemu-io never took its write lock")
+        var refusal: (any Error)?
+        do { _ = try DiskImage.open(path: path, format: .qcow2, readOnly: true) } catch { refusal = error }
         #expect(refusal as? StorageError == .locked(path: path, permission: "write", shared: true), "\(String(describing: refusal))")
         #expect(try DiskImage.open(path: path, format: .qcow2, readOnly: true, sharing: .forceShare).size == 1 << 20)
     }
