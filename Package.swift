@@ -10,7 +10,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
@@ -38,7 +37,6 @@ let package = Package(
         .target(name: "Storage", dependencies: ["CZlib", "CZstd"]),
         .target(name: "VMM", dependencies: [
             "KVM", "GuestMemory", "Boot", "Devices", "Virtio", "Storage", "CCrypto", "CZlib", "VMContract",
-            .product(name: "Logging", package: "swift-log"),
         ]),
         // The per-VM control API (HTTP over a Unix socket), kept out of the VMM core.
         .target(name: "VMMControl", dependencies: [
@@ -61,7 +59,6 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            .product(name: "Logging", package: "swift-log"),
         ]),
 
         // Helpers the test targets share (seeded random numbers, ...).
@@ -69,7 +66,7 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory", "Devices", "Storage", "TestSupport"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
-        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "TestSupport"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),
         // Includes VMMControl's tests: every guest-booting suite shares one serialized parent.

@@ -33,19 +33,12 @@ public final class GuestMemory: @unchecked Sendable {
     public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
 
     /// Allocates anonymous, zero-filled memory for each (start, size) range.
-    /// - Parameter hugePages: try MAP_HUGETLB first (falls back to normal pages on failure).
-    public convenience init(ranges: [(start: GuestAddress, size: UInt64)], hugePages: Bool = false) throws {
+    public convenience init(ranges: [(start: GuestAddress, size: UInt64)]) throws {
         try self.init(validating: ranges) { _, size in
-            var pointer: UnsafeMutableRawPointer? = MAP_FAILED
-            if hugePages {
-                pointer = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_HUGETLB, -1, 0)
-            }
-            if pointer == MAP_FAILED {
-                pointer = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-                // Transparent huge pages where the host allows them (as QEMU asks too): one fault
-                // and one EPT entry per 2 MiB instead of 512. Only advice: failure changes nothing.
-                if let pointer, pointer != MAP_FAILED { _ = madvise(pointer, size, 14 /* MADV_HUGEPAGE */) }
-            }
+            let pointer = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            // Transparent huge pages where the host allows them (as QEMU asks too): one fault and
+            // one EPT entry per 2 MiB instead of 512. Only advice: failure changes nothing.
+            if let pointer, pointer != MAP_FAILED { _ = madvise(pointer, size, 14 /* MADV_HUGEPAGE */) }
             return pointer
         }
     }

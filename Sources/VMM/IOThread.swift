@@ -27,7 +27,7 @@ final class IOThread: @unchecked Sendable {
         wakeup = try EventFD()
     }
 
-    /// Watches `fd`; returns the source's id for `setEnabled`.
+    /// Watches `fd`; returns the source's id.
     @discardableResult
     func add(fd: Int32, enabled: Bool = true, handler: @escaping @Sendable () -> Void) -> Int {
         let id = sources.withLock { sources in
@@ -36,16 +36,6 @@ final class IOThread: @unchecked Sendable {
         }
         wakeup.signal()
         return id
-    }
-
-    /// Stops or resumes watching a source (a TAP while the guest has no receive buffers).
-    func setEnabled(_ id: Int, _ enabled: Bool) {
-        let changed = sources.withLock { sources -> Bool in
-            guard sources.indices.contains(id), sources[id].enabled != enabled else { return false }
-            sources[id].enabled = enabled
-            return true
-        }
-        if changed { wakeup.signal() }
     }
 
     /// Told when a source is dropped because its fd reported an error or hang-up.

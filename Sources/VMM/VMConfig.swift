@@ -39,10 +39,7 @@ public struct VMConfig: Sendable {
     public var cmdline: String
     public var cpus: Int
     public var memorySize: UInt64
-    public var onReboot: RebootAction
     public var bootProtocol: BootProtocol
-    /// nil = detect; otherwise force a profile (tests, or a user who knows better).
-    public var hostProfile: HostProfile?
     /// Virtio devices on the PCI bus (none: the machine has no PCI devices besides the host bridge).
     public var devices: DeviceOptions
     /// Where host-decompressed bzImage payloads are kept between boots; nil: no caching.
@@ -59,8 +56,7 @@ public struct VMConfig: Sendable {
 
     public init(kernel: [UInt8], kernelPath: String, initrd: [UInt8]? = nil, initrdPath: String? = nil,
                 cmdline: String = "", cpus: Int = 1, memorySize: UInt64 = 512 << 20,
-                onReboot: RebootAction = .exit, bootProtocol: BootProtocol = .auto,
-                hostProfile: HostProfile? = nil, devices: DeviceOptions = DeviceOptions()) throws(ConfigError) {
+                bootProtocol: BootProtocol = .auto, devices: DeviceOptions = DeviceOptions()) throws(ConfigError) {
         guard (1...Self.maximumCPUs).contains(cpus) else { throw ConfigError.invalidCPUCount(cpus, maximum: Self.maximumCPUs) }
         guard memorySize >= Self.minimumMemory else { throw ConfigError.memoryTooSmall(memorySize, minimum: Self.minimumMemory) }
         guard memorySize <= Self.maximumMemory else { throw ConfigError.memoryTooLarge(memorySize) }
@@ -68,34 +64,18 @@ public struct VMConfig: Sendable {
         self.cmdline = cmdline; self.cpus = cpus
         // KVM slots and our page tables want whole pages.
         self.memorySize = (memorySize + 0xFFF) & ~0xFFF
-        self.onReboot = onReboot; self.bootProtocol = bootProtocol; self.hostProfile = hostProfile
+        self.bootProtocol = bootProtocol
         guard devices.deviceCount <= DeviceOptions.maximumDevices else {
             throw ConfigError.tooManyDevices(devices.deviceCount, maximum: DeviceOptions.maximumDevices)
         }
         self.devices = devices
     }
 
-    /// Parses "512M", "2G", "1048576" (bytes), "4096K". Overflow and junk are refused.
+    /// Parses "512M", "2G", "2GiB", "1048576" (bytes), "4096K" (VMContract.ByteSize, the one
+    /// size parser). Fractions, zero, overflow and junk are refused.
     public static func parseSize(_ text: String) throws(ConfigError) -> UInt64 {
-        let trimmed = text.trimmingCharacters(in: " ")
-        guard let last = trimmed.last else { throw ConfigError.invalidSize(text) }
-        let shifts: [Character: UInt64] = ["K": 10, "M": 20, "G": 30, "T": 40, "k": 10, "m": 20, "g": 30, "t": 40]
-        var digits = Substring(trimmed)
-        var shift: UInt64 = 0
-        if let s = shifts[last] { shift = s; digits = digits.dropLast() }
-        if digits.hasSuffix("i") || digits.hasSuffix("B") { throw ConfigError.invalidSize(text) }
-        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let value = UInt64(digits) else { throw ConfigError.invalidSize(text) }
-        let (scaled, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
-        guard !overflow, scaled > 0 else { throw ConfigError.invalidSize(text) }
-        return scaled
+        guard case .success(let bytes) = ByteSize.parse(text), bytes > 0 else { throw ConfigError.invalidSize(text) }
+        return bytes
     }
 }
 
-extension String {
-    func trimmingCharacters(in set: Character) -> String {
-        var s = Substring(self)
-        while s.first == set { s = s.dropFirst() }
-        while s.last == set { s = s.dropLast() }
-        return String(s)
-    }
-}

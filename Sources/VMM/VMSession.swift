@@ -293,7 +293,7 @@ public final class VMSession: @unchecked Sendable {
         if let received = incoming {
             var config = try VMConfig(kernel: [], kernelPath: spec.kernel ?? "", initrd: nil, initrdPath: spec.initrd,
                                       cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes,
-                                      onReboot: spec.onReboot, hostProfile: profile, devices: spec.devices)
+                                      devices: spec.devices)
             config.firmware = try spec.firmware.map(FirmwareImage.load)
             config.firmwareLogDescriptor = firmwareLogDescriptor
             defer { markIncoming("machine built") }
@@ -307,7 +307,7 @@ public final class VMSession: @unchecked Sendable {
             defer { opened.close() }
             var config = try VMConfig(kernel: [], kernelPath: spec.kernel ?? "", initrd: nil, initrdPath: spec.initrd,
                                       cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes,
-                                      onReboot: spec.onReboot, hostProfile: profile, devices: spec.devices)
+                                      devices: spec.devices)
             config.firmware = try spec.firmware.map(FirmwareImage.load)
             config.firmwareLogDescriptor = firmwareLogDescriptor
             let buildStarted = DispatchTime.now().uptimeNanoseconds
@@ -327,7 +327,7 @@ public final class VMSession: @unchecked Sendable {
         if let choice = spec.firmware {
             guard spec.kernel == nil else { throw FirmwareError.kernelToo }
             var config = try VMConfig(kernel: [], kernelPath: "", cpus: spec.cpus, memorySize: spec.memoryBytes,
-                                      onReboot: spec.onReboot, hostProfile: profile, devices: spec.devices)
+                                      devices: spec.devices)
             config.firmware = try FirmwareImage.load(choice)
             config.firmwareLogDescriptor = firmwareLogDescriptor
             return try Machine(config: config, resources: resources, system: system, profile: profile, serialOutput: console,
@@ -339,9 +339,9 @@ public final class VMSession: @unchecked Sendable {
         let kernel = try readWholeFile(kernelPath, kind: "kernel", limit: max(spec.memoryBytes, 64 << 20))
         let initrd = try spec.initrd.map { try readWholeFile($0, kind: "initrd", limit: spec.memoryBytes) }
         var config = try VMConfig(kernel: kernel, kernelPath: kernelPath, initrd: initrd, initrdPath: spec.initrd,
-                                  cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes, onReboot: spec.onReboot,
+                                  cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes,
                                   bootProtocol: BootProtocol(rawValue: spec.bootProtocol.rawValue) ?? .auto,
-                                  hostProfile: profile, devices: spec.devices)
+                                  devices: spec.devices)
         config.payloadCache = spec.kernelCache ? payloadCache : nil
         return try Machine(config: config, resources: resources, system: system, profile: profile, serialOutput: console,
                            origin: .boot(rngSeed: hostRandomBytes(32), restoringCMOS: cmos), log: log)

@@ -1,5 +1,6 @@
 import GuestMemory
 import Testing
+import TestSupport
 @testable import Boot
 
 /// Kernel files are untrusted: every malformed field must become a BootError, never a trap.
@@ -138,7 +139,7 @@ struct HostileInputTests {
 
     @Test("random corruption of valid images never traps")
     func fuzz() throws {
-        var generator = SplitMix(seed: 0x5EED)
+        var generator = SplitMix64(state: 0x5EED)
         let bzImage = TestImages.bzImage(payload: try TestImages.kernelCompress(TestImages.innerELF, .lz4))
         let memory = try TestImages.memory(64 << 20)
         var outcomes = (loaded: 0, refused: 0)
@@ -155,15 +156,3 @@ struct HostileInputTests {
     }
 }
 
-/// Deterministic generator so a failing fuzz round reproduces.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

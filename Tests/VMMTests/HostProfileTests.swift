@@ -116,7 +116,9 @@ extension KVMGuestSuites {
         #expect(try VMConfig.parseSize("2G") == 2 << 30)
         #expect(try VMConfig.parseSize("4096K") == 4 << 20)
         #expect(try VMConfig.parseSize("1048576") == 1 << 20)
-        for bad in ["", "M", "12X", "-1G", "1.5G", "99999999999999999999T", "0", "1GiB"] {
+        // The same parser as definitions: IEC names too.
+        #expect(try VMConfig.parseSize("1GiB") == 1 << 30)
+        for bad in ["", "M", "12X", "-1G", "1.5G", "99999999999999999999T", "0", "1 G B"] {
             #expect(throws: ConfigError.self, "\(bad)") { try VMConfig.parseSize(bad) }
         }
     }
@@ -128,5 +130,25 @@ extension KVMGuestSuites {
         #expect(throws: ConfigError.self) { try VMConfig(kernel: [1], kernelPath: "k", cpus: 255) }
         #expect(throws: ConfigError.self) { try VMConfig(kernel: [1], kernelPath: "k", memorySize: 1 << 20) }
         #expect(throws: ConfigError.self) { try VMConfig(kernel: [1], kernelPath: "k", memorySize: 2 << 40) }
+    }
+}
+
+/// VMContract.ByteSize is the one size parser: the same text means the same bytes in a
+/// definition, `vireo run --memory` and `vireo img` (which alone also takes qemu-img's fractions).
+@Suite struct ByteSizeTests {
+    @Test func oneParserOneMeaning() {
+        for (text, bytes) in [("512M", UInt64(512) << 20), ("2GiB", 2 << 30), ("1536 MiB", 1536 << 20), ("4096", 4096),
+                              ("1KB", 1000), ("1k", 1024), ("3T", 3 << 40)] {
+            #expect(ByteSize.parse(text) == .success(bytes), "\(text)")
+            #expect(ByteSize.parse(text, fractions: true) == .success(bytes), "\(text)")
+        }
+        #expect(ByteSize.parse("1.5G") == .failure(.notASize))
+        #expect(ByteSize.parse("1.5G", fractions: true) == .success(3 << 29))
+        #expect(ByteSize.parse("0.5K", fractions: true) == .success(512))
+        #expect(ByteSize.parse("1.1", fractions: true) == .success(1))   // bytes: rounded down
+        #expect(ByteSize.parse("15.5E", fractions: true) == .success(31 << 59))
+        #expect(ByteSize.parse("16E", fractions: true) == .failure(.tooLarge))
+        #expect(ByteSize.parse("1.G", fractions: true) == .failure(.notASize))
+        #expect(ByteSize.parse("-1G") == .failure(.negative))
     }
 }

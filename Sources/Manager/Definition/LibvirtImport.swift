@@ -1,3 +1,4 @@
+import VMContract
 import Foundation
 
 /// A libvirt domain imported as a Vireo definition, with what Vireo did not take from it.

@@ -1,3 +1,4 @@
+import VMContract
 /// Decoding helpers that give the native format its strictness: unknown keys are errors, and
 /// every error names the field path (`disks[1].format`) built from the decoder's coding path.
 

@@ -1,3 +1,4 @@
+import VMContract
 import Yams
 
 /// A definition as an ordered tree of native-format values. YAML, JSON and `Encodable` output

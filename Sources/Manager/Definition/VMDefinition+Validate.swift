@@ -1,3 +1,4 @@
+import VMContract
 /// A field of a definition, to be spelled the way the format the user wrote spells it.
 enum DefinitionField {
     case name, memory, currentMemory, vcpus, os, kernel, initrd, cmdline, firmware, nvram, bootOrder, disks, interfaces

@@ -1,3 +1,4 @@
+import VMContract
 import Foundation
 
 /// Field checks shared by the native decoder, the libvirt importer and `VMDefinition.validate()`.

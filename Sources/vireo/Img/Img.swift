@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Storage
+import VMContract
 
 /// `vireo img`: qemu-img compatible image tools (flags, output and exit codes follow qemu-img).
 struct Img: ParsableCommand {
@@ -39,26 +40,14 @@ enum ImgSupport {
         return format
     }
 
-    /// Parses qemu-img sizes: plain bytes or a k/M/G/T/P/E suffix (powers of 1024).
+    /// Parses qemu-img sizes: plain bytes or a k/M/G/T/P/E suffix (powers of 1024), fractions
+    /// allowed ("1.5G"), through VMContract.ByteSize, the one size parser.
     static func parseSize(_ text: String) throws -> UInt64 {
-        let units: [Character: UInt64] = ["b": 1, "k": 1 << 10, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40,
-                                          "P": 1 << 50, "E": 1 << 60]
-        var digits = Substring(text)
-        var multiplier: UInt64 = 1
-        if let last = digits.last, let unit = units[last] {
-            multiplier = unit
-            digits = digits.dropLast()
+        switch ByteSize.parse(text, fractions: true) {
+        case .success(let bytes): return bytes
+        case .failure(.tooLarge): throw StorageError.invalidArgument("size '\(text)' is too large")
+        case .failure: throw StorageError.invalidArgument("invalid size '\(text)'")
         }
-        if digits.contains(".") {
-            guard let value = Double(digits), value >= 0, value * Double(multiplier) < 1.8e19 else {
-                throw StorageError.invalidArgument("invalid size '\(text)'")
-            }
-            return UInt64(value * Double(multiplier))
-        }
-        guard let value = UInt64(digits) else { throw StorageError.invalidArgument("invalid size '\(text)'") }
-        let (bytes, overflow) = value.multipliedReportingOverflow(by: multiplier)
-        guard !overflow else { throw StorageError.invalidArgument("size '\(text)' is too large") }
-        return bytes
     }
 
     /// "-o key=value,key=value" as qemu-img takes it.
