@@ -15,10 +15,29 @@ public struct ImageInfo: Sendable {
     public var header: QCOW2Header?
     /// Persistent dirty bitmaps, as QEMU sees them (none when stale).
     public var bitmaps: [QCOW2Bitmap] = []
+    /// A foreign image's format as qemu-img names it ("vpc", "vmdk"); `format` is then moot.
+    public var foreignFormat: String?
+
+    /// The format's name as qemu-img prints it.
+    public var formatName: String { foreignFormat ?? format.rawValue }
 
     /// Reads the facts about one image (not its backing files).
     public static func collect(path: String, format: ImageFormat? = nil, sharing: ImageSharing = .standard) throws -> ImageInfo {
-        switch try format ?? DiskImage.probeFormat(path: path) {
+        let probed: ImageFormat
+        do {
+            probed = try format ?? DiskImage.probeFormat(path: path)
+        } catch StorageError.foreignFormat(let foreignPath, let name) {
+            // A format Vireo converts from: its size and what it occupies; else the error stands.
+            guard let (found, image) = try ForeignImage.open(path: path, sharing: sharing) else {
+                throw StorageError.foreignFormat(path: foreignPath, format: name)
+            }
+            let used = (try? PosixFile(path: path, mode: .readOnly, sharing: .unlocked).allocatedBytes()) ?? 0
+            var info = ImageInfo(filename: path, format: .raw, virtualSize: image.size, actualSize: used,
+                                 clusterSize: nil, dirty: false, snapshots: [], header: nil)
+            info.foreignFormat = found
+            return info
+        }
+        switch probed {
         case .raw:
             let raw = try RawImage(path: path, readOnly: true, sharing: sharing)
             return ImageInfo(filename: path, format: .raw, virtualSize: raw.size, actualSize: raw.allocatedBytes,
@@ -55,7 +74,7 @@ public struct ImageInfo: Sendable {
     /// A JSON-ready dictionary with exactly qemu-img's keys.
     public var jsonObject: [String: Any] {
         var object: [String: Any] = [
-            "filename": filename, "format": format.rawValue, "virtual-size": virtualSize,
+            "filename": filename, "format": formatName, "virtual-size": virtualSize,
             "actual-size": actualSize, "dirty-flag": dirty,
         ]
         if let clusterSize { object["cluster-size"] = clusterSize }

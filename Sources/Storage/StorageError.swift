@@ -19,6 +19,8 @@ public enum StorageError: Error, Equatable, CustomStringConvertible {
     case foreignFormat(path: String, format: String)
     /// A write that would make an image whose format was probed as raw look like another format.
     case probedRawHeaderWrite(path: String)
+    /// A foreign image (VHD, VMDK) whose structures are malformed.
+    case corruptImage(path: String, format: String, reason: String)
 
     public var description: String {
         switch self {
@@ -37,7 +39,12 @@ public enum StorageError: Error, Equatable, CustomStringConvertible {
         case let .notAnImageFile(path, kind):
             return "\(path) is \(kind), not a disk image file"
         case let .foreignFormat(path, format):
-            return "\(path) is a \(format) image; Vireo reads raw and qcow2: convert it first (qemu-img convert -O qcow2 \(path) NEW.qcow2)"
+            // Which tool converts it: vireo img reads VHD and single-file VMDK (ForeignImage).
+            let tool = format.hasPrefix("VHD (") || format == "VMDK" ? "vireo img convert" : "qemu-img convert"
+            let note = format == "VMDK" ? " (vireo img reads single-file VMDKs; a VMDK made of several files needs qemu-img)" : ""
+            return "\(path) is a \(format) image; VMs run on raw and qcow2: convert it with \(tool) -O qcow2 \(path) NEW.qcow2\(note)"
+        case let .corruptImage(path, format, reason):
+            return "\(path): corrupt \(format) image: \(reason)"
         case let .probedRawHeaderWrite(path):
             return "\(path): refused a write to the first sector of an image probed as raw that would make it look like another format (give format=raw to allow it)"
         }

@@ -35,7 +35,7 @@ enum ImgSupport {
     static func format(_ name: String?) throws -> ImageFormat? {
         guard let name else { return nil }
         guard let format = ImageFormat(rawValue: name) else {
-            throw StorageError.invalidArgument("unknown image format '\(name)' (supported: raw, qcow2)")
+            throw StorageError.invalidArgument("unknown image format '\(name)' (supported: raw, qcow2; to read from: vpc, vmdk)")
         }
         return format
     }
@@ -86,8 +86,23 @@ enum ImgSupport {
     }
 
     /// Opens an image with its backing chain.
+    /// Opens an image for the image tools: raw and qcow2, and for reading, the foreign formats
+    /// Vireo converts from (VHD as `vpc`, single-file VMDK as `vmdk`), probed or named by -f.
     static func open(_ path: String, format: String?, readOnly: Bool, forceShare: Bool = false) throws -> any ExtentMapping {
-        try DiskImage.open(path: path, format: try self.format(format), readOnly: readOnly, sharing: sharing(forceShare))
+        if readOnly, let name = format, ForeignImageFormat(rawValue: name) != nil {
+            guard let (found, image) = try ForeignImage.open(path: path, sharing: sharing(forceShare)), found == name else {
+                throw StorageError.invalidArgument("\(path) is not a \(name) image")
+            }
+            return image
+        }
+        do {
+            return try DiskImage.open(path: path, format: try self.format(format), readOnly: readOnly, sharing: sharing(forceShare))
+        } catch StorageError.foreignFormat(let foreignPath, let name) where readOnly && format == nil {
+            guard let (_, image) = try ForeignImage.open(path: path, sharing: sharing(forceShare)) else {
+                throw StorageError.foreignFormat(path: foreignPath, format: name)
+            }
+            return image
+        }
     }
 
     /// `-U`/`--force-share`: read an image another process (a running VM) holds.

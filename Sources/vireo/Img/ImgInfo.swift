@@ -28,7 +28,7 @@ struct ImgInfo: ParsableCommand {
     }
 
     static func human(_ info: ImageInfo) -> String {
-        var lines = ["image: \(info.filename)", "file format: \(info.format.rawValue)",
+        var lines = ["image: \(info.filename)", "file format: \(info.formatName)",
                      "virtual size: \(ImgSupport.humanSize(info.virtualSize)) (\(info.virtualSize) bytes)",
                      "disk size: \(ImgSupport.humanSize(info.actualSize))"]
         if let clusterSize = info.clusterSize { lines.append("cluster_size: \(clusterSize)") }
