@@ -121,10 +121,14 @@ final class SessionGuest: @unchecked Sendable {
     private let progress = Guarded<(machines: Int, status: Int32?)>((0, nil))
     /// Everything the guest printed in this session, and the last "user: tick N" seen.
     private let printed = Guarded<(bytes: [UInt8], lastTick: Int, tickLines: Int, line: [UInt8])>(([], 0, 0, []))
+    /// The session's own lines (what `vireo run` prints as "vireo: ..."), for failure messages.
+    private let logged = Guarded<[String]>([])
+    var log: String { logged.read { $0.joined(separator: "\n") } }
 
     /// Starts `spec` and returns once its first machine exists or the session has ended.
     init(_ spec: LaunchSpec, timeoutSeconds: Double = 60) throws {
-        session = try VMSession(spec: spec, system: try KVMSystem(), terminal: nil, log: { _ in })
+        let logged = self.logged
+        session = try VMSession(spec: spec, system: try KVMSystem(), terminal: nil, log: { line in logged.update { $0.append(line) } })
         let progress = self.progress
         session.onMachine = { _, _ in progress.update { $0.machines += 1 } }
         let printed = self.printed

@@ -445,7 +445,7 @@ extension KVMGuestSuites.MigrationTests {
         #expect(progress.rounds == 1)
         #expect(guest.waitForEnd() == 0)
         let arrived = try destination.wait()
-        #expect(arrived.waitForMoreTicks(5), "\(arrived.output.suffix(300))")
+        #expect(arrived.waitForMoreTicks(5), "\(arrived.output.suffix(300))\nsession log:\n\(arrived.log)")
         // Once every page is there, the pages that were never sent (zero on the source) are
         // ordinary memory again: migrating on reads all of RAM and must not wait on them.
         let onward = IncomingGuest(label: "postcopy-on")
