@@ -25,6 +25,8 @@ packages=(
     genisoimage
     # misc tools the scripts use
     cpio python3 time curl
+    # user networking (`--net user`, libvirt's <interface type='user'>): passt
+    passt
     # device e2e: an ext4 disk made on the host, a TAP in a network namespace, a ping across it
     e2fsprogs iproute2 iputils-ping
     # CLI tests: unshare/setpriv (network namespaces, dropped capabilities), losetup (block devices)

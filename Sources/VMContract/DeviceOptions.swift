@@ -59,6 +59,10 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
         case tap(String)
         /// A TAP Vireo creates and adds to this Linux bridge.
         case bridge(String)
+        /// User-mode networking through passt (libvirt's `<interface type='user'>` backend since
+        /// 9.0): no TAP, no bridge, no privileges; the guest shares the host's addresses and
+        /// reaches what the host reaches; `forwards` open host ports into the guest.
+        case user(forwards: [PortForward])
     }
     public var attachment: Attachment
     public var mac: [UInt8]?
@@ -69,8 +73,24 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
         self.attachment = attachment; self.mac = mac; self.offloads = offloads
     }
 
-    /// `tap=NAME[,mac=52:54:00:12:34:56][,offload=on|off]` or `bridge=BR[,mac=...]`.
+    /// `tap=NAME[,mac=52:54:00:12:34:56][,offload=on|off]`, `bridge=BR[,mac=...]`, or
+    /// `user[,hostfwd=tcp::2222-:22]...[,mac=...]` (QEMU's spelling; hostfwd may repeat).
     public static func parse(_ text: String) throws(DeviceOptionError) -> NetworkOptions {
+        let items = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        if items.first == "user" {
+            var forwards: [PortForward] = []
+            var rest: [String] = []
+            for item in items.dropFirst() {
+                if item.hasPrefix("hostfwd=") { forwards.append(try PortForward.parse(String(item.dropFirst("hostfwd=".count))))
+                } else { rest.append(item) }
+            }
+            var options = NetworkOptions(attachment: .user(forwards: forwards))
+            if !rest.isEmpty {
+                let fields = try OptionList.parse(rest.joined(separator: ","), option: "--net", bareKey: nil, allowed: ["mac", "hostfwd"])
+                if let mac = fields["mac"] { options.mac = try parseMAC(mac) }
+            }
+            return options
+        }
         let fields = try OptionList.parse(text, option: "--net", bareKey: nil, allowed: ["tap", "bridge", "mac", "offload"])
         var options: NetworkOptions
         switch (fields["tap"], fields["bridge"]) {
@@ -84,7 +104,7 @@ public struct NetworkOptions: Codable, Sendable, Equatable {
                 throw .invalidValue(option: "--net", key: "bridge", value: bridge, expected: "an interface name of 1-15 characters")
             }
             options = NetworkOptions(attachment: .bridge(bridge))
-        case (nil, nil): throw .missing(option: "--net", key: "tap or bridge")
+        case (nil, nil): throw .missing(option: "--net", key: "tap, bridge or user")
         default: throw .conflict(option: "--net", keys: "tap and bridge")
         }
         if let mac = fields["mac"] { options.mac = try parseMAC(mac) }
@@ -159,20 +179,26 @@ enum OptionList {
     }
 }
 
-/// `{"tap": "NAME"}` or `{"bridge": "NAME"}`: what a reader of a launch file expects to see.
+/// `{"tap": "NAME"}`, `{"bridge": "NAME"}` or `{"user": ["tcp::2222-:22"]}`: what a reader of a
+/// launch file expects to see.
 extension NetworkOptions.Attachment: Codable {
-    private enum CodingKeys: String, CodingKey { case tap, bridge }
+    private enum CodingKeys: String, CodingKey { case tap, bridge, user }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let tap = try container.decodeIfPresent(String.self, forKey: .tap)
         let bridge = try container.decodeIfPresent(String.self, forKey: .bridge)
-        switch (tap, bridge) {
-        case let (tap?, nil) where NetworkOptions.isValidInterfaceName(tap): self = .tap(tap)
-        case let (nil, bridge?) where NetworkOptions.isValidInterfaceName(bridge): self = .bridge(bridge)
+        let user = try container.decodeIfPresent([String].self, forKey: .user)
+        switch (tap, bridge, user) {
+        case let (tap?, nil, nil) where NetworkOptions.isValidInterfaceName(tap): self = .tap(tap)
+        case let (nil, bridge?, nil) where NetworkOptions.isValidInterfaceName(bridge): self = .bridge(bridge)
+        case let (nil, nil, forwards?) where forwards.count <= PortForward.maximumCount:
+            do { self = .user(forwards: try forwards.map { try PortForward.parse($0) }) } catch {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(error)"))
+            }
         default:
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                debugDescription: "a network attachment is one of tap or bridge, with an interface name of 1-15 characters"))
+                debugDescription: "a network attachment is one of tap or bridge, with an interface name of 1-15 characters, or user with port forwards"))
         }
     }
 
@@ -181,6 +207,44 @@ extension NetworkOptions.Attachment: Codable {
         switch self {
         case let .tap(name): try container.encode(name, forKey: .tap)
         case let .bridge(name): try container.encode(name, forKey: .bridge)
+        case let .user(forwards): try container.encode(forwards.map(\.description), forKey: .user)
         }
+    }
+}
+
+/// A host port forwarded into a user-networking guest, in QEMU's hostfwd spelling:
+/// `tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT`, IPv4 host address (the guest address is
+/// ignored: the guest has one, the host's).
+public struct PortForward: Sendable, Equatable, CustomStringConvertible {
+    public enum Proto: String, Sendable { case tcp, udp }
+    public var proto: Proto
+    /// The host address to listen on (nil: all).
+    public var hostAddress: String?
+    public var hostPort: UInt16
+    public var guestPort: UInt16
+
+    public static let maximumCount = 64
+
+    public init(proto: Proto, hostAddress: String? = nil, hostPort: UInt16, guestPort: UInt16) {
+        self.proto = proto; self.hostAddress = hostAddress; self.hostPort = hostPort; self.guestPort = guestPort
+    }
+
+    public var description: String { "\(proto.rawValue):\(hostAddress ?? ""):\(hostPort)-:\(guestPort)" }
+
+    public static func parse(_ text: String) throws(DeviceOptionError) -> PortForward {
+        func bad() -> DeviceOptionError {
+            .invalidValue(option: "--net", key: "hostfwd", value: text, expected: "tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT, e.g. tcp::2222-:22")
+        }
+        let halves = text.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+        guard halves.count == 2 else { throw bad() }
+        let host = halves[0].split(separator: ":", omittingEmptySubsequences: false)
+        let guest = halves[1].split(separator: ":", omittingEmptySubsequences: false)
+        guard host.count == 3, guest.count == 2, let proto = Proto(rawValue: String(host[0])),
+              let hostPort = UInt16(host[2]), hostPort > 0, let guestPort = UInt16(guest[1]), guestPort > 0 else { throw bad() }
+        let address = String(host[1])
+        // An IPv4 literal, not a name: passt takes addresses only, and nothing else may ride along
+        // into its command line.
+        guard address.isEmpty || (address.count <= 15 && address.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") })) else { throw bad() }
+        return PortForward(proto: proto, hostAddress: address.isEmpty ? nil : address, hostPort: hostPort, guestPort: guestPort)
     }
 }

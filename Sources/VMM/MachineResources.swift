@@ -2,7 +2,7 @@ import Storage
 import Virtio
 
 /// The host side of a machine, resolved before anything is built: disk images opened, TAPs opened
-/// (or created and bridged), MAC addresses fixed. The first of the two construction steps: a
+/// (or created and bridged) or passt started, MAC addresses fixed. The first of the two construction steps: a
 /// machine is then assembled from these and either a boot request or a saved state, and a reboot
 /// or a restore reuses them instead of opening everything again.
 public final class MachineResources: @unchecked Sendable {
@@ -11,7 +11,7 @@ public final class MachineResources: @unchecked Sendable {
     public let devices: DeviceOptions
     /// Each with write tracking for disk mirroring (`--copy-storage-all`), off unless migrating.
     let disks: [TrackedDisk]
-    let networks: [TapNetworkBackend]
+    let networks: [any HostNetwork]
     /// Warnings about what was opened, one line each (a writable disk whose format was probed).
     public let notes: [String]
     private let closed = Guarded(false)
@@ -20,7 +20,7 @@ public final class MachineResources: @unchecked Sendable {
     public init(devices requested: DeviceOptions) throws {
         var devices = requested
         var disks: [TrackedDisk] = []
-        var networks: [TapNetworkBackend] = []
+        var networks: [any HostNetwork] = []
         var notes: [String] = []
         do {
             for disk in requested.disks {
@@ -32,11 +32,16 @@ public final class MachineResources: @unchecked Sendable {
                 disks.append(TrackedDisk(image))
             }
             for index in requested.networks.indices {
-                networks.append(try TapNetworkBackend(options: requested.networks[index]))
+                let options = requested.networks[index]
+                if case let .user(forwards) = options.attachment {
+                    networks.append(try PasstNetworkBackend(forwards: forwards))
+                } else {
+                    networks.append(try TapNetworkBackend(options: options))
+                }
                 if devices.networks[index].mac == nil { devices.networks[index].mac = PCIPlatform.generatedMAC() }
             }
         } catch {
-            for tap in networks { tap.tap.close() }
+            for network in networks { network.close() }
             throw error
         }
         self.devices = devices
@@ -70,6 +75,6 @@ public final class MachineResources: @unchecked Sendable {
         flushDisks(log: log)
         // The VM is over: another may use its disks now, even while this process lives on.
         releaseDiskLocks()
-        for network in networks { network.tap.close() }
+        for network in networks { network.close() }
     }
 }

@@ -89,19 +89,18 @@ final class PCIPlatform: @unchecked Sendable {
             let backend = resources.networks[index]
             let mac = network.mac ?? Self.generatedMAC()
             let device = try VirtioNet(backend: backend, configuration: VirtioNetConfiguration(mac: mac))
-            networkDevices.append((backend.tap.name, device))
+            networkDevices.append((backend.hostName, device))
             let name = "vnet\(index)"
             let function = try add(device, name: name, memory: memory, restoring: try savedFunction(name))
-            var backing = "TAP \(backend.tap.name)"
-            if case let .bridge(bridge) = network.attachment { backing += " on bridge \(bridge)" }
+            let backing = backend.summary
             let offloads = backend.offloads.isEmpty ? "none" : [
                 backend.offloads.contains(.checksum) ? "csum" : nil, backend.offloads.contains(.tso4) ? "tso4" : nil,
                 backend.offloads.contains(.tso6) ? "tso6" : nil,
             ].compactMap { $0 }.joined(separator: ",")
             summary.append("\(function.transport.address): virtio-net on \(backing), mac "
                            + mac.map { String($0, radix: 16).leftPadded(to: 2) }.joined(separator: ":") + ", offloads \(offloads)")
-            // Level-triggered poll: the handler drains the TAP (frames without a buffer are dropped).
-            function.ioThread.add(fd: backend.tap.raw) { [device] in
+            // Level-triggered poll: the handler drains the backend (frames without a buffer are dropped).
+            function.ioThread.add(fd: backend.pollDescriptor) { [device] in
                 while device.backendReadable() {}
             }
         }

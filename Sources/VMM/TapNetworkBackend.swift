@@ -6,10 +6,12 @@ import Virtio
 final class TapNetworkBackend: NetworkBackend {
     let tap: TapInterface
     let offloads: NetworkOffloads
+    let attachment: NetworkOptions.Attachment
 
     /// Opens (or creates) the TAP; `bridge` adds it to a Linux bridge first. Both need
     /// CAP_NET_ADMIN unless the TAP exists and belongs to the user.
     init(options: NetworkOptions) throws {
+        attachment = options.attachment
         switch options.attachment {
         case let .tap(name):
             tap = try TapInterface(name: name)
@@ -17,6 +19,8 @@ final class TapNetworkBackend: NetworkBackend {
             tap = try TapInterface(name: "")
             try tap.attach(toBridge: bridge)
             try tap.bringUp()
+        case .user:
+            throw KVMError.invalidArgument("user networking is passt's, not a TAP's")
         }
         // TAPs opened with IFF_VNET_HDR accept every TUN_F_* offload the kernel knows; probe by
         // setting them, and fall back to none on kernels that refuse.

@@ -2,7 +2,9 @@
    (ethertype 0x88b5, "local experimental") with whatever sits on the host side of the TAP.
    Default: sends one frame "hello from the guest", then waits for a frame from the host and
    prints its payload. "bench=N" instead sends N full-size (1514-byte) frames one at a time, for
-   benchmarks/virtio: the host measures its CPU time per frame. */
+   benchmarks/virtio: the host measures its CPU time per frame. "arp" instead asks who has
+   10.0.2.2 (an ARP request from 0.0.0.0, as a host probing for an address does) and prints the
+   first ARP reply: what a user-networking backend (passt) answers for its gateway. */
 #include "lib.h"
 #include "multiboot.h"
 #include "virtio.h"
@@ -63,6 +65,38 @@ u32 guest_main(u32 magic, const struct mb_info *mbi) {
             }
         kprintf("virtio-net: bench done n=%u frames of %u bytes\n", bench, FRAME_BYTES);
         return 0;
+    }
+
+    if (cmdline_has(cmdline, "arp")) {
+        static const u8 mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+        memset(tx_buffer, 0, sizeof tx_buffer);
+        u8 *frame = tx_buffer + HEADER_BYTES;
+        memset(frame, 0xFF, 6);
+        memcpy(frame + 6, mac, 6);
+        frame[12] = 0x08; frame[13] = 0x06;                        /* ARP */
+        u8 *arp = frame + 14;
+        arp[0] = 0; arp[1] = 1; arp[2] = 0x08; arp[3] = 0; arp[4] = 6; arp[5] = 4;
+        arp[6] = 0; arp[7] = 1;                                    /* request */
+        memcpy(arp + 8, mac, 6);                                   /* sender MAC; sender IP 0.0.0.0 */
+        arp[24] = 10; arp[25] = 0; arp[26] = 2; arp[27] = 2;       /* target IP */
+        if (!send_frame(HEADER_BYTES + 60))
+            return 0x35;
+        kprintf("virtio-net: sent an arp request for 10.0.2.2\n");
+        for (;;) {
+            u32 length = 0;
+            int head = virtq_wait_used(&dev, &rxq, &length);
+            if (head < 0 || head >= VIRTQ_SIZE) {
+                kprintf("virtio-net: no arp reply (status 0x%x)\n", virtio_status(&dev));
+                return 0x36;
+            }
+            const u8 *in = rx_buffers[head] + HEADER_BYTES;
+            if (length >= HEADER_BYTES + 42 && in[12] == 0x08 && in[13] == 0x06 && in[20] == 0 && in[21] == 2) {
+                kprintf("virtio-net: arp reply: %u.%u.%u.%u is at %x:%x:%x:%x:%x:%x\n", in[28], in[29], in[30], in[31],
+                        in[22], in[23], in[24], in[25], in[26], in[27]);
+                return 0;
+            }
+            virtq_publish(&dev, &rxq, (u16)head);
+        }
     }
 
     if (!send_frame(build_frame("hello from the guest", 60)))
