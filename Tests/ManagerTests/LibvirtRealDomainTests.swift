@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMContract
 @testable import Manager
 
 /// What virt-install, virt-manager and GNOME Boxes leave in real domains, that Vireo used to
@@ -72,6 +73,67 @@ import Testing
             """)
         #expect(throws: DefinitionError.invalidValue(field: "devices/interface/model", reason: "NIC model '\(model)' is not emulated: Vireo's NIC is virtio-net; use <model type='virtio'/> (Linux has the driver built in; Windows needs virtio-win)")) {
             try ImportResult(libvirtXML: xml)
+        }
+    }
+}
+
+/// `<interface type='user'>`: GNOME Boxes' and virt-install's unprivileged default, which Vireo
+/// runs on passt, with libvirt's passt port forwards.
+@Suite struct UserInterfaceDefinitionTests {
+    @Test func boxesUserNetworkingImportsAndLaunchesOnPasst() throws {
+        let imported = try ImportResult(libvirtXML: LibvirtRealDomainTests.domain(devices: """
+            <interface type='user'>
+              <mac address='52:54:00:e1:3c:7f'/>
+              <model type='virtio'/>
+              <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
+            </interface>
+            """))
+        let interface = try #require(imported.definition.interfaces.first)
+        #expect(interface.type == .user && interface.source.isEmpty && interface.forwards.isEmpty)
+        #expect(imported.unsupported.filter { $0.hasPrefix("devices/interface") } == ["devices/interface/address (type=pci)"])
+        let spec = try VMLaunch.spec(for: imported.definition, paths: VMPaths(stateDirectory: "/s", name: "real"))
+        #expect(spec.devices.networks.first?.attachment == .user(forwards: []))
+    }
+
+    @Test func passtPortForwardsRoundTripThroughDumpxml() throws {
+        let imported = try ImportResult(libvirtXML: LibvirtRealDomainTests.domain(devices: """
+            <interface type='user'>
+              <backend type='passt'/>
+              <mac address='52:54:00:e1:3c:7f'/>
+              <model type='virtio'/>
+              <portForward proto='tcp'><range start='2222' to='22'/></portForward>
+              <portForward proto='udp' address='127.0.0.1'><range start='5353' to='53'/><range start='6000'/></portForward>
+              <portForward proto='tcp'><range start='8000' end='8010'/></portForward>
+            </interface>
+            """))
+        let interface = try #require(imported.definition.interfaces.first)
+        #expect(interface.forwards == ["tcp::2222-:22", "udp:127.0.0.1:5353-:53", "udp:127.0.0.1:6000-:6000"])
+        // A port range is not a single forward: reported, not guessed.
+        #expect(imported.unsupported.contains("devices/interface/portForward[3]/range"), "\(imported.unsupported)")
+        let spec = try VMLaunch.spec(for: imported.definition, paths: VMPaths(stateDirectory: "/s", name: "real"))
+        #expect(spec.devices.networks.first?.attachment == .user(forwards: [
+            PortForward(proto: .tcp, hostPort: 2222, guestPort: 22),
+            PortForward(proto: .udp, hostAddress: "127.0.0.1", hostPort: 5353, guestPort: 53),
+            PortForward(proto: .udp, hostAddress: "127.0.0.1", hostPort: 6000, guestPort: 6000)]))
+        // dumpxml writes libvirt's passt form, which imports to the same definition.
+        let xml = imported.definition.libvirtXML()
+        #expect(xml.contains("<backend type='passt'/>"), "\(xml)")
+        #expect(try ImportResult(libvirtXML: xml).definition == imported.definition)
+        // And the native form.
+        #expect(try VMDefinition(yaml: Data(try imported.definition.yaml().utf8)) == imported.definition)
+    }
+
+    @Test func forwardsBelongToUserInterfacesAndMustParse() {
+        for (yaml, message) in [
+            ("interfaces: [{type: bridge, source: br0, forwards: ['tcp::2222-:22']}]", "port forwards are for user interfaces"),
+            ("interfaces: [{type: user, forwards: ['ssh']}]", "port forward 'ssh': expected"),
+            ("interfaces: [{type: user, source: br0}]", "a user interface has no source"),
+        ] {
+            let document = "name: u\nmemory: 64M\nos: {kernel: /k}\n" + yaml + "\n"
+            #expect(throws: DefinitionError.self) { try VMDefinition(yaml: Data(document.utf8)) }
+            do { _ = try VMDefinition(yaml: Data(document.utf8)) } catch {
+                #expect("\(error)".contains(message), "\(error)")
+            }
         }
     }
 }

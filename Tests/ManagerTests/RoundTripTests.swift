@@ -43,9 +43,11 @@ struct RoundTripTests {
         var interfaces: [NetworkInterface] = []
         for index in 0..<Int(rng.next() % 4) {
             let mac = MACAddress(String(format: "52:54:00:%02x:%02x:%02x", index, Int(rng.next() % 256), Int(rng.next() % 256)))
+            let type = pick(NetworkInterface.Kind.allCases, &rng)
             interfaces.append(NetworkInterface(
-                type: pick(NetworkInterface.Kind.allCases, &rng), source: pick(["br0", "virbr0", "tap-1", "default", "n.e_t"], &rng),
-                mac: mac ?? .random()))
+                type: type, source: type == .user ? "" : pick(["br0", "virbr0", "tap-1", "default", "n.e_t"], &rng),
+                mac: mac ?? .random(),
+                forwards: type == .user ? Array(["tcp::2222-:22", "udp:127.0.0.1:5353-:53", "tcp::8080-:80"].prefix(Int(rng.next() % 4))) : []))
         }
         return VMDefinition(
             name: name, uuid: UUID(), memory: memory, currentMemory: current,

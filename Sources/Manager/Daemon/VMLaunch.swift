@@ -150,6 +150,8 @@ extension NetworkOptions.Attachment {
         case .bridge: self = .bridge(interface.source)
         // A named network would be a bridge the daemon manages; until then the name is the bridge.
         case .network: self = .bridge(interface.source)
+        // Validated with the definition: every forward parses.
+        case .user: self = .user(forwards: interface.forwards.compactMap { try? PortForward.parse($0) })
         }
     }
 }

@@ -1,3 +1,4 @@
+import VMContract
 /// `vireo dumpxml`: the definition as libvirt domain XML, in the shape `virsh dumpxml` prints.
 /// Importing the result gives back an equal definition (settings libvirt has no element for,
 /// such as autostart, travel in Vireo's own <metadata> namespace).
@@ -78,6 +79,7 @@ extension VMDefinition {
         case .bridge: "bridge"
         case .network: "network"
         case .tap: "ethernet"
+        case .user: "user"
         }
         xml.open("interface", ["type": type])
         xml.leaf("mac", ["address": interface.mac.description])
@@ -85,8 +87,20 @@ extension VMDefinition {
         case .bridge: xml.leaf("source", ["bridge": interface.source])
         case .network: xml.leaf("source", ["network": interface.source])
         case .tap: xml.leaf("target", ["dev": interface.source, "managed": "no"])
+        case .user: xml.leaf("backend", ["type": "passt"])
         }
         xml.leaf("model", ["type": interface.model.rawValue])
+        // libvirt's passt port forwards: <portForward proto='tcp' address=…><range start='2222' to='22'/>.
+        for text in interface.forwards {
+            guard let forward = try? PortForward.parse(text) else { continue }
+            if let address = forward.hostAddress {
+                xml.open("portForward", ["proto": forward.proto.rawValue, "address": address])
+            } else {
+                xml.open("portForward", ["proto": forward.proto.rawValue])
+            }
+            xml.leaf("range", ["start": String(forward.hostPort), "to": String(forward.guestPort)])
+            xml.close("portForward")
+        }
         xml.close("interface")
     }
 }

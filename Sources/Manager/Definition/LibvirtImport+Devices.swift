@@ -29,7 +29,7 @@ extension LibvirtImporter {
             let path = paths[ObjectIdentifier(element)] ?? "devices/interface"
             let interface = try interface(element, at: path)
             definition.interfaces.append(interface)
-            interfacePaths.append((path, interface.type == .tap ? "target" : "source"))
+            interfacePaths.append((path, interface.type == .tap ? "target" : interface.type == .user ? "portForward" : "source"))
         }
         definition.console.type = consoleType(in: devices)
     }
@@ -81,14 +81,37 @@ extension LibvirtImporter {
         case "bridge": type = .bridge
         case "network": type = .network
         case "ethernet": type = .tap
+        case "user": type = .user
         case let other:
             throw DefinitionError.invalidValue(
                 field: path,
-                reason: "interface type \(quoted(other ?? "")) is not supported (expected bridge, network or ethernet)")
+                reason: "interface type \(quoted(other ?? "")) is not supported (expected bridge, network, ethernet or user)")
         }
 
         let sourceName: String
-        if type == .tap {
+        var forwards: [String] = []
+        if type == .user {
+            // GNOME Boxes' and virt-install's unprivileged default; libvirt runs it on passt (with
+            // <backend type='passt'/>) or on QEMU's slirp: Vireo always on passt.
+            sourceName = ""
+            if let backend = try single("backend", in: element, at: path) {
+                backend.consumeAttribute("type", ifIn: ["passt"])
+                backend.consume()
+            }
+            for forward in element.children(named: "portForward") {
+                forward.consume()
+                let proto = forward.attribute("proto") ?? "tcp"
+                let address = forward.attribute("address")
+                for range in forward.children(named: "range") {
+                    // One port each: a range with an end, or exclusions, stays reported.
+                    guard range.attributes["end"] == nil, range.attributes["exclude"] == nil,
+                          let start = range.attribute("start").flatMap({ UInt16($0) }) else { continue }
+                    range.consume()
+                    let to = range.attribute("to").flatMap { UInt16($0) } ?? start
+                    forwards.append("\(proto):\(address ?? ""):\(start)-:\(to)")
+                }
+            }
+        } else if type == .tap {
             // libvirt's "ethernet" names an existing tap in <target dev=… managed='no'/>; a
             // managed tap (one libvirt would create) is reported, Vireo uses the device as is.
             guard let target = try single("target", in: element, at: path) else {
@@ -129,7 +152,7 @@ extension LibvirtImporter {
             model = try Check.oneOf(
                 modelElement.attribute("type") ?? "", NetworkInterface.Model.self, noun: "model", field: "\(path)/model")
         }
-        return NetworkInterface(type: type, source: sourceName, mac: mac, model: model)
+        return NetworkInterface(type: type, source: sourceName, mac: mac, model: model, forwards: forwards)
     }
 
     /// NIC models QEMU emulates and libvirt domains name (virt-manager's defaults for older guests).

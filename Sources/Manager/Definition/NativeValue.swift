@@ -173,10 +173,11 @@ extension Disk {
 
 extension NetworkInterface {
     var nativeValue: NativeValue {
-        .mapping([
-            ("type", .string(type.rawValue)), ("source", .string(source)),
-            ("mac", .string(mac.description)), ("model", .string(model.rawValue)),
-        ])
+        var fields: [(String, NativeValue)] = [("type", .string(type.rawValue))]
+        if type != .user || !source.isEmpty { fields.append(("source", .string(source))) }
+        fields += [("mac", .string(mac.description)), ("model", .string(model.rawValue))]
+        if !forwards.isEmpty { fields.append(("forwards", .list(forwards.map { .string($0) }))) }
+        return .mapping(fields)
     }
 }
 

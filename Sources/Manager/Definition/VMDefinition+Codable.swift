@@ -95,12 +95,13 @@ extension Disk: Codable {
 }
 
 extension NetworkInterface: Codable {
-    enum CodingKeys: String, CodingKey, CaseIterable { case type, source, mac, model }
+    enum CodingKeys: String, CodingKey, CaseIterable { case type, source, mac, model, forwards }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.strictContainer(CodingKeys.self)
         type = try Check.oneOf(try c.required(String.self, .type), Kind.self, noun: "type", field: c.path(.type))
-        source = try c.required(String.self, .source)
+        source = type == .user ? (try c.optional(String.self, .source) ?? "") : try c.required(String.self, .source)
+        forwards = try c.optional([String].self, .forwards) ?? []
         if let text = try c.optional(String.self, .mac) {
             guard let mac = MACAddress(text) else {
                 throw DefinitionError.invalidValue(field: c.path(.mac), reason: "\(quoted(text)) is not a MAC address")

@@ -177,21 +177,25 @@ public struct Disk: Equatable, Sendable {
 }
 
 public struct NetworkInterface: Equatable, Sendable {
-    /// bridge: a host bridge; network: a named network the daemon manages; tap: an existing tap.
-    public enum Kind: String, CaseIterable, Sendable { case bridge, network, tap }
+    /// bridge: a host bridge; network: a named network the daemon manages; tap: an existing tap;
+    /// user: user-mode networking through passt (no host device).
+    public enum Kind: String, CaseIterable, Sendable { case bridge, network, tap, user }
     public enum Model: String, CaseIterable, Sendable { case virtio }
 
     public var type: Kind
-    /// The bridge, network or tap device name, per `type`.
+    /// The bridge, network or tap device name, per `type` (empty for user).
     public var source: String
     public var mac: MACAddress
     public var model: Model
+    /// user only: host ports forwarded into the guest, "tcp::2222-:22" (QEMU's hostfwd spelling).
+    public var forwards: [String]
 
-    public init(type: Kind, source: String, mac: MACAddress = .random(), model: Model = .virtio) {
+    public init(type: Kind, source: String, mac: MACAddress = .random(), model: Model = .virtio, forwards: [String] = []) {
         self.type = type
         self.source = source
         self.mac = mac
         self.model = model
+        self.forwards = forwards
     }
 }
 

@@ -126,6 +126,21 @@ enum Check {
         switch interface.type {
         case .bridge, .tap: try interfaceName(interface.source, field: field)
         case .network: try name(interface.source, field: field)
+        case .user:
+            guard interface.source.isEmpty else {
+                throw DefinitionError.invalidValue(field: field, reason: "a user interface has no source (passt needs no host device)")
+            }
+        }
+        guard interface.type == .user || interface.forwards.isEmpty else {
+            throw DefinitionError.invalidValue(field: field, reason: "port forwards are for user interfaces (a bridged guest is reachable directly)")
+        }
+        guard interface.forwards.count <= PortForward.maximumCount else {
+            throw DefinitionError.invalidValue(field: field, reason: "\(interface.forwards.count) port forwards exceed the limit of \(PortForward.maximumCount)")
+        }
+        for forward in interface.forwards {
+            do { _ = try PortForward.parse(forward) } catch {
+                throw DefinitionError.invalidValue(field: field, reason: "port forward \(quoted(forward)): expected tcp|udp:[HOSTADDR]:HOSTPORT-:GUESTPORT")
+            }
         }
     }
 
