@@ -33,7 +33,7 @@ import Testing
     }
 
     @Test(arguments: [
-        ("mac=52:54:00:12:34:56", DeviceOptionError.missing(option: "--net", key: "tap or bridge")),
+        ("mac=52:54:00:12:34:56", DeviceOptionError.missing(option: "--net", key: "tap, bridge or user")),
         ("tap=a,bridge=b", .conflict(option: "--net", keys: "tap and bridge")),
         ("tap=averyveryverylongname", .invalidValue(option: "--net", key: "tap", value: "averyveryverylongname", expected: "an interface name of 1-15 characters")),
         ("tap=t0,mac=52:54:00:12:34", .invalidValue(option: "--net", key: "mac", value: "52:54:00:12:34", expected: "six hex bytes like 52:54:00:12:34:56")),
