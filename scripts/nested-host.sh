@@ -28,6 +28,8 @@
 #   --quiet-stall S kill L1 when the command has printed nothing for S seconds (default 0: never):
 #                   for a command, like a test suite with per-test timeouts, that is never quiet
 #                   that long while L1 works
+#   --tcg single|multi  one host thread for all of L1's vCPUs, or one each (default multi, or
+#                   $VIREO_NESTED_TCG)
 #   --qemu-cpu M    QEMU's CPU model for L1 (default max: TCG's with SVM and nested paging)
 #   --print-l1      build (or find) L1 and print its files, then exit
 # VIREO_QEMU names another qemu-system-x86_64. VIREO_* variables are passed on to the command. Exit status: the
@@ -48,6 +50,7 @@ die() { echo "nested-host: error: $*" >&2; exit 70; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; }
 
 share= keep=0 interactive=0 memory=4G cpus=2 timeout_s=3600 stall_s=180 quiet_s=0 print_only=0 qemu_cpu=max
+tcg_threads=${VIREO_NESTED_TCG:-multi}
 while (($#)); do
     case "$1" in
         --share) share=$2; shift 2 ;;
@@ -59,6 +62,7 @@ while (($#)); do
         --stall) stall_s=$2; shift 2 ;;
         --quiet-stall) quiet_s=$2; shift 2 ;;
         --qemu-cpu) qemu_cpu=$2; shift 2 ;;
+        --tcg) tcg_threads=$2; shift 2 ;;
         --print-l1) print_only=1; shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
@@ -72,6 +76,7 @@ if ! [[ $stall_s =~ ^[0-9]+$ ]] || { [ "$stall_s" -gt 0 ] && [ "$stall_s" -lt 30
     die "--stall wants 0 or at least 30 seconds (L1's heartbeat comes every 15 s), not '$stall_s'"
 fi
 [[ $quiet_s =~ ^[0-9]+$ ]] || die "--quiet-stall wants seconds, not '$quiet_s'"
+[[ $tcg_threads =~ ^(single|multi)$ ]] || die "--tcg wants single or multi, not '$tcg_threads'"
 
 qemu=${VIREO_QEMU:-$(command -v qemu-system-x86_64 || true)}
 [ -n "$qemu" ] && [ -x "$qemu" ] || die "qemu-system-x86_64 is missing${VIREO_QEMU:+ (VIREO_QEMU=$VIREO_QEMU)}: apt-get install qemu-system-x86 (or run scripts/setup.sh)"
@@ -143,7 +148,7 @@ case "$PWD/" in /tmp/?*/) tmp_keep=/tmp/$(cut -d/ -f3 <<<"$PWD") ;; esac
 # panic=-1 + -no-reboot: a dying L1 ends QEMU instead of hanging. loglevel=4: L1's kernel errors
 # (KERN_ERR and worse: soft lockups, RCU stalls, hung tasks, oopses) reach the console and so the
 # output and console.log; warnings and the boot chatter stay quiet.
-qemu_args=(-accel tcg,thread=multi -cpu "$qemu_cpu" -smp "$cpus" -m "$memory" -machine q35 -nodefaults -no-user-config
+qemu_args=(-accel "tcg,thread=$tcg_threads" -cpu "$qemu_cpu" -smp "$cpus" -m "$memory" -machine q35 -nodefaults -no-user-config
     -kernel "$l1_dir/vmlinuz" -initrd "$l1_dir/initramfs.cpio.gz"
     -append "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init"
     -pidfile "$share/.nested/qemu.pid" -name vireo-l1,debug-threads=on

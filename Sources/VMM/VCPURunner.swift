@@ -254,8 +254,13 @@ final class VCPURunner: @unchecked Sendable {
     }
 
     /// The registers that say why a guest triple-faulted: where it ran, its paging and tables.
+    /// On AMD, KVM has already put the vCPU through INIT when it reports the shutdown (the VMCB is
+    /// undefined after one): the registers are then the reset values, and the report says so.
     private func faultDescription() -> String {
         guard let registers = try? vcpu.getRegisters(), let special = try? vcpu.getSpecialRegisters() else { return "registers unreadable" }
+        if registers.rip == 0xFFF0, special.cs.base == 0xFFFF_0000, special.cr0 & 1 == 0 {
+            return "registers already at their reset values (KVM on AMD re-initializes a vCPU on shutdown), so where it faulted is lost"
+        }
         func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
         let parts = ["RIP \(hex(registers.rip))", "RSP \(hex(registers.rsp))", "CPL \(special.cs.dpl)",
                      "CR0 \(hex(special.cr0))", "CR2 \(hex(special.cr2))", "CR3 \(hex(special.cr3))", "CR4 \(hex(special.cr4))",

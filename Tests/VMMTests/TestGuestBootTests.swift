@@ -79,10 +79,12 @@ extension KVMGuestSuites { @Suite struct TestGuestBootTests {
         let guest = try BootedGuest("mb-reset.elf", cmdline: "triple", log: { line in notes.update { $0.append(line) } })
         #expect(guest.finish() == .reset)
         #expect(guest.serial.text.contains("reset: resetting by a triple fault"))
-        let report = notes.read { $0.first { $0.contains("triple fault") } }
-        #expect(report?.hasPrefix("vCPU 0: triple fault (KVM_EXIT_SHUTDOWN): RIP 0x") == true, "notes: \(notes.read { $0 })")
-        // The empty IDT the guest loaded is in the report.
-        #expect(report?.contains("IDT 0x0/0x0") == true, "report: \(report ?? "none")")
+        let report = try #require(notes.read { $0.first { $0.contains("triple fault") } }, "notes: \(notes.read { $0 })")
+        #expect(report.hasPrefix("vCPU 0: triple fault (KVM_EXIT_SHUTDOWN): "), "\(report)")
+        // The empty IDT the guest loaded is in the report, unless KVM reset the vCPU first (AMD's
+        // SVM does), which the report must then say instead of passing reset values off as state.
+        #expect(report.contains("RIP 0x") && report.contains("IDT 0x0/0x0") || report.contains("registers already at their reset values"),
+                "\(report)")
     }
 
     @Test func resetThroughTheI8042IsNotReportedAsATripleFault() throws {
