@@ -142,6 +142,7 @@ import Testing
         let result = try VireoBinary.run(["install", "--name", "dry", "--memory", "512", "--cpus", "2", "--import",
                                           "--disk", "size=1,backing=\(dir)/base.img", "--cloud-init",
                                           "user-data=\(user),network-config=\(network)", "--network", "bridge=br0,mac=52:54:00:12:34:56",
+                                          "--network", "user,hostfwd=tcp::2222-:22,mac=52:54:00:12:34:57",
                                           "--firmware", "uefi", "--dry-run", "--socket", dir + "/none.sock"])
         #expect(result.status == 0, "\(result.stderr)")
         let out = result.stdout
@@ -154,7 +155,8 @@ import Testing
             """), "\(out)")
         for line in ["memory: 512MiB", "vcpus: 2", "  firmware: uefi", "- source: \(dir)/dry.qcow2", "  format: qcow2",
                      "- source: \(dir)/dry-cidata.iso", "  device: cdrom", "  readonly: true", "  target: vdb",
-                     "- type: bridge", "  source: br0", "  mac: '52:54:00:12:34:56'"] {
+                     "- type: bridge", "  source: br0", "  mac: '52:54:00:12:34:56'",
+                     "- type: user", "  mac: '52:54:00:12:34:57'", "  forwards:", "  - tcp::2222-:22"] {
             #expect(out.contains(line), "\(line)")
         }
         #expect(Self.listing(dir) == before)

@@ -57,7 +57,7 @@ struct Install: ParsableCommand {
     var cloudInit: String?
 
     @Option(name: .customLong("network"), help: ArgumentHelp(
-        "A virtio NIC: bridge=BRIDGE, network=NAME (a daemon network) or tap=TAP (an existing tap device), each [,mac=MAC]. Repeat for more; none by default.",
+        "A virtio NIC: bridge=BRIDGE, network=NAME (a daemon network), tap=TAP (an existing tap device), or user[,hostfwd=tcp::2222-:22]... (passt: no root, no bridge), each [,mac=MAC]. Repeat for more; none by default.",
         valueName: "spec"))
     var networks: [String] = []
 
@@ -328,10 +328,24 @@ struct InstallPlan {
     }
 
     private static func interface(_ spec: String) throws -> [String: Any] {
+        // virt-install's unprivileged default: `user`, here on passt, with QEMU-style hostfwd (repeatable).
+        let items = spec.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        if items.first == "user" {
+            var value: [String: Any] = ["type": "user"]
+            let forwards = items.dropFirst().filter { $0.hasPrefix("hostfwd=") }.map { String($0.dropFirst("hostfwd=".count)) }
+            if !forwards.isEmpty { value["forwards"] = forwards }
+            let rest = items.dropFirst().filter { !$0.hasPrefix("hostfwd=") }
+            if !rest.isEmpty {
+                let values = try keyValues(rest.joined(separator: ","), option: "--network", allowed: ["mac", "model"])
+                if let mac = values["mac"] { value["mac"] = mac }
+                if let model = values["model"] { value["model"] = model }
+            }
+            return value
+        }
         let values = try keyValues(spec, option: "--network", allowed: ["bridge", "network", "tap", "mac", "model"])
         let kinds = ["bridge", "network", "tap"].filter { values[$0] != nil }
         guard kinds.count == 1, let kind = kinds.first, let source = values[kind] else {
-            throw ManageFailure(["--network needs exactly one of bridge=BRIDGE, network=NAME, tap=TAP"])
+            throw ManageFailure(["--network needs exactly one of bridge=BRIDGE, network=NAME, tap=TAP, or user"])
         }
         var value: [String: Any] = ["type": kind, "source": source]
         if let mac = values["mac"] { value["mac"] = mac }
