@@ -179,8 +179,9 @@ final class VMDKSparseImage: ForeignImageBase, ExtentMapping, @unchecked Sendabl
     private var directory: [UInt32] = []
     private var compressed = false
     private var zeroedGrains = false
-    /// Grain tables read so far (a grain table is 2 KiB; a 1 TiB disk has 2048 of them).
+    /// Grain tables read lately (one is 2 KiB with the usual 512 entries, at most 16 KiB).
     private var tables: [Int: [UInt32]] = [:]
+    private static let cachedTables = 256
 
     private static let gdAtEnd = UInt64.max
 
@@ -226,6 +227,9 @@ final class VMDKSparseImage: ForeignImageBase, ExtentMapping, @unchecked Sendabl
         guard sector != 0 else { return nil }
         let raw = try bytes(at: UInt64(sector) * 512, count: Int(tableEntries) * 4, what: "grain table \(index)")
         let entries = (0..<Int(tableEntries)).map { raw.le32($0 * 4) }
+        // Bounded: a directory of millions of entries (all naming one table) must not make us
+        // hold millions of copies. Reads are sequential, so dropping all is as good as LRU.
+        if tables.count >= Self.cachedTables { tables.removeAll(keepingCapacity: true) }
         tables[index] = entries
         return entries
     }

@@ -42,6 +42,8 @@ final class PasstNetworkBackend: HostNetwork, @unchecked Sendable {
     /// Bytes received but not yet a whole frame; bytes of a frame not yet written (one at most).
     private var inbox: [UInt8] = []
     private var outbox: [UInt8] = []
+    /// What one recv fills (kept: receiving is the I/O thread's hot path).
+    private var chunk = [UInt8](repeating: 0, count: 65_536)
     private let lock = NSLock()
     private var closed = false
 
@@ -179,7 +181,6 @@ final class PasstNetworkBackend: HostNetwork, @unchecked Sendable {
                         continue
                     }
                 }
-                var chunk = [UInt8](repeating: 0, count: 65_536)
                 let got = chunk.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
                 if got < 0 {
                     if errno == EINTR { continue }
