@@ -72,7 +72,8 @@ import Testing
             let next = try VM(["--incoming", "unix:" + socket], directory: directory, name: "vm\(round)")
             all.append(next)
             #expect(next.waitFor { FileManager.default.fileExists(atPath: socket) }, "\(next.errors)")
-            #expect(next.errors.contains("waiting for a migration on unix:\(socket)"))
+            // Said just after the socket is bound: the reader may not have it yet when the file exists.
+            #expect(next.waitFor { next.errors.contains("waiting for a migration on unix:\(socket)") }, "\(next.errors)")
             let answer = try current.call("PUT", "/vm/migrate", "{\"destination\":\"unix:\(socket)\"}")
             #expect(answer.contains("\"phase\":\"setup\""), "\(answer)")
             #expect(current.waitForExit() == 0, "round \(round): \(current.errors)")
