@@ -121,6 +121,47 @@ import Testing
         #expect(try daemon.vireo(["destroy", "sr"]).status == 0)
     }
 
+    /// virsh managedsave: `shutdown --save` (or `managedsave`), then a plain start resumes the guest.
+    @Test func managedSaveLikeVirsh() throws {
+        let daemon = try CLIDaemon()
+        let file = daemon.directory + "/ms.yaml"
+        try "name: ms\nmemory: 32M\nos:\n  kernel: \(VireoBinary.guest("mb-echo.elf"))\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try daemon.vireo(["define", file]).status == 0)
+        let idle = try daemon.vireo(["managedsave", "ms"])
+        #expect(idle.status == 1)
+        #expect(idle.stderr == "error: Failed to save domain 'ms'\nerror: domain 'ms' is not running\n")
+
+        #expect(try daemon.vireo(["start", "ms"]).status == 0)
+        let before = try daemon.vireo(["console", "ms"], input: [("before\n", 0.5), ("\u{1d}", 1.5)])
+        #expect(before.stdout.contains("BEFORE"))
+        let save = try daemon.vireo(["shutdown", "--save", "ms"])
+        #expect(save.status == 0, "\(save.stderr)")
+        #expect(save.stdout == "Domain 'ms' state saved by the daemon\n\n")
+        #expect(try daemon.vireo(["dominfo", "ms"]).stdout.contains("Managed save:   yes\n"))
+        let undefine = try daemon.vireo(["undefine", "ms"])
+        #expect(undefine.status == 1)
+        #expect(undefine.stderr.hasSuffix("error: domain 'ms' has a managed save image; 'vireo start ms' resumes it, 'vireo undefine --managed-save ms' removes it with the definition\n"))
+
+        let start = try daemon.vireo(["start", "ms"])
+        #expect(start.status == 0, "\(start.stderr)")
+        #expect(start.stdout == "Domain 'ms' started from its managed save image\n\n")
+        #expect(try daemon.vireo(["domstate", "ms", "--reason"]).stdout == "running (restored)\n\n")
+        #expect(try daemon.vireo(["dominfo", "ms"]).stdout.contains("Managed save:   no\n"))
+        let after = try daemon.vireo(["console", "ms"], input: [("after\n", 0.5), ("\u{1d}", 1.5)])
+        #expect(after.stdout.contains("AFTER"))
+        #expect(!after.stdout.contains("echo: ready"))
+
+        // managedsave, then discard it: the next start boots afresh.
+        #expect(try daemon.vireo(["managedsave", "ms"]).status == 0)
+        let removed = try daemon.vireo(["managedsave-remove", "ms"])
+        #expect(removed.stdout == "Removed managed save image for domain 'ms'\n\n")
+        #expect(try daemon.vireo(["start", "--force-boot", "ms"]).stdout == "Domain 'ms' started\n\n")
+        #expect(try daemon.vireo(["domstate", "ms", "--reason"]).stdout == "running (booted)\n\n")
+        #expect(try daemon.vireo(["managedsave", "ms"]).status == 0)
+        #expect(try daemon.vireo(["undefine", "--managed-save", "ms"]).status == 0)
+        #expect(try daemon.vireo(["list", "--all"]).stdout.contains("ms") == false)
+    }
+
     @Test func badDefinitionsAndConnectionsFailWithOneClearLine() throws {
         let daemon = try CLIDaemon()
         let yaml = daemon.directory + "/bad.yaml"

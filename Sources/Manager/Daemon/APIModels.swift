@@ -19,9 +19,12 @@ public struct VMSummary: Codable, Equatable, Sendable {
     public var memoryBytes: UInt64
     public var currentMemoryBytes: UInt64
     public var cpuTimeNanoseconds: UInt64
+    /// The VM has a managed save image: `start` resumes from it (virsh's "Managed save: yes").
+    public var managedSave: Bool
 
     enum CodingKeys: String, CodingKey {
         case name, uuid, state, reason, id, autostart, persistent, vcpus
+        case managedSave = "managed_save"
         case memoryBytes = "memory_bytes"
         case currentMemoryBytes = "current_memory_bytes"
         case cpuTimeNanoseconds = "cpu_time_ns"
@@ -145,6 +148,14 @@ public struct SnapshotFileBody: Codable, Equatable, Sendable {
 }
 
 /// `PUT /v1/vms/{name}/autostart`.
+/// The optional body of `POST /v1/vms/{name}/start`.
+public struct StartBody: Codable, Equatable, Sendable {
+    /// Boot the definition even if the VM has a managed save image, and discard the image.
+    public var forceBoot: Bool
+    public init(forceBoot: Bool) { self.forceBoot = forceBoot }
+    enum CodingKeys: String, CodingKey { case forceBoot = "force_boot" }
+}
+
 public struct AutostartBody: Codable, Equatable, Sendable {
     public var enabled: Bool
     public init(enabled: Bool) { self.enabled = enabled }

@@ -39,7 +39,8 @@ extension Daemon {
             return .json(200, try summary(of: try store.record(named: name)))
         case ("DELETE", "/v1/vms/{name}"):
             let controller = try controller(name)
-            try controller.queue.sync { try controller.undefine() }
+            let removingManagedSave = try Self.flag(request.query, "managed_save")
+            try controller.queue.sync { try controller.undefine(removingManagedSave: removingManagedSave) }
             return .json(200, ["message": "Domain '\(name)' has been undefined"])
         case ("GET", "/v1/vms/{name}/definition"):
             return try definitionDocument(name: name, format: request.query["format"] ?? "yaml")
@@ -73,6 +74,9 @@ extension Daemon {
                 throw APIError(502, "domain '\(name)': the VMM did not report snapshot progress")
             }
             return .json(200, progress)
+        case ("DELETE", "/v1/vms/{name}/managedsave"):
+            let controller = try controller(name)
+            return .json(200, ["message": try controller.queue.sync { try controller.removeManagedSave() }])
         case ("POST", "/v1/restore"):
             return try restore(request.body)
         case ("GET", "/v1/vms/{name}/migration"):
@@ -95,7 +99,7 @@ extension Daemon {
     }
 
     /// `POST /v1/vms/{name}/ACTION` calls that run on the VM's queue.
-    static let queuedActions: Set<String> = ["start", "shutdown", "destroy", "reboot", "suspend", "resume", "save", "migrate"]
+    static let queuedActions: Set<String> = ["start", "shutdown", "destroy", "reboot", "suspend", "resume", "save", "managedsave", "migrate"]
 
     private func lifecycle(action: String, name: String, body: [UInt8], respond: @escaping @Sendable (APIResponse) -> Void) {
         let controller: VMController
@@ -103,7 +107,10 @@ extension Daemon {
         do {
             controller = try self.controller(name)
             switch action {
-            case "start": operation = controller.start
+            case "start":
+                let forceBoot = try Self.startBody(body).forceBoot
+                operation = { try controller.start(forceBoot: forceBoot) }
+            case "managedsave": operation = controller.managedSave
             case "shutdown": operation = controller.shutdown
             case "destroy": operation = controller.destroy
             case "reboot": operation = controller.reboot
@@ -136,6 +143,24 @@ extension Daemon {
             case .success(let answer): respond(.json(200, answer))
             case .failure(let error): respond(.error(error))
             }
+        }
+    }
+
+    /// `POST /v1/vms/{name}/start`'s body: none, or `{"force_boot": Bool}`.
+    static func startBody(_ body: [UInt8]) throws -> StartBody {
+        if body.isEmpty { return StartBody(forceBoot: false) }
+        guard let request = try? JSONDecoder().decode(StartBody.self, from: Data(body)) else {
+            throw APIError(400, "body must be empty or {\"force_boot\": true|false}", field: "force_boot")
+        }
+        return request
+    }
+
+    /// A yes/no query parameter: absent is false; true/false/1/0 (or empty: `?flag`).
+    static func flag(_ query: [String: String], _ key: String) throws -> Bool {
+        switch query[key] {
+        case nil, "false", "0": return false
+        case "", "true", "1": return true
+        case let other?: throw APIError(400, "\(key): '\(sanitized(String(other.prefix(64))))' is not true or false", field: key)
         }
     }
 
@@ -203,7 +228,8 @@ extension Daemon {
         return VMSummary(name: record.name, uuid: record.uuid.uuidString.lowercased(), state: state.state.rawValue,
                          reason: state.reason.rawValue, id: running?.identity.pid, autostart: record.autostart,
                          persistent: true, vcpus: record.definition.vcpus, memoryBytes: record.definition.memory,
-                         currentMemoryBytes: record.definition.currentMemory, cpuTimeNanoseconds: cpu)
+                         currentMemoryBytes: record.definition.currentMemory, cpuTimeNanoseconds: cpu,
+                         managedSave: (try? controller(record.name).managedSaveImage()) != nil)
     }
 
     func stats(of record: VMRecord) throws -> VMStats {

@@ -81,6 +81,8 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
         Route(method: "POST", template: "/v1/vms/{name}/save"),
         Route(method: "GET", template: "/v1/vms/{name}/save/progress"),
         Route(method: "POST", template: "/v1/restore"),
+        Route(method: "POST", template: "/v1/vms/{name}/managedsave"),
+        Route(method: "DELETE", template: "/v1/vms/{name}/managedsave"),
         Route(method: "POST", template: "/v1/vms/{name}/migrate"),
         Route(method: "GET", template: "/v1/vms/{name}/migration"),
         Route(method: "POST", template: "/v1/vms/{name}/migrate/cancel"),

@@ -38,4 +38,12 @@ extension StateStore {
                 arguments: [image])
         }
     }
+
+    /// Forgets the VM's saved image (the file itself is the caller's to remove).
+    public func clearSavedImage(name: String) throws {
+        try write { db in
+            try db.execute(sql: "UPDATE vm_state SET saved_image = NULL WHERE uuid = (SELECT uuid FROM vm WHERE name = ?)",
+                           arguments: [name])
+        }
+    }
 }

@@ -4,9 +4,11 @@ import Foundation
 import Glibc
 #endif
 
-// virsh save and restore. A save is the VMM's `PUT /vm/snapshot` with then=stop: the file is the
-// VM from then on, recorded as its saved image; a restore resumes the VM from that file. A plain
-// start boots from the definition and leaves the saved image alone (virsh save, not managedsave).
+// virsh save, restore and managedsave. A save is the VMM's `PUT /vm/snapshot` with then=stop: the
+// file is the VM from then on, recorded as its saved image; a restore resumes the VM from that file.
+// A plain start boots from the definition and leaves a user's saved image alone (virsh save). A
+// managed save is the same save into the VM's own directory, and `start` resumes from it, then
+// removes it (virsh managedsave; `start --force-boot` discards it instead).
 extension VMController {
     /// Writes the running or paused VM to `path` (absolute) and stops it: shut off (saved).
     func save(to path: String) throws -> ActionResult {
@@ -48,6 +50,50 @@ extension VMController {
         let state = (try? store.state(named: name).state) ?? .running
         return ActionResult(message: "Domain '\(name)' restored from \(image)", state: state.rawValue,
                             reason: VMStateReason.restored.rawValue)
+    }
+
+    /// Saves the VM into its own directory and stops it: shut off (saved); the next start resumes it.
+    func managedSave() throws -> ActionResult {
+        let saved = try save(to: paths.managedSave)
+        return ActionResult(message: "Domain '\(name)' state saved by the daemon", state: saved.state, reason: saved.reason)
+    }
+
+    /// The VM's managed save image, when it has one: its saved image is the file in its own
+    /// directory, and that file is there.
+    func managedSaveImage() throws -> String? {
+        guard let image = try store.savedImage(name: name), let own = try? Self.saveTarget(paths.managedSave),
+              image == own, access(image, F_OK) == 0 else { return nil }
+        return image
+    }
+
+    /// `start` of a VM with a managed save image: resumes it, then removes the image (as libvirt
+    /// does). The image stays when the restore fails, and the error says how to boot afresh.
+    func startFromManagedSave(_ definition: VMDefinition, image: String) throws -> ActionResult {
+        do {
+            try launch(definition, restore: RestoreSource(path: image), reason: .restored)
+        } catch let error as APIError {
+            throw APIError(error.status, error.message + " (its managed save image is kept; 'vireo start --force-boot \(name)' discards it and boots afresh)")
+        }
+        // The VMM holds the file open (its RAM may be mapped from it): the name can go now.
+        try? discardManagedSave(image)
+        environment.events.publish(.started, name: name, reason: .restored)
+        let state = (try? store.state(named: name).state) ?? .running
+        return ActionResult(message: "Domain '\(name)' started from its managed save image", state: state.rawValue,
+                            reason: VMStateReason.restored.rawValue)
+    }
+
+    /// virsh managedsave-remove: the next start boots afresh.
+    func removeManagedSave() throws -> String {
+        guard let image = try managedSaveImage() else { return "Domain '\(name)' has no managed save image; removal skipped" }
+        try discardManagedSave(image)
+        return "Removed managed save image for domain '\(name)'"
+    }
+
+    func discardManagedSave(_ image: String) throws {
+        if unlink(image) != 0 && errno != ENOENT {
+            throw APIError(500, "cannot remove managed save image \(image): \(String(cString: strerror(errno)))")
+        }
+        try store.clearSavedImage(name: name)
     }
 
     /// The file a save writes, as `restore` will name it: the VMM writes beside the target and

@@ -83,9 +83,15 @@ final class VMController: @unchecked Sendable {
 
     // MARK: operations (call on `queue`)
 
-    func start() throws -> ActionResult {
+    /// Boots the definition, or resumes the VM's managed save image when it has one (unless
+    /// `forceBoot`, which discards the image).
+    func start(forceBoot: Bool = false) throws -> ActionResult {
         let record = try store.record(named: name)
         guard process == nil else { throw APIError(409, "domain '\(name)' is already active") }
+        if let image = try managedSaveImage() {
+            guard forceBoot else { return try startFromManagedSave(record.definition, image: image) }
+            try discardManagedSave(image)
+        }
         try launch(record.definition)
         environment.events.publish(.started, name: name, reason: .booted)
         return ActionResult(message: "Domain '\(name)' started", state: VMRunState.running.rawValue, reason: VMStateReason.booted.rawValue)
@@ -169,8 +175,13 @@ final class VMController: @unchecked Sendable {
         return ActionResult(message: message, state: state.rawValue, reason: reason.rawValue)
     }
 
-    func undefine() throws {
+    /// Removes the definition and the VM's directory; a managed save image (the VM's saved
+    /// state) goes only when asked, as virsh's `undefine --managed-save`.
+    func undefine(removingManagedSave: Bool = false) throws {
         guard process == nil else { throw APIError(409, "domain '\(name)' is active; destroy it first") }
+        if !removingManagedSave, try managedSaveImage() != nil {
+            throw APIError(409, "domain '\(name)' has a managed save image; 'vireo start \(name)' resumes it, 'vireo undefine --managed-save \(name)' removes it with the definition")
+        }
         try store.undefine(name: name)
         // Logs, sockets and the status file; disk images are the user's and are never touched.
         try? FileManager.default.removeItem(atPath: paths.directory)

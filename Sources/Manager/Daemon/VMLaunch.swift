@@ -16,6 +16,8 @@ struct VMPaths: Sendable {
     var launchSpec: String { directory + "/launch.json" }
     /// Where a VM arriving by migration from a daemon on the same host listens for the stream.
     var migrationSocket: String { directory + "/migration.sock" }
+    /// The daemon's own save of the VM (virsh managedsave): `start` resumes from it.
+    var managedSave: String { directory + "/managed.save" }
 
     /// `name` is a validated definition name (letters, digits, . _ -; no leading dot), so it is
     /// one path component.

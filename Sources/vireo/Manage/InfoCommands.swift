@@ -56,6 +56,7 @@ struct DomInfo: ParsableCommand {
                 ("Used memory:", "\(vm.currentMemoryBytes >> 10) KiB"),
                 ("Persistent:", vm.persistent ? "yes" : "no"),
                 ("Autostart:", vm.autostart ? "enable" : "disable"),
+                ("Managed save:", vm.managedSave ? "yes" : "no"),
             ]
             for (label, value) in fields { print(label.padding(toLength: 15, withPad: " ", startingAt: 0) + " " + value) }
             print("")

@@ -5,7 +5,8 @@ import Manager
 /// The virsh-like commands, in the order `vireo --help` lists them.
 let managementCommands: [any ParsableCommand.Type] = [
     DaemonCommand.self, Define.self, Install.self, Undefine.self, List.self, Start.self, ConsoleCommand.self,
-    Shutdown.self, Destroy.self, Reboot.self, Suspend.self, Resume.self, Save.self, Restore.self, Autostart.self,
+    Shutdown.self, Destroy.self, Reboot.self, Suspend.self, Resume.self, Save.self, Restore.self, ManagedSave.self,
+    ManagedSaveRemove.self, Autostart.self,
     Migrate.self, DomJobInfo.self, DomInfo.self, DomState.self, DomStats.self, DumpXML.self, Edit.self,
 ]
 
@@ -20,13 +21,23 @@ func lifecycle(_ action: String, failing: String, name: String, connection: Conn
 }
 
 struct Start: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Start a defined VM (boots it in a new vireo run process).")
+    static let configuration = CommandConfiguration(
+        abstract: "Start a defined VM (boots it in a new vireo run process).",
+        discussion: "A VM with a managed save image ('vireo managedsave') resumes from it instead, and the image is removed.")
     @Argument(help: "VM name.") var name: String
     @Flag(help: "Attach to the serial console once started.") var console = false
+    @Flag(help: "Boot afresh even if the VM has a managed save image, and discard the image.") var forceBoot = false
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {
-        try lifecycle("start", failing: "Failed to start", name: name, connection: connection)
+        try manage {
+            // Resuming a managed save takes as long as a restore may.
+            let client = try connection.client(timeoutSeconds: SnapshotFileBody.restoreTimeoutSeconds + 60)
+            let body = forceBoot ? try JSONEncoder().encode(StartBody(forceBoot: true)) : Data()
+            let answer = try client.decode(ActionResult.self, "POST", "/v1/vms/\(escapedName(name))/start", body: body,
+                                           action: "Failed to start", name: name)
+            print(answer.message + "\n")
+        }
         if console { try attachConsole(name: name, connection: connection) }
     }
 }
@@ -34,10 +45,17 @@ struct Start: ParsableCommand {
 struct Shutdown: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ask the guest to shut down (ACPI power button).",
-        discussion: "Returns once asked; the VM is shut off when the guest has powered off. A VMM without the ACPI power button refuses, and the error says to use destroy.")
+        discussion: "Returns once asked; the VM is shut off when the guest has powered off. A VMM without the ACPI power button refuses, and the error says to use destroy. With --save the guest is not asked: its state is saved as by 'vireo managedsave', and the next start resumes it.")
     @Argument(help: "VM name.") var name: String
+    @Flag(help: "Save the VM's state and stop it instead (managed save); the next start resumes it.") var save = false
     @OptionGroup var connection: ConnectionOptions
-    func run() throws { try lifecycle("shutdown", failing: "Failed to shutdown", name: name, connection: connection) }
+    func run() throws {
+        if save {
+            try saveAction("managedsave", name: name, connection: connection)
+        } else {
+            try lifecycle("shutdown", failing: "Failed to shutdown", name: name, connection: connection)
+        }
+    }
 }
 
 struct Destroy: ParsableCommand {
@@ -79,19 +97,48 @@ struct Save: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {
+        try saveAction("save", body: try JSONEncoder().encode(SnapshotFileBody(path: absolutePath(file))), name: name,
+                       connection: connection)
+    }
+}
+
+/// POST /v1/vms/NAME/ACTION for a save (save, managedsave). The daemon answers once all guest RAM
+/// is on disk: wait as long as it may take, and show how far it has come on a terminal meanwhile.
+func saveAction(_ action: String, body: Data = Data(), name: String, connection: ConnectionOptions) throws {
+    try manage {
+        let client = try connection.client(timeoutSeconds: SnapshotFileBody.saveTimeoutSeconds + 60)
+        let progress = isatty(2) != 0 ? ProgressLine.save(client: try connection.client(timeoutSeconds: 5), name: name) : nil
+        progress?.start()
+        defer { progress?.finish() }
+        let answer = try client.decode(ActionResult.self, "POST", "/v1/vms/\(escapedName(name))/\(action)", body: body,
+                                       action: "Failed to save", name: name)
+        progress?.finish()
+        print(answer.message + "\n")
+    }
+}
+
+struct ManagedSave: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "managedsave",
+        abstract: "Save a running or paused VM's state where the daemon keeps it, and stop it (virsh managedsave).",
+        discussion: "The VM is then shut off (saved); the next 'vireo start' (or the daemon's autostart) resumes it where it was and removes the saved state. 'vireo start --force-boot' or 'vireo managedsave-remove' discard it.")
+    @Argument(help: "VM name.") var name: String
+    @OptionGroup var connection: ConnectionOptions
+    func run() throws { try saveAction("managedsave", name: name, connection: connection) }
+}
+
+struct ManagedSaveRemove: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "managedsave-remove",
+        abstract: "Discard a VM's managed save image; its next start boots afresh.")
+    @Argument(help: "VM name.") var name: String
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() throws {
         try manage {
-            let path = absolutePath(file)
-            // The daemon answers once all guest RAM is on disk: wait as long as it may take, and
-            // show how far it has come on a terminal meanwhile.
-            let client = try connection.client(timeoutSeconds: SnapshotFileBody.saveTimeoutSeconds + 60)
-            let progress = isatty(2) != 0 ? ProgressLine.save(client: try connection.client(timeoutSeconds: 5), name: name) : nil
-            progress?.start()
-            defer { progress?.finish() }
-            let answer = try client.decode(ActionResult.self, "POST", "/v1/vms/\(escapedName(name))/save",
-                                           body: try JSONEncoder().encode(SnapshotFileBody(path: path)),
-                                           action: "Failed to save", name: name)
-            progress?.finish()
-            print(answer.message + "\n")
+            let answer = try connection.client().decode([String: String].self, "DELETE", "/v1/vms/\(escapedName(name))/managedsave",
+                                                        action: "Failed to remove the managed save image of", name: name)
+            print((answer["message"] ?? "") + "\n")
         }
     }
 }
@@ -126,11 +173,13 @@ func absolutePath(_ file: String) -> String {
 struct Undefine: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Remove a shut-off VM's definition (disk images are kept).")
     @Argument(help: "VM name.") var name: String
+    @Flag(help: "Also remove the VM's managed save image (without it, a VM that has one is refused).") var managedSave = false
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {
         try manage {
-            _ = try connection.client().expect("DELETE", "/v1/vms/\(escapedName(name))", action: "Failed to undefine", name: name)
+            let query = managedSave ? "?managed_save=true" : ""
+            _ = try connection.client().expect("DELETE", "/v1/vms/\(escapedName(name))" + query, action: "Failed to undefine", name: name)
             print("Domain '\(name)' has been undefined\n")
         }
     }

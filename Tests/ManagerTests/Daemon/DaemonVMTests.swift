@@ -159,8 +159,8 @@ import Testing
         #expect(refused.status == 409)
     }
 
-    /// virsh save and restore with a real guest: the VMM writes the whole VM to a file and exits;
-    /// a new process resumes it from there, mid-run (the guest does not boot again).
+    /// virsh save, restore and managedsave with a real guest: the VMM writes the whole VM to a file
+    /// and exits; a new process resumes it from there, mid-run (the guest does not boot again).
     @Test func saveAndRestoreARunningGuest() throws {
         let daemon = try DaemonProcess()
         try daemon.start()
@@ -194,6 +194,21 @@ import Testing
 
         let running = try daemon.client.request("POST", "/v1/restore", body: Array(#"{"path": "\#(file)"}"#.utf8))
         #expect(running.status == 409)
+
+        // virsh managedsave: the next start resumes the guest, then the image is removed while the
+        // VMM still maps the guest's RAM from it.
+        let managed = try daemon.client.request("POST", "/v1/vms/saved/managedsave")
+        #expect(managed.status == 200, "\(managed.text) \(daemon.daemonLog)")
+        let image = daemon.stateDirectory + "/vms/saved/managed.save"
+        #expect(FileManager.default.fileExists(atPath: image))
+        #expect(try daemon.state("saved") == VMStateBody(state: "shutoff", reason: "saved"))
+        let resumed = try daemon.client.request("POST", "/v1/vms/saved/start")
+        #expect(resumed.status == 200, "\(resumed.text) \(daemon.daemonLog)")
+        #expect(try daemon.state("saved") == VMStateBody(state: "running", reason: "restored"))
+        #expect(!FileManager.default.fileExists(atPath: image))
+        _ = try daemon.client.request("POST", "/v1/vms/saved/console/input", body: Array("again\n".utf8))
+        #expect(daemon.waitForConsole("saved", toContain: "AGAIN"))
+        #expect(try !daemon.client.request("GET", "/v1/vms/saved/console").text.contains("echo: ready"))
         #expect(try daemon.client.request("POST", "/v1/vms/saved/destroy").status == 200)
     }
 
