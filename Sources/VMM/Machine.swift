@@ -171,13 +171,16 @@ public final class Machine: @unchecked Sendable {
             }
         }
 
+        var rom: FirmwareROM?
         if case let .incoming(_, _, _, _, _, prepared?) = origin {
             vm = prepared
+            rom = try config.firmware.map { try FirmwareROM($0, vm: prepared, system: system) }
         } else {
-            vm = try Self.prepareVM(system: system, memory: memory)
+            vm = try Self.prepareVM(system: system, memory: memory) { vm in
+                rom = try config.firmware.map { try FirmwareROM($0, vm: vm, system: system) }
+            }
         }
-        let machineVM = vm
-        firmwareROM = try config.firmware.map { try FirmwareROM($0, vm: machineVM, system: system) }
+        firmwareROM = rom
 
         // Legacy PC devices on the port bus, from power-on or from their saved state.
         let inputSpace = serialInputSpace
@@ -285,16 +288,24 @@ public final class Machine: @unchecked Sendable {
     /// A KVM VM with the in-kernel irqchip and PIT and `memory` registered: what every machine
     /// starts from, made ahead of it by a migration destination (registering a large guest's RAM
     /// takes milliseconds the switch-over need not pay).
-    public static func prepareVM(system: KVMSystem, memory: GuestMemory) throws -> VirtualMachine {
+    ///
+    /// RAM is registered before the irqchip exists: the first memory slot a VM with an in-kernel
+    /// irqchip registers cost 5-10 ms on the development host (whatever its size, 2 MiB to 4 GiB),
+    /// against 0.3 ms before it: two thirds of a restore's time. (A C probe of the bare ioctls
+    /// shows the same; the KVM API allows either order, only vCPUs must come after the irqchip.)
+    /// `moreMemory` registers any other slot (the firmware ROM) at the same point.
+    public static func prepareVM(system: KVMSystem, memory: GuestMemory,
+                                 moreMemory: (VirtualMachine) throws -> Void = { _ in }) throws -> VirtualMachine {
         let vm = try system.createVM()
-        try vm.setIdentityMapAddress(Self.identityMapAddress)
-        try vm.setTSSAddress(Self.tssAddress)
-        try vm.createIRQChip()
-        try vm.createPIT()
         for (slot, region) in memory.regions.enumerated() {
             try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.start.raw, size: region.size,
                                        hostAddress: region.hostAddress)
         }
+        try moreMemory(vm)
+        try vm.setIdentityMapAddress(Self.identityMapAddress)
+        try vm.setTSSAddress(Self.tssAddress)
+        try vm.createIRQChip()
+        try vm.createPIT()
         return vm
     }
 
