@@ -81,3 +81,24 @@ func startThread(name: String, _ body: @escaping @Sendable () -> Void) -> pthrea
     }
     return thread
 }
+
+/// A value made on a thread of its own while the caller does something else; `wait` joins the
+/// thread and returns the value or rethrows its error. (Run inline if no thread can be started.)
+final class Background<Value: Sendable>: @unchecked Sendable {
+    private var result: Result<Value, any Error>?
+    private var thread: pthread_t?
+
+    init(name: String, _ body: @escaping @Sendable () throws -> Value) {
+        thread = startThread(name: name) { [self] in result = Result { try body() } }
+        if thread == nil { result = Result { try body() } }
+    }
+
+    /// Call from one thread only.
+    func wait() throws -> Value {
+        if let running = thread {
+            pthread_join(running, nil)
+            thread = nil
+        }
+        return try result!.get()
+    }
+}

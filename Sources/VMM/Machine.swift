@@ -45,9 +45,11 @@ public enum MachineOrigin: @unchecked Sendable {
     /// Resume a saved machine: `memory` already holds the guest's RAM (mapped from the snapshot
     /// file or copied from it), `state` everything else; `cmdline` is what the guest was booted with.
     /// `paused`: the vCPUs stay parked after `start()` until `resume()`.
-    case snapshot(MachineState, memory: GuestMemory, cmdline: String, source: String, paused: Bool = false)
+    /// `vm`: the KVM VM made (`Machine.prepareVM`, with this memory registered) while the state
+    /// was being read, if it was.
+    case snapshot(MachineState, memory: GuestMemory, cmdline: String, source: String, paused: Bool = false, vm: VirtualMachine? = nil)
     /// Resume a machine received by live migration from `peer` (RAM and state as for a snapshot).
-    /// `vm`: the KVM VM made (with this memory registered) while RAM was arriving, if it was.
+    /// `vm`: the KVM VM made (`Machine.prepareVM`, with this memory registered) while RAM was arriving, if it was.
     case incoming(MachineState, memory: GuestMemory, cmdline: String, peer: String, paused: Bool = false, vm: VirtualMachine? = nil)
 }
 
@@ -148,7 +150,7 @@ public final class Machine: @unchecked Sendable {
             memory = try GuestMemory(ranges: X86Layout.ramRanges(memorySize: config.memorySize))
             restoredFrom = nil
             migratedFrom = nil
-        case .snapshot(let state, let restoredMemory, _, _, let paused), .incoming(let state, let restoredMemory, _, _, let paused, _):
+        case .snapshot(let state, let restoredMemory, _, _, let paused, _), .incoming(let state, let restoredMemory, _, _, let paused, _):
             startPaused = paused
             guard state.vcpus.count == config.cpus else {
                 throw MachineStateError.mismatch("\(state.vcpus.count) vCPU states for \(config.cpus) vCPUs")
@@ -162,7 +164,7 @@ public final class Machine: @unchecked Sendable {
             if case let .incoming(_, _, _, peer, _, _) = origin {
                 restoredFrom = nil
                 migratedFrom = peer
-            } else if case let .snapshot(_, _, _, source, _) = origin {
+            } else if case let .snapshot(_, _, _, source, _, _) = origin {
                 restoredFrom = source
                 migratedFrom = nil
             } else {
@@ -171,16 +173,14 @@ public final class Machine: @unchecked Sendable {
             }
         }
 
-        var rom: FirmwareROM?
-        if case let .incoming(_, _, _, _, _, prepared?) = origin {
-            vm = prepared
-            rom = try config.firmware.map { try FirmwareROM($0, vm: prepared, system: system) }
-        } else {
-            vm = try Self.prepareVM(system: system, memory: memory) { vm in
-                rom = try config.firmware.map { try FirmwareROM($0, vm: vm, system: system) }
-            }
+        switch origin {
+        case let .incoming(_, _, _, _, _, prepared?), let .snapshot(_, _, _, _, _, prepared?): vm = prepared
+        default: vm = try Self.prepareVM(system: system, memory: memory)
         }
-        firmwareROM = rom
+        // The ROM is memory too: registered before the irqchip exists (see `prepareVM`).
+        let machineVM = vm
+        firmwareROM = try config.firmware.map { try FirmwareROM($0, vm: machineVM, system: system) }
+        try Self.addIRQChip(to: vm)
 
         // Legacy PC devices on the port bus, from power-on or from their saved state.
         let inputSpace = serialInputSpace
@@ -250,7 +250,7 @@ public final class Machine: @unchecked Sendable {
             bootDescription = plan.format.description
             effectiveCmdline = plan.format == .multiboot ? config.cmdline : request.linuxCmdline
             try fwCfg.addFile(name: "etc/vireo/cmdline", data: Array(effectiveCmdline.utf8))
-        case let .snapshot(_, _, cmdline, source, _):
+        case let .snapshot(_, _, cmdline, source, _, _):
             bootPlan = nil
             bootDescription = "snapshot \(source)"
             effectiveCmdline = cmdline
@@ -285,28 +285,30 @@ public final class Machine: @unchecked Sendable {
         if let saved { try vm.restoreState(saved.platform) }
     }
 
-    /// A KVM VM with the in-kernel irqchip and PIT and `memory` registered: what every machine
-    /// starts from, made ahead of it by a migration destination (registering a large guest's RAM
-    /// takes milliseconds the switch-over need not pay).
+    /// A KVM VM with `memory` registered: what every machine starts from, made ahead of it by a
+    /// restore (while the state is decoded) and a migration destination (while RAM arrives);
+    /// registering a large guest's RAM takes milliseconds. The machine adds the firmware ROM and
+    /// then the in-kernel irqchip and PIT.
     ///
-    /// RAM is registered before the irqchip exists: the first memory slot a VM with an in-kernel
-    /// irqchip registers cost 5-10 ms on the development host (whatever its size, 2 MiB to 4 GiB),
-    /// against 0.3 ms before it: two thirds of a restore's time. (A C probe of the bare ioctls
-    /// shows the same; the KVM API allows either order, only vCPUs must come after the irqchip.)
-    /// `moreMemory` registers any other slot (the firmware ROM) at the same point.
-    public static func prepareVM(system: KVMSystem, memory: GuestMemory,
-                                 moreMemory: (VirtualMachine) throws -> Void = { _ in }) throws -> VirtualMachine {
+    /// Memory comes before the irqchip: the first memory slot a VM with an in-kernel irqchip
+    /// registers cost 5-10 ms on the development host (whatever its size, 2 MiB to 4 GiB), against
+    /// 0.3 ms before it: two thirds of a restore's time. (A C probe of the bare ioctls shows the
+    /// same; the KVM API allows either order, only vCPUs must come after the irqchip.)
+    public static func prepareVM(system: KVMSystem, memory: GuestMemory) throws -> VirtualMachine {
         let vm = try system.createVM()
         for (slot, region) in memory.regions.enumerated() {
             try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.start.raw, size: region.size,
                                        hostAddress: region.hostAddress)
         }
-        try moreMemory(vm)
+        return vm
+    }
+
+    /// The in-kernel irqchip and PIT, with the addresses they need, once all memory is registered.
+    static func addIRQChip(to vm: VirtualMachine) throws {
         try vm.setIdentityMapAddress(Self.identityMapAddress)
         try vm.setTSSAddress(Self.tssAddress)
         try vm.createIRQChip()
         try vm.createPIT()
-        return vm
     }
 
     static func applyEntryState(_ entry: X86EntryState, to vcpu: VCPU) throws {

@@ -1,6 +1,7 @@
 import Boot
 import Devices
 import Foundation
+import GuestMemory
 import KVM
 import Synchronization
 #if canImport(Glibc)
@@ -43,6 +44,10 @@ public final class VMSession: @unchecked Sendable {
     private let resources: MachineResources
     private let payloadCache: (any BzImagePayloadCache)?
     private var restoring: SnapshotFile.Opened?
+    /// For a restore: guest RAM from the snapshot and a KVM VM with it registered, made while the
+    /// state section was read and decoded.
+    private var restoringVM: Background<RestoredRAM>?
+    private struct RestoredRAM: Sendable { var memory: GuestMemory; var vm: VirtualMachine }
     /// The firmware log file (--firmware-log), open for the process's life like the serial log.
     private var firmwareLogDescriptor: Int32?
     /// A machine received by migration, until it runs (then the source is told).
@@ -84,15 +89,25 @@ public final class VMSession: @unchecked Sendable {
         var probedProfile: HostProfile?
         if let restore = launch.restore {
             let openStarted = DispatchTime.now().uptimeNanoseconds
-            let opened = try SnapshotFile.open(restore.path)
-            snapshotOpenNanoseconds = DispatchTime.now().uptimeNanoseconds - openStarted
+            let header = try SnapshotFile.openHeader(restore.path)
+            // Mapping (or copying) RAM and registering it with a new VM, on another thread, need
+            // only the header: they overlap reading and decoding the state section.
+            let prepared = Background(name: "vireo-restore") {
+                let memory = try header.memory(restore.memory)
+                return RestoredRAM(memory: memory, vm: try Machine.prepareVM(system: system, memory: memory))
+            }
+            let opened: SnapshotFile.Opened
             do {
+                opened = try header.readState()
+                snapshotOpenNanoseconds = DispatchTime.now().uptimeNanoseconds - openStarted
                 spec = try Self.restoredSpec(opened.payload.machine, launch: launch)
             } catch {
-                opened.close()
+                _ = try? prepared.wait()
+                header.close()
                 throw error
             }
             restoring = opened
+            restoringVM = prepared
         } else if let incomingAddress = launch.incoming {
             let address = try MigrationAddress(parsing: incomingAddress)
             // What can be done before the source connects is done now, not while its guest is stopped.
@@ -143,6 +158,7 @@ public final class VMSession: @unchecked Sendable {
             }
             firmwareLogDescriptor = try spec.firmwareLog.map { try Self.openAppending($0, kind: "firmware log") }
         } catch {
+            _ = try? restoringVM?.wait()
             restoring?.close()
             failIncoming(error)
             throw error
@@ -153,6 +169,7 @@ public final class VMSession: @unchecked Sendable {
             for note in resources.notes { log(note) }
             if !marks.isEmpty { marks.append(("disks and TAPs opened", DispatchTime.now().uptimeNanoseconds)) }
         } catch {
+            _ = try? restoringVM?.wait()
             restoring?.close()
             failIncoming(error)
             throw error
@@ -162,7 +179,15 @@ public final class VMSession: @unchecked Sendable {
         incomingMarks = marks
     }
 
-    deinit { restoring?.close() }
+    deinit { abandonRestore() }
+
+    /// A restore that will not build its machine: the RAM thread is done before the file closes.
+    private func abandonRestore() {
+        _ = try? restoringVM?.wait()
+        restoringVM = nil
+        restoring?.close()
+        restoring = nil
+    }
 
     /// The machine a restore builds is the snapshot's; this launch contributes where its control
     /// socket, logs and status go, and may point the same devices at other host paths.
@@ -312,10 +337,12 @@ public final class VMSession: @unchecked Sendable {
             config.firmwareLogDescriptor = firmwareLogDescriptor
             let buildStarted = DispatchTime.now().uptimeNanoseconds
             do {
-                let memory = try opened.memory(spec.restore?.memory ?? .mapped)
+                let prepared = restoringVM
+                restoringVM = nil
+                guard let ram = try prepared?.wait() else { throw SessionError.cannotRestore(path: opened.path, reason: "no RAM prepared") }
                 let machine = try Machine(config: config, resources: resources, system: system, profile: profile, serialOutput: console,
-                                          origin: .snapshot(opened.payload.state, memory: memory, cmdline: opened.payload.effectiveCmdline,
-                                                            source: opened.path, paused: opened.payload.paused),
+                                          origin: .snapshot(opened.payload.state, memory: ram.memory, cmdline: opened.payload.effectiveCmdline,
+                                                            source: opened.path, paused: opened.payload.paused, vm: ram.vm),
                                           log: log)
                 restoreMilliseconds = Double(DispatchTime.now().uptimeNanoseconds - buildStarted + snapshotOpenNanoseconds) / 1e6
                 snapshotCheckMilliseconds = Double(snapshotOpenNanoseconds) / 1e6

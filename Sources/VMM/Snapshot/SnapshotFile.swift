@@ -72,12 +72,13 @@ public enum SnapshotFile {
         public var fileOffset: UInt64
     }
 
-    /// A validated header and state, with the file still open for the memory.
-    public struct Opened {
+    /// A snapshot file whose header was checked; its state section is not read yet. Guest RAM can
+    /// be mapped (and a VM prepared for it) while `readState` reads and decodes the rest.
+    public struct Header: @unchecked Sendable {
         public let path: String
-        public let payload: SnapshotPayload
         public let regions: [Region]
         public let fileSize: UInt64
+        let layout: Layout
         let fd: Int32
 
         /// Guest RAM from the file: mapped copy-on-write (`.mapped`, flat cost) or read into fresh
@@ -108,7 +109,35 @@ public enum SnapshotFile {
             }
         }
 
+        /// Reads, checks and decodes the state section; the file stays open (closing it is the
+        /// caller's, through the result or, on error, this header).
+        public func readState() throws -> Opened {
+            let state = try SnapshotFile.readBytes(fd, count: Int(layout.stateLength), at: layout.stateOffset, path: path)
+            let payload = try SnapshotFile.parseState(state, layout: layout, path: path)
+            return Opened(header: self, payload: payload)
+        }
+
         public func close() { Glibc.close(fd) }
+    }
+
+    /// A validated header and state, with the file still open for the memory.
+    public struct Opened {
+        public let header: Header
+        public let payload: SnapshotPayload
+        public var path: String { header.path }
+        public var regions: [Region] { header.regions }
+        public var fileSize: UInt64 { header.fileSize }
+
+        public func memory(_ mode: SnapshotMemoryMode) throws -> GuestMemory { try header.memory(mode) }
+        public func close() { header.close() }
+    }
+
+    /// Where the header says the state section is, and the RAM regions it describes.
+    struct Layout: Sendable {
+        var regions: [Region]
+        var stateOffset: UInt64
+        var stateLength: UInt64
+        var stateChecksum: [UInt8]
     }
 
     // MARK: Writing
@@ -217,7 +246,20 @@ public enum SnapshotFile {
 
     /// Opens and validates a snapshot: header checksum, version, layout, sizes against the file,
     /// state checksum, then the state itself as hostile input. The memory is not read here.
+    /// Opens `path` and checks its header and state section: `openHeader`, then `readState`.
     public static func open(_ path: String) throws -> Opened {
+        let header = try openHeader(path)
+        do {
+            return try header.readState()
+        } catch {
+            header.close()
+            throw error
+        }
+    }
+
+    /// Opens `path` and checks its header (layout, checksum, version, RAM regions against the file
+    /// size); the state section is read by `Header.readState`.
+    public static func openHeader(_ path: String) throws -> Header {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0)
         guard fd >= 0 else { throw SnapshotError.io(path: path, operation: "open", errno: errno) }
         do {
@@ -231,11 +273,8 @@ public enum SnapshotFile {
                 }
                 throw SnapshotError.notASnapshot(path: path)
             }
-            let header = try readBytes(fd, count: headerLength, at: 0, path: path)
-            let (payload, regions) = try parse(header: header, fileSize: fileSize, path: path) { offset, count in
-                try readBytes(fd, count: count, at: offset, path: path)
-            }
-            return Opened(path: path, payload: payload, regions: regions, fileSize: fileSize, fd: fd)
+            let layout = try parseHeader(try readBytes(fd, count: headerLength, at: 0, path: path), fileSize: fileSize, path: path)
+            return Header(path: path, regions: layout.regions, fileSize: fileSize, layout: layout, fd: fd)
         } catch {
             Glibc.close(fd)
             throw error
@@ -245,6 +284,12 @@ public enum SnapshotFile {
     /// The header and state checks, separate from file access so that they can be fuzzed on bytes.
     static func parse(header: [UInt8], fileSize: UInt64, path: String,
                       read: (UInt64, Int) throws -> [UInt8]) throws -> (SnapshotPayload, [Region]) {
+        let layout = try parseHeader(header, fileSize: fileSize, path: path)
+        let state = try read(layout.stateOffset, Int(layout.stateLength))
+        return (try parseState(state, layout: layout, path: path), layout.regions)
+    }
+
+    static func parseHeader(_ header: [UInt8], fileSize: UInt64, path: String) throws -> Layout {
         guard header.count == headerLength, Array(header[0..<8]) == magic else { throw SnapshotError.notASnapshot(path: path) }
         guard sha256(Array(header[0..<4064])) == Array(header[4064..<4096]) else {
             throw SnapshotError.corrupt(path: path, what: "header checksum mismatch")
@@ -281,8 +326,11 @@ public enum SnapshotFile {
             throw SnapshotError.corrupt(path: path, what: "RAM regions do not add up to the memory length")
         }
         guard fileSize >= fileOffset else { throw SnapshotError.truncated(path: path, expected: fileOffset, actual: fileSize) }
-        let state = try read(stateOffset, Int(stateLength))
-        guard sha256(state) == Array(header[32..<64]) else {
+        return Layout(regions: regions, stateOffset: stateOffset, stateLength: stateLength, stateChecksum: Array(header[32..<64]))
+    }
+
+    static func parseState(_ state: [UInt8], layout: Layout, path: String) throws -> SnapshotPayload {
+        guard sha256(state) == layout.stateChecksum else {
             throw SnapshotError.corrupt(path: path, what: "state section checksum mismatch")
         }
         let payload: SnapshotPayload
@@ -291,8 +339,8 @@ public enum SnapshotFile {
         } catch {
             throw SnapshotError.invalidState(path: path, what: "cannot decode (\(error))")
         }
-        try validate(payload, regions: regions, path: path)
-        return (payload, regions)
+        try validate(payload, regions: layout.regions, path: path)
+        return payload
     }
 
     /// What the machine builder cannot check itself: the description must be one VMConfig
@@ -380,7 +428,7 @@ public enum SnapshotFile {
         return extents
     }
 
-    private static func readBytes(_ fd: Int32, count: Int, at offset: UInt64, path: String) throws -> [UInt8] {
+    static func readBytes(_ fd: Int32, count: Int, at offset: UInt64, path: String) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         try bytes.withUnsafeMutableBytes { try readFully(fd, into: $0, at: offset, path: path) }
         return bytes
