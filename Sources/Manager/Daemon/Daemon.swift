@@ -19,12 +19,14 @@ public struct DaemonConfiguration: Sendable {
     public var migrationListen: String
     /// What each API listener allows its clients (connections, request timeout, body size).
     public var apiLimits: APILimits
+    /// How fast a VM that keeps ending is restarted (on_poweroff / on_crash = restart).
+    public var restartBackoff: RestartBackoff
 
     public static let defaultMigrationListen = "0.0.0.0:0"
 
     public init(stateDirectory: String, socketPath: String, listen: (host: String, port: Int)? = nil,
                 token: String? = nil, executable: String, migrationListen: String = defaultMigrationListen,
-                apiLimits: APILimits = APILimits()) {
+                apiLimits: APILimits = APILimits(), restartBackoff: RestartBackoff = RestartBackoff()) {
         self.stateDirectory = stateDirectory
         self.socketPath = socketPath
         self.listen = listen
@@ -32,6 +34,30 @@ public struct DaemonConfiguration: Sendable {
         self.executable = executable
         self.migrationListen = migrationListen
         self.apiLimits = apiLimits
+        self.restartBackoff = restartBackoff
+    }
+}
+
+/// libvirt restarts a VM whose guest crashed (or powered off) at once, every time: a guest that
+/// dies while booting then spins the host. Vireo restarts at once only a VM that ran for at least
+/// `window`; each quick end in a row doubles the wait before the next start, from `firstDelay`
+/// up to `maximumDelay` (1, 2, 4, ... 300 s), and a VM that runs for `window` starts afresh.
+public struct RestartBackoff: Sendable, Equatable {
+    public var window: Double
+    public var firstDelay: Double
+    public var maximumDelay: Double
+
+    public init(window: Double = 60, firstDelay: Double = 1, maximumDelay: Double = 300) {
+        self.window = window
+        self.firstDelay = firstDelay
+        self.maximumDelay = maximumDelay
+    }
+
+    /// The wait before restarting a VM that ended `quickEnds` times in a row within `window`
+    /// of its start (0: it ran long enough, no wait).
+    public func delay(afterQuickEnds quickEnds: Int) -> Double {
+        guard quickEnds > 0 else { return 0 }
+        return min(maximumDelay, firstDelay * pow(2, Double(min(quickEnds - 1, 30))))
     }
 }
 
@@ -51,7 +77,8 @@ public final class Daemon: @unchecked Sendable {
         let store = try StateStore(stateDirectory: configuration.stateDirectory)
         environment = DaemonEnvironment(store: store, events: EventBus(), stateDirectory: configuration.stateDirectory,
                                         executable: configuration.executable, socketPath: configuration.socketPath,
-                                        migrationListen: "tcp:" + configuration.migrationListen, log: log)
+                                        migrationListen: "tcp:" + configuration.migrationListen,
+                                        restartBackoff: configuration.restartBackoff, log: log)
     }
 
     var store: StateStore { environment.store }

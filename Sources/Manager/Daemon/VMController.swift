@@ -15,6 +15,7 @@ struct DaemonEnvironment: Sendable {
     let socketPath: String
     /// Where a VM arriving by migration over TCP listens: `tcp:HOST:PORT` (port 0: any).
     let migrationListen: String
+    let restartBackoff: RestartBackoff
     let log: @Sendable (String) -> Void
 }
 
@@ -30,6 +31,12 @@ final class VMController: @unchecked Sendable {
     private var _process: VMProcess?
     private var _migration: MigrationJob?
     private var _incoming: IncomingArrival?
+    /// When the current (or last) process was started, and how many times in a row one ended
+    /// within the restart window of its start (RestartBackoff).
+    private var startedAt: Date?
+    private var quickEnds = 0
+    /// The automatic restart waiting for its backoff; any start or undefine meanwhile cancels it.
+    private var pendingRestart: UUID?
 
     /// How long a started VM has to open its control socket before the start counts as failed.
     static let startTimeout = 15.0
@@ -98,7 +105,13 @@ final class VMController: @unchecked Sendable {
     }
 
     func destroy() throws -> ActionResult {
-        guard let running = process else { throw APIError(409, "domain '\(name)' is not running") }
+        guard let running = process else {
+            // A VM waiting to be restarted after it crashed: destroy keeps it down.
+            guard cancelPendingRestart() else { throw APIError(409, "domain '\(name)' is not running") }
+            let state = try store.state(named: name)
+            return ActionResult(message: "Domain '\(name)' destroyed (its automatic restart is cancelled)",
+                                state: state.state.rawValue, reason: state.reason.rawValue)
+        }
         if incoming?.process === running {
             // Still waiting for its migration: no control API to ask; ending it aborts the migration.
             try kill(running, intent: .destroy)
@@ -182,6 +195,7 @@ final class VMController: @unchecked Sendable {
         if !removingManagedSave, try managedSaveImage() != nil {
             throw APIError(409, "domain '\(name)' has a managed save image; 'vireo start \(name)' resumes it, 'vireo undefine --managed-save \(name)' removes it with the definition")
         }
+        _ = cancelPendingRestart()
         try store.undefine(name: name)
         // Logs, sockets and the status file; disk images are the user's and are never touched.
         try? FileManager.default.removeItem(atPath: paths.directory)
@@ -194,6 +208,10 @@ final class VMController: @unchecked Sendable {
     /// and returns once its control API answers.
     func launch(_ definition: VMDefinition, restore: RestoreSource? = nil, reason: VMStateReason = .booted) throws {
         let paths = self.paths
+        lock.lock()
+        startedAt = Date()
+        pendingRestart = nil
+        lock.unlock()
         let failed = restore.map { "failed to restore domain '\(name)' from \($0.path)" } ?? "failed to start domain '\(name)'"
         let running = try spawn(VMLaunch.spec(for: definition, paths: paths, restore: restore), failed: failed)
         try adopt(running, state: .running, reason: reason)
@@ -301,15 +319,40 @@ final class VMController: @unchecked Sendable {
         if running.hasAnswered { restartIfAsked(after: reason) }
     }
 
-    /// libvirt's on_poweroff / on_crash = restart.
+    /// libvirt's on_poweroff / on_crash = restart, with `RestartBackoff` for a VM that keeps
+    /// ending soon after it starts.
     private func restartIfAsked(after reason: VMStateReason) {
         guard let definition = try? store.record(named: name).definition else { return }
         let restart = (reason == .shutdown && definition.onPoweroff == .restart)
             || ((reason == .crashed || reason == .failed) && definition.onCrash == .restart)
         guard restart else { return }
-        queue.async { [self] in
+        let backoff = environment.restartBackoff
+        let token = UUID()
+        lock.lock()
+        let ranFor = startedAt.map { Date().timeIntervalSince($0) } ?? .infinity
+        quickEnds = ranFor < backoff.window ? quickEnds + 1 : 0
+        let delay = backoff.delay(afterQuickEnds: quickEnds)
+        let ends = quickEnds
+        pendingRestart = token
+        lock.unlock()
+        if delay > 0 {
+            environment.log("VM '\(name)' ended \(ends) time(s) in a row within \(Int(backoff.window))s of its start: restarting it in \(delay)s")
+        }
+        queue.asyncAfter(deadline: .now() + delay) { [self] in
+            lock.lock()
+            let current = pendingRestart == token
+            lock.unlock()
+            // A start (by the user, or autostart) or an undefine came first.
+            guard current else { return }
             do { _ = try start() } catch { environment.log("VM '\(name)': restart failed: \(error)") }
         }
+    }
+
+    /// Cancels an automatic restart that waits for its backoff; false when none was waiting.
+    func cancelPendingRestart() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        defer { pendingRestart = nil }
+        return pendingRestart != nil
     }
 
     /// Asks the VMM to stop, then waits; a VMM that does not stop in time is killed.

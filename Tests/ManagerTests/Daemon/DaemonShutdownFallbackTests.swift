@@ -14,7 +14,7 @@ import Testing
         try store.define(VMDefinition(name: "old", memory: 32 << 20, os: OSBoot(kernel: "/k")))
         let environment = DaemonEnvironment(store: store, events: EventBus(), stateDirectory: directory + "/state",
                                             executable: "/nonexistent", socketPath: directory + "/api.sock",
-                                            migrationListen: "tcp:0.0.0.0:0", log: { _ in })
+                                            migrationListen: "tcp:0.0.0.0:0", restartBackoff: RestartBackoff(), log: { _ in })
         let socket = directory + "/control.sock"
         let server = try ScriptedControlSocket(path: socket, status: 501,
                                                body: #"{"error": "graceful shutdown needs the ACPI power button"}"#)

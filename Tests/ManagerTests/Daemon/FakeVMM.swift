@@ -14,13 +14,13 @@ final class FakeVMMDaemon {
     let server: InProcessDaemon
     private var sockets: [ScriptedControlSocket] = []
 
-    init() throws {
+    init(restartBackoff: RestartBackoff = RestartBackoff()) throws {
         let scripts = "/tmp/vf-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: scripts, withIntermediateDirectories: true)
         let executable = scripts + "/fake-vireo"
         try Self.script.write(toFile: executable, atomically: true, encoding: .utf8)
         chmod(executable, 0o755)
-        server = try InProcessDaemon(executable: executable, cleanUp: [scripts])
+        server = try InProcessDaemon(executable: executable, cleanUp: [scripts], restartBackoff: restartBackoff)
     }
 
     var client: HTTPClient { server.unix }
