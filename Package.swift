@@ -50,6 +50,9 @@ let package = Package(
             "VMM", "VMMControl", "KVM", "Boot", "Devices", "Storage", "Manager", "VMContract",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // libFuzzer target for the snapshot reader (Fuzz/Snapshot/run.sh); a plain build makes
+        // its replay tool.
+        .executableTarget(name: "SnapshotFuzz", dependencies: ["VMM"], path: "Fuzz/Snapshot", exclude: ["run.sh"]),
         // The management layer: definitions, state store, the daemon and its REST API.
         .target(name: "Manager", dependencies: [
             "VMContract", "CLibXML2",
