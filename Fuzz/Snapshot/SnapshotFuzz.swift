@@ -1,17 +1,29 @@
 // libFuzzer entry point for the snapshot file reader (SnapshotFile.parse and the restore checks
-// that need no /dev/kvm): VMM's SnapshotFuzzing describes the input. Build and run with
-// Fuzz/Snapshot/run.sh, which compiles with -sanitize=fuzzer,address and -DVIREO_LIBFUZZER
-// (libFuzzer then brings main). A normal `swift build` makes a replay tool of the same entry:
+// that need no /dev/kvm: VMM's SnapshotFuzzing) and, with VIREO_FUZZ_TARGET=migration, for the
+// destination's side of a live-migration stream (VMM's MigrationStreamFuzzing); each describes its
+// input. Build and run with Fuzz/Snapshot/run.sh or Fuzz/MigrationStream/run.sh, which compile
+// with -sanitize=fuzzer,address and -DVIREO_LIBFUZZER (libFuzzer then brings main). A normal
+// `swift build` makes a replay tool of the same entry (VIREO_FUZZ_TARGET chooses it the same way):
 //   SnapshotFuzz FILE|DIR...          runs each input once (a crash is a finding; refusals are fine)
 //   SnapshotFuzz --valid FILE|DIR...  also fails (status 1) unless every input restores
 //   SnapshotFuzz --write-seed DIR     writes the seed inputs (also on the libFuzzer build: --write-seed=DIR)
 import Foundation
 import VMM
 
+/// The reader under test: snapshot files (default) or migration streams.
+struct FuzzTarget: Sendable {
+    let run: @Sendable ([UInt8]) throws -> Void
+    let seeds: @Sendable () throws -> [[UInt8]]
+
+    static let current: FuzzTarget = ProcessInfo.processInfo.environment["VIREO_FUZZ_TARGET"] == "migration"
+        ? FuzzTarget(run: { try MigrationStreamFuzzing.run($0) }, seeds: MigrationStreamFuzzing.seeds)
+        : FuzzTarget(run: { try SnapshotFuzzing.run($0) }, seeds: SnapshotFuzzing.seeds)
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func snapshotFuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
-    _ = try? SnapshotFuzzing.run(bytes)
+    try? FuzzTarget.current.run(bytes)
     return 0
 }
 
@@ -29,7 +41,7 @@ public func snapshotFuzzInitialize(_ argc: UnsafeMutablePointer<Int32>,
 func writeSeeds(to directory: String) -> Int32 {
     do {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        for (index, seed) in try SnapshotFuzzing.seeds().enumerated() {
+        for (index, seed) in try FuzzTarget.current.seeds().enumerated() {
             try Data(seed).write(to: URL(fileURLWithPath: directory).appendingPathComponent("seed-\(index)"))
         }
         return 0
@@ -68,7 +80,7 @@ func writeSeeds(to directory: String) -> Int32 {
                 continue
             }
             do {
-                try SnapshotFuzzing.run(Array(data))
+                try FuzzTarget.current.run(Array(data))
                 print("\(file): restored")
             } catch {
                 print("\(file): refused: \(error)")
