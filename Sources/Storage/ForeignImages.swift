@@ -1,15 +1,15 @@
 import CZlib
 
 /// Read-only readers for other hypervisors' images, so that `vireo img convert` and `img info`
-/// take what users bring from Hyper-V/Virtual PC and VMware: VHD ("vpc": fixed and dynamic) and
-/// VMDK (monolithicSparse and streamOptimized, single-file). VMs never run on them: `vireo run`
+/// take what users bring from Hyper-V/Virtual PC and VMware: VHD ("vpc": fixed and dynamic), VHDX
+/// (VHDXImage.swift) and VMDK (monolithicSparse and streamOptimized, single-file). VMs never run on them: `vireo run`
 /// names the format and says to convert (StorageError.foreignFormat). Every field comes from the
 /// file and is checked before use: a hostile image is a one-line error, never a crash or a read
 /// outside the file.
 public enum ForeignImage {
     /// Opens `path` if it is a foreign image Vireo reads; nil if it is not a foreign image at all
-    /// (raw or qcow2); throws `foreignFormat` for the foreign formats it does not read (VHDX, a
-    /// VMDK made of several files, VDI...), and `corruptImage` for a malformed one.
+    /// (raw or qcow2); throws `foreignFormat` for the foreign formats it does not read (a VMDK made
+    /// of several files, differencing VHD/VHDX, VDI...), and `corruptImage` for a malformed one.
     public static func open(path: String, sharing: ImageSharing = .standard) throws -> (format: String, image: any ExtentMapping)? {
         let file = try PosixFile(path: path, mode: .readOnly, sharing: sharing)
         var head = [UInt8](repeating: 0, count: ImageSignature.headLength)
@@ -20,6 +20,7 @@ public enum ForeignImage {
             throw StorageError.foreignFormat(path: path, format: "VMDK descriptor (its data is in separate extent files)")
         }
         if head.prefix(got).starts(with: Array("conectix".utf8)) { return ("vpc", try VHDImage(file: file, path: path)) }
+        if head.prefix(got).starts(with: VHDXImage.identifier) { return ("vhdx", try VHDXImage(file: file, path: path)) }
         // A fixed VHD is raw data with the footer at the end (QEMU, too, probes it as raw).
         if size >= 1024 {
             var tail = [UInt8](repeating: 0, count: 512)
@@ -311,4 +312,4 @@ extension Array where Element == UInt8 {
 }
 
 /// The foreign formats `vireo img` reads (qemu-img's names for them).
-public enum ForeignImageFormat: String, Sendable, CaseIterable { case vpc, vmdk }
+public enum ForeignImageFormat: String, Sendable, CaseIterable { case vpc, vhdx, vmdk }

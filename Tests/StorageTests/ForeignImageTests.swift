@@ -30,7 +30,8 @@ import TestSupport
         return bytes
     }
 
-    @Test(arguments: [("vpc", "dynamic"), ("vpc", "fixed"), ("vmdk", "monolithicSparse"), ("vmdk", "streamOptimized")])
+    @Test(arguments: [("vpc", "dynamic"), ("vpc", "fixed"), ("vhdx", "dynamic"), ("vhdx", "fixed"),
+                      ("vmdk", "monolithicSparse"), ("vmdk", "streamOptimized")])
     func readsWhatQemuImgMadeAsQemuImgReadsIt(format: String, subformat: String) throws {
         let dir = try TempDir()
         let source = try Self.sourceData(dir)
@@ -55,7 +56,7 @@ import TestSupport
 
     /// info names the format and its size as qemu-img does (a fixed VHD is raw to both: its
     /// footer is at the end, and probing looks at the start).
-    @Test(arguments: [("vpc", "dynamic"), ("vmdk", "monolithicSparse"), ("vmdk", "streamOptimized")])
+    @Test(arguments: [("vpc", "dynamic"), ("vhdx", "dynamic"), ("vmdk", "monolithicSparse"), ("vmdk", "streamOptimized")])
     func infoNamesTheFormatAndSize(format: String, subformat: String) throws {
         let dir = try TempDir()
         let image = dir.file("image.\(format)")
@@ -69,10 +70,8 @@ import TestSupport
 
     @Test func formatsVireoDoesNotReadAreNamed() throws {
         let dir = try TempDir()
-        let vhdx = dir.file("disk.vhdx"), split = dir.file("split.vmdk")
-        _ = try Qemu.run("qemu-img", ["create", "-q", "-f", "vhdx", vhdx, "16M"])
+        let split = dir.file("split.vmdk")
         _ = try Qemu.run("qemu-img", ["create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", split, "16M"])
-        #expect(throws: StorageError.foreignFormat(path: vhdx, format: "VHDX")) { _ = try ForeignImage.open(path: vhdx) }
         #expect(throws: StorageError.foreignFormat(path: split, format: "VMDK descriptor (its data is in separate extent files)")) {
             _ = try ForeignImage.open(path: split)
         }
@@ -126,6 +125,20 @@ import TestSupport
         try patch(vmdk2, at: 56, [0, 0, 0, 0, 0, 1, 0, 0])
         #expect(failure(vmdk2)?.contains("grain directory at offset") == true, "\(failure(vmdk2) ?? "read it")")
 
+        // VHDX: both headers damaged; a BAT entry far past the end; a log left to replay; a parent.
+        let vhdx = try made("vhdx", "dynamic")
+        try patch(vhdx, at: (64 << 10) + 8, [0xAA])
+        #expect(failure(vhdx) == nil, "one damaged header: the other one is used")
+        try patch(vhdx, at: (128 << 10) + 8, [0xAA])
+        #expect(failure(vhdx)?.contains("corrupt vhdx image: neither header is valid") == true, "\(failure(vhdx) ?? "read it")")
+        let vhdxBAT = try made("vhdx", "dynamic")
+        let batOffset = try VHDXProbe.regionOffset(vhdxBAT, VHDXImage.guid("2DC27766-F623-4200-9D64-115E9BFD4A08"))
+        try patch(vhdxBAT, at: batOffset, [0x06, 0, 0xF0, 0xFF, 0xFF, 0, 0, 0])
+        #expect(failure(vhdxBAT)?.contains("corrupt vhdx image: block 0 at offset") == true, "\(failure(vhdxBAT) ?? "read it")")
+        let logged = try made("vhdx", "dynamic")
+        try VHDXProbe.rewriteHeaders(logged) { $0.replaceSubrange(48..<64, with: [UInt8](repeating: 0x11, count: 16)) }
+        #expect(failure(logged)?.contains("VHDX with writes still in its log") == true, "\(failure(logged) ?? "read it")")
+
         // streamOptimized: the first compressed grain's data overwritten with garbage.
         let stream = try made("vmdk", "streamOptimized")
         let streamBytes = try fileBytes(stream)
@@ -133,5 +146,32 @@ import TestSupport
         let overhead = Array(streamBytes[0..<512]).le64(64) * 512
         try patch(stream, at: overhead + 12, [UInt8](repeating: 0xEE, count: 64))
         #expect(failure(stream)?.contains("does not inflate") == true, "\(failure(stream) ?? "read it")")
+    }
+}
+
+/// Finds and rewrites a VHDX's structures for the malformed-image tests (checksums kept valid,
+/// so the reader's own checks are what fails).
+enum VHDXProbe {
+    static func regionOffset(_ path: String, _ id: [UInt8]) throws -> UInt64 {
+        let bytes = try fileBytes(path)
+        let table = Array(bytes[(192 << 10)..<(256 << 10)])
+        for index in 0..<Int(table.le32(8)) where Array(table[(16 + 32 * index)..<(32 + 32 * index)]) == id {
+            return table.le64(32 + 32 * index)
+        }
+        throw StorageError.invalidArgument("no such region")
+    }
+
+    static func rewriteHeaders(_ path: String, _ change: (inout [UInt8]) -> Void) throws {
+        let bytes = try fileBytes(path)
+        let file = try PosixFile(path: path, mode: .readWrite, sharing: .unlocked)
+        for offset in [64 << 10, 128 << 10] {
+            var header = Array(bytes[offset..<(offset + 4096)])
+            change(&header)
+            header.replaceSubrange(4..<8, with: [0, 0, 0, 0])
+            let crc = VHDXImage.crc32c(header)
+            header.replaceSubrange(4..<8, with: [UInt8(crc & 0xFF), UInt8(crc >> 8 & 0xFF), UInt8(crc >> 16 & 0xFF), UInt8(crc >> 24)])
+            try file.write(header, at: UInt64(offset))
+        }
+        try file.sync()
     }
 }

@@ -35,7 +35,7 @@ enum ImgSupport {
     static func format(_ name: String?) throws -> ImageFormat? {
         guard let name else { return nil }
         guard let format = ImageFormat(rawValue: name) else {
-            throw StorageError.invalidArgument("unknown image format '\(name)' (supported: raw, qcow2; to read from: vpc, vmdk)")
+            throw StorageError.invalidArgument("unknown image format '\(name)' (supported: raw, qcow2; to read from: vpc, vhdx, vmdk)")
         }
         return format
     }
@@ -87,7 +87,7 @@ enum ImgSupport {
 
     /// Opens an image with its backing chain.
     /// Opens an image for the image tools: raw and qcow2, and for reading, the foreign formats
-    /// Vireo converts from (VHD as `vpc`, single-file VMDK as `vmdk`), probed or named by -f.
+    /// Vireo converts from (VHD as `vpc`, VHDX as `vhdx`, single-file VMDK as `vmdk`), probed or named by -f.
     static func open(_ path: String, format: String?, readOnly: Bool, forceShare: Bool = false) throws -> any ExtentMapping {
         if readOnly, let name = format, ForeignImageFormat(rawValue: name) != nil {
             guard let (found, image) = try ForeignImage.open(path: path, sharing: sharing(forceShare)), found == name else {
