@@ -98,21 +98,29 @@ public enum ImageOperations {
             try buffer.withUnsafeMutableBytes { raw in
                 let part = UnsafeMutableRawBufferPointer(rebasing: raw[0..<length])
                 try source.read(into: part, at: offset)
-                // Write granule by granule, skipping all-zero granules so the target stays sparse.
-                var at = 0
-                while at < length {
-                    let end = min(length, Int((offset + UInt64(at)) / granule * granule + granule - offset))
-                    let piece = UnsafeRawBufferPointer(rebasing: raw[at..<end])
-                    if !isZero(piece) {
-                        let position = offset + UInt64(at)
+                // Skip all-zero granules so the target stays sparse; write each run of the others
+                // in one call (a qcow2 target then writes the run's data and L2 entries once).
+                var at = 0, run = 0
+                func flushRun(upTo end: Int) throws {
+                    if run < end {
+                        let piece = UnsafeRawBufferPointer(rebasing: raw[run..<end])
+                        let position = offset + UInt64(run)
                         if compress, let qcow2, position % granule == 0 {
                             try qcow2.writeCompressed(piece, at: position)
                         } else {
                             try destination.write(piece, at: position)
                         }
                     }
+                }
+                while at < length {
+                    let end = min(length, Int((offset + UInt64(at)) / granule * granule + granule - offset))
+                    if isZero(UnsafeRawBufferPointer(rebasing: raw[at..<end])) {
+                        try flushRun(upTo: at)
+                        run = end
+                    }
                     at = end
                 }
+                try flushRun(upTo: length)
             }
             offset += extent.length
             progress?(offset, source.size)

@@ -75,6 +75,35 @@ extension QCOW2Engine {
         }
     }
 
+    /// Sets the refcounts of a run of clusters whose refcount blocks exist: one write per block
+    /// (an allocation of 64 clusters was 64 two-byte writes).
+    func setRefcounts(ofClusters clusters: Range<UInt64>, to value: UInt64) throws {
+        guard value <= g.maxRefcount else {
+            throw invalid("refcount of cluster \(clusters.lowerBound) would exceed \(g.maxRefcount)", clusters.lowerBound << g.clusterBits)
+        }
+        var cluster = clusters.lowerBound
+        while cluster < clusters.upperBound {
+            let tableIndex = cluster / g.refcountEntriesPerBlock
+            let blockEnd = min(clusters.upperBound, (tableIndex + 1) * g.refcountEntriesPerBlock)
+            guard let slot = try refcountBlockSlot(tableIndex: tableIndex) else {
+                throw invalid("refcount block missing for cluster \(cluster)", cluster << g.clusterBits)
+            }
+            var changed: Range<Int>?
+            for index in cluster..<blockEnd {
+                let bytes = Self.setEntry(in: &refcountCache.tables[slot], index: index % g.refcountEntriesPerBlock,
+                                          order: g.refcountOrder, value: value)
+                changed = changed.map { min($0.lowerBound, bytes.lowerBound)..<max($0.upperBound, bytes.upperBound) } ?? bytes
+            }
+            if let changed {
+                let blockOffset = refcountCache.offsets[slot]
+                try refcountCache.tables[slot].withUnsafeBytes {
+                    try file.write(UnsafeRawBufferPointer(rebasing: $0[changed]), at: blockOffset + UInt64(changed.lowerBound))
+                }
+            }
+            cluster = blockEnd
+        }
+    }
+
     func adjustRefcount(ofCluster cluster: UInt64, by delta: Int64) throws {
         let current = try refcount(ofCluster: cluster)
         if delta < 0 {
@@ -109,15 +138,18 @@ extension QCOW2Engine {
     /// if a power loss reorders page writeback; a crash leaks at most the unused part of the batch.
     func allocateCluster() throws -> UInt64 {
         try markDirtyIfLazy()
-        if reserved.isEmpty {
-            let batch: UInt64 = min(256, max(8, (4 << 20) >> g.clusterBits))
-            let first = try allocateClusters(batch) >> g.clusterBits
-            try file.sync()
-            reserved = first..<(first + batch)
-        }
+        if reserved.isEmpty { try refillReservation() }
         let cluster = reserved.lowerBound
         reserved = (cluster + 1)..<reserved.upperBound
         return cluster << g.clusterBits
+    }
+
+    /// Reserves the next batch of contiguous clusters (4 MiB; 8 to 256 clusters), refcounts durable.
+    func refillReservation() throws {
+        let batch: UInt64 = min(256, max(8, (4 << 20) >> g.clusterBits))
+        let first = try allocateClusters(batch) >> g.clusterBits
+        try file.sync()
+        reserved = first..<(first + batch)
     }
 
     /// Gives unused reserved clusters back (before a check, and on close).
@@ -172,7 +204,7 @@ extension QCOW2Engine {
                 nextFreeCluster = inUse + 1
                 continue
             }
-            for cluster in start..<end { try setRefcount(ofCluster: cluster, to: 1) }
+            try setRefcounts(ofClusters: start..<end, to: 1)
             nextFreeCluster = end
             return start << g.clusterBits
         }
