@@ -56,11 +56,25 @@ struct ImageLock: Sendable {
     /// Takes the locks on `fd`, then checks no other open conflicts; throws `StorageError.locked`
     /// (and takes nothing) when one does. A file system without OFD locks is used unlocked, as
     /// QEMU's `locking=auto` does.
+    ///
+    /// A conflict is looked at again for up to 0.2 s before it is reported: a process that starts
+    /// others (the daemon, the test runner, `vireo run` starting passt) gives each child, between
+    /// its fork and its exec, a copy of every descriptor it has open, and with it a just-closed
+    /// open's locks.
     init(fd: Int32, path: String, writable: Bool, forceShare: Bool) throws {
         self.fd = fd
         self.path = path
         (held, unshared) = Self.permissions(writable: writable, forceShare: forceShare)
-        try acquire()
+        var attempts = 0
+        while true {
+            do {
+                try acquire()
+                return
+            } catch StorageError.locked where attempts < 20 {
+                attempts += 1
+                usleep(10_000)
+            }
+        }
     }
 
     /// Takes this open's locks again (after `release`), checking for conflicts as at open.

@@ -1,8 +1,10 @@
 /// Persistent dirty bitmaps (docs/interop/qcow2.txt, "Bitmaps"): what incremental backups of a
 /// QEMU image are made from. Vireo reads them so that `check` counts their clusters as used (and
-/// repair never frees them) and `info` lists them. It does not maintain them: opening an image to
-/// change what the guest sees clears the bitmaps autoclear bit, which tells QEMU the bitmaps are
-/// stale (exactly what an older QEMU does), so a backup never trusts a bitmap that missed writes.
+/// repair never frees them) and `info` lists them, and `vireo img bitmap` adds, removes, clears,
+/// enables and disables them in a closed image, as `qemu-img bitmap` does. It does not maintain
+/// them while a VM writes: opening an image to change what the guest sees clears the bitmaps
+/// autoclear bit, which tells QEMU the bitmaps are stale (exactly what an older QEMU does), so a
+/// backup never trusts a bitmap that missed writes.
 public struct QCOW2Bitmap: Equatable, Sendable {
     public enum Flag {
         /// Not saved correctly: may be inconsistent.
@@ -19,6 +21,8 @@ public struct QCOW2Bitmap: Equatable, Sendable {
     public var granularityBits: UInt8
     public var tableOffset: UInt64
     public var tableSize: UInt32
+    /// Bytes of extra data in the directory entry (none that QEMU writes today).
+    public var extraDataSize: UInt32 = 0
 
     public var granularity: UInt64 { 1 << UInt64(granularityBits) }
 
@@ -87,7 +91,7 @@ extension QCOW2Engine {
             guard nameSize > 0, nameSize <= QCOW2BitmapLimits.maxNameBytes else { throw bad("entry \(index): name of \(nameSize) bytes") }
             let bitmap = QCOW2Bitmap(name: String(decoding: directory[(at + 24 + extraSize)..<entryEnd], as: UTF8.self),
                                      flags: directory.be32(at + 12), type: directory[at + 16], granularityBits: directory[at + 17],
-                                     tableOffset: directory.be64(at), tableSize: directory.be32(at + 8))
+                                     tableOffset: directory.be64(at), tableSize: directory.be32(at + 8), extraDataSize: UInt32(extraSize))
             let what = "bitmap '\(bitmap.name)'"
             guard bitmap.flags & ~QCOW2Bitmap.Flag.known == 0 else { throw bad("\(what) has reserved flags 0x\(String(bitmap.flags, radix: 16))") }
             guard bitmap.type == 1 else { throw bad("\(what) has type \(bitmap.type) (only 1, dirty tracking, is defined)") }
@@ -144,7 +148,164 @@ extension QCOW2Engine {
     }
 }
 
+/// What `vireo img bitmap` does to one bitmap (qemu-img bitmap's operations, less --merge).
+public enum QCOW2BitmapChange: Equatable, Sendable {
+    /// A new, empty bitmap; `granularity` nil: the cluster size (at least 4 KiB), as QEMU picks.
+    case add(name: String, granularity: UInt64?, enabled: Bool)
+    case remove(name: String)
+    /// Every bit to zero (its data clusters are freed).
+    case clear(name: String)
+    case enable(name: String)
+    case disable(name: String)
+}
+
+extension QCOW2Engine {
+    /// Applies `change` to the bitmap directory: new tables and a new directory are written and
+    /// made durable first, then the header points at them, then what they replaced is freed (a
+    /// crash leaves leaks at worst, never a directory pointing at freed clusters).
+    func changeBitmaps(_ change: QCOW2BitmapChange) throws {
+        try requireWritable()
+        guard header.version == 3 else {
+            throw QCOW2Error.invalidOperation(path: path, reason: "persistent bitmaps need a version 3 (compat=1.1) image")
+        }
+        var bitmaps = try readBitmaps()
+        if let foreign = bitmaps.first(where: { $0.extraDataSize != 0 }) {
+            throw QCOW2Error.invalidOperation(path: path, reason: "bitmap '\(foreign.name)' has extra data Vireo does not keep; use qemu-img bitmap")
+        }
+        let old = bitmapsExtension
+        var released: [(offset: UInt64, length: UInt64)] = []
+        func index(_ name: String) throws -> Int {
+            guard let found = bitmaps.firstIndex(where: { $0.name == name }) else {
+                throw QCOW2Error.invalidOperation(path: path, reason: "bitmap '\(name)' not found")
+            }
+            return found
+        }
+        func usable(_ index: Int) throws {
+            guard bitmaps[index].flags & QCOW2Bitmap.Flag.inUse == 0 else {
+                throw QCOW2Error.invalidOperation(path: path, reason: "bitmap '\(bitmaps[index].name)' is marked in use (inconsistent): it can only be removed")
+            }
+        }
+        /// The data clusters of a bitmap's table, and the table's own clusters.
+        func dataClusters(_ bitmap: QCOW2Bitmap) throws -> [UInt64] {
+            try loadTable(offset: bitmap.tableOffset, entries: UInt64(bitmap.tableSize), what: "bitmap table")
+                .map { $0 & Self.bitmapEntryOffsetMask }.filter { $0 != 0 }
+        }
+        func tableBytes(_ bitmap: QCOW2Bitmap) -> UInt64 { (UInt64(bitmap.tableSize) * 8 + g.clusterMask) & ~g.clusterMask }
+
+        switch change {
+        case let .add(name, granularity, enabled):
+            guard !name.isEmpty, name.utf8.count <= QCOW2BitmapLimits.maxNameBytes else {
+                throw QCOW2Error.invalidOperation(path: path, reason: "a bitmap name must have 1 to 1023 bytes")
+            }
+            guard !bitmaps.contains(where: { $0.name == name }) else {
+                throw QCOW2Error.invalidOperation(path: path, reason: "bitmap '\(name)' already exists")
+            }
+            guard UInt32(bitmaps.count) < QCOW2BitmapLimits.maxBitmaps else {
+                throw QCOW2Error.invalidOperation(path: path, reason: "the image already has 65535 bitmaps")
+            }
+            let chosen = granularity ?? max(4096, g.clusterSize)
+            guard chosen.nonzeroBitCount == 1, QCOW2BitmapLimits.granularityBits.contains(UInt8(chosen.trailingZeroBitCount)) else {
+                throw QCOW2Error.invalidOperation(path: path, reason: "granularity \(chosen) is not a power of two from 512 bytes to 2 GiB")
+            }
+            let bits = (header.size + chosen - 1) / chosen
+            let entries = max(1, ((bits + 7) / 8 + g.clusterMask) >> g.clusterBits)
+            // An empty bitmap: every table entry 0 (all zeros), no data clusters.
+            let tableLength = (entries * 8 + g.clusterMask) & ~g.clusterMask
+            let tableOffset = try allocateClusters(tableLength >> g.clusterBits)
+            try file.write([UInt8](repeating: 0, count: Int(tableLength)), at: tableOffset)
+            fileSize = max(fileSize, tableOffset + tableLength)
+            bitmaps.append(QCOW2Bitmap(name: name, flags: enabled ? QCOW2Bitmap.Flag.auto : 0, type: 1,
+                                       granularityBits: UInt8(chosen.trailingZeroBitCount), tableOffset: tableOffset,
+                                       tableSize: UInt32(entries)))
+        case let .remove(name):
+            let found = try index(name)
+            let bitmap = bitmaps.remove(at: found)
+            released += try dataClusters(bitmap).map { ($0, g.clusterSize) }
+            released.append((bitmap.tableOffset, tableBytes(bitmap)))
+        case let .clear(name):
+            let found = try index(name)
+            try usable(found)
+            // A new, empty table, so that the old one stays whole until the header moves on.
+            let bitmap = bitmaps[found]
+            let tableOffset = try allocateClusters(tableBytes(bitmap) >> g.clusterBits)
+            try file.write([UInt8](repeating: 0, count: Int(tableBytes(bitmap))), at: tableOffset)
+            fileSize = max(fileSize, tableOffset + tableBytes(bitmap))
+            released += try dataClusters(bitmap).map { ($0, g.clusterSize) }
+            released.append((bitmap.tableOffset, tableBytes(bitmap)))
+            bitmaps[found].tableOffset = tableOffset
+        case let .enable(name):
+            let found = try index(name)
+            try usable(found)
+            bitmaps[found].flags |= QCOW2Bitmap.Flag.auto
+        case let .disable(name):
+            let found = try index(name)
+            try usable(found)
+            bitmaps[found].flags &= ~QCOW2Bitmap.Flag.auto
+        }
+
+        // The new directory, in clusters of its own.
+        var directory: [UInt8] = []
+        for bitmap in bitmaps {
+            var entry = [UInt8](repeating: 0, count: 24)
+            entry.setBE64(0, bitmap.tableOffset)
+            entry.setBE32(8, bitmap.tableSize)
+            entry.setBE32(12, bitmap.flags)
+            entry[16] = bitmap.type
+            entry[17] = bitmap.granularityBits
+            entry.setBE16(18, UInt16(bitmap.name.utf8.count))
+            entry += Array(bitmap.name.utf8)
+            entry += [UInt8](repeating: 0, count: (8 - entry.count % 8) % 8)
+            directory += entry
+        }
+        var directoryOffset: UInt64 = 0
+        if !directory.isEmpty {
+            let length = (UInt64(directory.count) + g.clusterMask) & ~g.clusterMask
+            directoryOffset = try allocateClusters(length >> g.clusterBits)
+            try file.write(directory + [UInt8](repeating: 0, count: Int(length) - directory.count), at: directoryOffset)
+            fileSize = max(fileSize, directoryOffset + length)
+        }
+        try file.sync()
+
+        // The header: the extension (or none) and the autoclear bit that says the bitmaps are valid.
+        var updated = header
+        updated.otherExtensions.removeAll { $0.type == QCOW2Header.ExtensionType.bitmaps.rawValue }
+        if bitmaps.isEmpty {
+            updated.autoclearFeatures &= ~QCOW2Header.Autoclear.bitmaps
+        } else {
+            var data = [UInt8](repeating: 0, count: QCOW2BitmapsExtension.length)
+            data.setBE32(0, UInt32(bitmaps.count))
+            data.setBE64(8, UInt64(directory.count))
+            data.setBE64(16, directoryOffset)
+            updated.otherExtensions.append(QCOW2Header.RawExtension(type: QCOW2Header.ExtensionType.bitmaps.rawValue, data: data))
+            updated.autoclearFeatures |= QCOW2Header.Autoclear.bitmaps
+        }
+        try rewriteHeader(updated)
+
+        if let old, old.count > 0, old.directorySize > 0 {
+            released.append((old.directoryOffset, (old.directorySize + g.clusterMask) & ~g.clusterMask))
+        }
+        for (offset, length) in released { try releaseClusters(at: offset, length: length) }
+        try file.sync()
+    }
+
+    /// Writes `updated` as the header cluster's start (made durable) and makes it the current one.
+    func rewriteHeader(_ updated: QCOW2Header) throws {
+        let bytes = try updated.encode(path: path)
+        var padded = bytes + [UInt8](repeating: 0, count: Int(min(g.clusterSize, 4096)) - min(bytes.count, Int(min(g.clusterSize, 4096))))
+        if padded.count > Int(g.clusterSize) { padded.removeLast(padded.count - Int(g.clusterSize)) }
+        try file.write(padded, at: 0)
+        try file.sync()
+        header = try QCOW2Header.parse(padded, path: path)
+    }
+}
+
 extension QCOW2Image {
+    /// Adds, removes, clears, enables or disables a persistent bitmap of a closed image.
+    public static func changeBitmaps(path: String, _ change: QCOW2BitmapChange) throws {
+        let engine = try QCOW2Engine(file: try PosixFile(path: path, mode: .readWrite), readOnly: false, metadataOnly: true)
+        try engine.changeBitmaps(change)
+    }
+
     /// The image's persistent bitmaps as QEMU would see them (none when they are stale).
     public static func bitmaps(path: String, sharing: ImageSharing = .standard) throws -> [QCOW2Bitmap] {
         let engine = try QCOW2Engine(file: try PosixFile(path: path, mode: .readOnly, sharing: sharing), readOnly: true)

@@ -53,12 +53,7 @@ extension QCOW2Engine {
         updated.backingFormat = name == nil ? nil : format
         updated.backingFileOffset = 0
         updated.backingFileSize = 0
-        let bytes = try updated.encode(path: path)
-        var padded = bytes + [UInt8](repeating: 0, count: Int(min(g.clusterSize, 4096)) - min(bytes.count, Int(min(g.clusterSize, 4096))))
-        if padded.count > Int(g.clusterSize) { padded.removeLast(padded.count - Int(g.clusterSize)) }
-        try file.write(padded, at: 0)
-        try file.sync()
-        header = try QCOW2Header.parse(padded, path: path)
+        try rewriteHeader(updated)
     }
 }
 

@@ -47,6 +47,64 @@ import Testing
         #expect(try Self.qemuBitmaps(path) == ["b0 65536 [\"auto\"]", "b1 131072 [\"auto\"]"])
     }
 
+    /// `vireo img bitmap`: what it adds QEMU lists, loads, tracks writes in and checks clean; what
+    /// it clears, disables, enables and removes (its own bitmaps and QEMU's) QEMU sees the same way.
+    @Test func bitmapsVireoChangesAreTheOnesQEMUSees() throws {
+        let dir = try TempDir()
+        let path = dir.file("edit.qcow2")
+        _ = try Qemu.run("qemu-img", ["create", "-q", "-f", "qcow2", path, "64M"])
+        _ = try Qemu.run("qemu-io", ["-c", "write -P 0x11 0 1M", path])
+        try QCOW2Image.changeBitmaps(path: path, .add(name: "v0", granularity: nil, enabled: true))
+        try QCOW2Image.changeBitmaps(path: path, .add(name: "v1", granularity: 128 << 10, enabled: false))
+        #expect(try Self.qemuBitmaps(path) == ["v0 65536 [\"auto\"]", "v1 131072 []"])
+        func qemuCheckIsClean() throws -> Bool {
+            let (status, out, _) = try Qemu.run("qemu-img", ["check", path], allowFailure: true)
+            if status != 0 { Issue.record("qemu-img check: \(out)") }
+            return status == 0
+        }
+        #expect(try qemuCheckIsClean())
+
+        // QEMU loads them, tracks a write in the enabled one and stores its data clusters on close.
+        _ = try Qemu.run("qemu-io", ["-c", "write -P 0x22 4M 1M", path])
+        func tableEntries(_ name: String) throws -> [UInt64] {
+            let bitmap = try #require(try QCOW2Image.bitmaps(path: path).first { $0.name == name })
+            let bytes = try fileBytes(path)
+            return (0..<Int(bitmap.tableSize)).map { Array(bytes[Int(bitmap.tableOffset) + $0 * 8..<Int(bitmap.tableOffset) + $0 * 8 + 8]).be64(0) }
+        }
+        #expect(try tableEntries("v0").contains { $0 != 0 }, "QEMU tracked the write in v0")
+        #expect(try tableEntries("v1").allSatisfy { $0 == 0 }, "v1 was disabled")
+        let result = try QCOW2Image.check(path: path)
+        #expect(result.leaks == 0 && result.corruptions == 0, "\(result.messages)")
+
+        try QCOW2Image.changeBitmaps(path: path, .clear(name: "v0"))
+        #expect(try tableEntries("v0").allSatisfy { $0 == 0 })
+        try QCOW2Image.changeBitmaps(path: path, .disable(name: "v0"))
+        try QCOW2Image.changeBitmaps(path: path, .enable(name: "v1"))
+        #expect(try Self.qemuBitmaps(path) == ["v0 65536 []", "v1 131072 [\"auto\"]"])
+        #expect(try qemuCheckIsClean())
+
+        // Refusals change nothing.
+        let before = try fileBytes(path)
+        #expect(throws: QCOW2Error.self) { try QCOW2Image.changeBitmaps(path: path, .add(name: "v0", granularity: nil, enabled: true)) }
+        #expect(throws: QCOW2Error.self) { try QCOW2Image.changeBitmaps(path: path, .add(name: "odd", granularity: 1000, enabled: true)) }
+        #expect(throws: QCOW2Error.self) { try QCOW2Image.changeBitmaps(path: path, .remove(name: "nope")) }
+        #expect(try fileBytes(path) == before)
+
+        try QCOW2Image.changeBitmaps(path: path, .remove(name: "v0"))
+        try QCOW2Image.changeBitmaps(path: path, .remove(name: "v1"))
+        #expect(try Self.qemuBitmaps(path).isEmpty)
+        #expect(try qemuCheckIsClean())
+        let (_, map, _) = try Qemu.run("qemu-img", ["check", "--output=json", path])
+        #expect(!map.contains("\"leaks\""), "\(map)")
+
+        // A bitmap QEMU made, removed by Vireo.
+        let theirs = try Self.imageWithBitmaps(dir)
+        try QCOW2Image.changeBitmaps(path: theirs, .remove(name: "b0"))
+        #expect(try Self.qemuBitmaps(theirs) == ["b1 131072 [\"auto\"]"])
+        let (status, out, _) = try Qemu.run("qemu-img", ["check", theirs], allowFailure: true)
+        #expect(status == 0, "\(out)")
+    }
+
     @Test func infoListsBitmapsAsQemuImgDoes() throws {
         let dir = try TempDir()
         let path = try Self.imageWithBitmaps(dir)

@@ -9,7 +9,7 @@ struct Img: ParsableCommand {
         commandName: "img",
         abstract: "Create, inspect and convert disk images (qcow2, raw), like qemu-img.",
         subcommands: [ImgCreate.self, ImgInfo.self, ImgConvert.self, ImgCheck.self, ImgResize.self, ImgMap.self,
-                      ImgCompare.self, ImgRebase.self, ImgCommit.self, ImgSnapshot.self, ImgBench.self]
+                      ImgCompare.self, ImgRebase.self, ImgCommit.self, ImgSnapshot.self, ImgBitmap.self, ImgBench.self]
     )
 }
 
