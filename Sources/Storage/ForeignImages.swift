@@ -63,6 +63,23 @@ class ForeignImageBase: @unchecked Sendable {
         return buffer
     }
 
+    /// Reads guest bytes through `locate`: where a guest offset lives in the file (nil: it reads
+    /// as zeros) and for how many bytes that holds.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64,
+              locate: (UInt64) throws -> (host: UInt64?, run: UInt64)) throws {
+        guard rangeFits(offset, UInt64(buffer.count), within: size) else {
+            throw StorageError.outOfRange(path: path, offset: offset, length: UInt64(buffer.count))
+        }
+        var done = 0
+        while done < buffer.count {
+            let (host, run) = try locate(offset + UInt64(done))
+            let count = Int(min(run, UInt64(buffer.count - done)))
+            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count])
+            if let host { try file.readExactly(into: part, at: host) } else { part.initializeMemory(as: UInt8.self, repeating: 0) }
+            done += count
+        }
+    }
+
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws { throw StorageError.readOnly(path: path) }
     func flush() throws {}
     func discard(at offset: UInt64, length: UInt64) throws { throw StorageError.readOnly(path: path) }
@@ -149,17 +166,7 @@ final class VHDImage: ForeignImageBase, ExtentMapping, @unchecked Sendable {
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        guard rangeFits(offset, UInt64(buffer.count), within: size) else {
-            throw StorageError.outOfRange(path: path, offset: offset, length: UInt64(buffer.count))
-        }
-        var done = 0
-        while done < buffer.count {
-            let (host, run) = try locate(offset + UInt64(done))
-            let count = Int(min(run, UInt64(buffer.count - done)))
-            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count])
-            if let host { try file.readExactly(into: part, at: host) } else { part.initializeMemory(as: UInt8.self, repeating: 0) }
-            done += count
-        }
+        try read(into: buffer, at: offset, locate: locate)
     }
 
     func extentStatus(at offset: UInt64, maxLength: UInt64) throws -> ExtentStatus {

@@ -177,17 +177,7 @@ final class VHDXImage: ForeignImageBase, ExtentMapping, @unchecked Sendable {
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        guard rangeFits(offset, UInt64(buffer.count), within: size) else {
-            throw StorageError.outOfRange(path: path, offset: offset, length: UInt64(buffer.count))
-        }
-        var done = 0
-        while done < buffer.count {
-            let (host, run) = locate(offset + UInt64(done))
-            let count = Int(min(run, UInt64(buffer.count - done)))
-            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count])
-            if let host { try file.readExactly(into: part, at: host) } else { part.initializeMemory(as: UInt8.self, repeating: 0) }
-            done += count
-        }
+        try read(into: buffer, at: offset, locate: locate)
     }
 
     func extentStatus(at offset: UInt64, maxLength: UInt64) throws -> ExtentStatus {

@@ -88,6 +88,10 @@ public final class VMSession: @unchecked Sendable {
         var marks: [(String, UInt64)] = []
         var probedProfile: HostProfile?
         if let restore = launch.restore {
+            // The host profile probe runs a guest of its own: it is done before the restored
+            // VM is made on the thread below, never beside it. (With the two at once, the nested
+            // test host's KVM lost the restored guest to a triple fault twice in a row.)
+            if launch.hostProfile == .auto { probedProfile = try Self.resolveProfile(.auto, system: system) }
             let openStarted = DispatchTime.now().uptimeNanoseconds
             let header = try SnapshotFile.openHeader(restore.path)
             // Mapping (or copying) RAM and registering it with a new VM, on another thread, need

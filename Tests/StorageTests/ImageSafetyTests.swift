@@ -56,7 +56,7 @@ import Glibc
         var bytes = [UInt8](repeating: 0, count: 64 << 10)
         let start = offset >= 0 ? offset : bytes.count + offset
         bytes.replaceSubrange(start..<start + signature.utf8.count, with: Array(signature.utf8))
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         #expect(throws: StorageError.foreignFormat(path: path, format: format)) { _ = try DiskImage.probeFormat(path: path) }
         #expect(throws: StorageError.foreignFormat(path: path, format: format)) { _ = try DiskImage.open(path: path, readOnly: true) }
         // Asked for as raw, it is raw.
