@@ -89,8 +89,9 @@ public final class VMSession: @unchecked Sendable {
         var probedProfile: HostProfile?
         if let restore = launch.restore {
             // The host profile probe runs a guest of its own: it is done before the restored
-            // VM is made on the thread below, never beside it. (With the two at once, the nested
-            // test host's KVM lost the restored guest to a triple fault twice in a row.)
+            // VM is made on the thread below, never beside it. (While the two overlapped, one L1
+            // of the nested test host lost the restored guest to a triple fault twice in a row;
+            // the next L1 passed, so the cause is not proven, but nothing needs them together.)
             if launch.hostProfile == .auto { probedProfile = try Self.resolveProfile(.auto, system: system) }
             let openStarted = DispatchTime.now().uptimeNanoseconds
             let header = try SnapshotFile.openHeader(restore.path)
