@@ -87,14 +87,22 @@ public enum ImageOperations {
         let chunk = max(chunkSize / granule, 1) * granule
         var buffer = [UInt8](repeating: 0, count: Int(chunk))
         var offset: UInt64 = 0
+        // The source's extents are asked for up to 256 MiB at a time and remembered, so a hole is
+        // skipped whole and a data extent is asked about once, not once per 2 MiB chunk (for a
+        // sparse raw source, a SEEK_DATA/SEEK_HOLE pair per chunk was most of the convert's time).
+        var known: (zero: Bool, end: UInt64)?
         while offset < source.size {
-            let extent = try chainExtent(source, at: offset, maxLength: min(chunk - offset % chunk, source.size - offset))
+            if known == nil || offset >= known!.end {
+                let extent = try chainExtent(source, at: offset, maxLength: min(256 << 20, source.size - offset))
+                known = (extent.zero, offset + extent.length)
+            }
+            let extent = known!
             if extent.zero {
-                offset += extent.length
+                offset = extent.end
                 progress?(offset, source.size)
                 continue
             }
-            let length = Int(extent.length)
+            let length = Int(min(extent.end - offset, chunk - offset % chunk))
             try buffer.withUnsafeMutableBytes { raw in
                 let part = UnsafeMutableRawBufferPointer(rebasing: raw[0..<length])
                 try source.read(into: part, at: offset)
@@ -122,7 +130,7 @@ public enum ImageOperations {
                 }
                 try flushRun(upTo: length)
             }
-            offset += extent.length
+            offset += UInt64(length)
             progress?(offset, source.size)
         }
         try destination.flush()

@@ -33,6 +33,10 @@ final class QCOW2Engine {
     var dirtyMarked = false
     /// Clusters whose refcount of 1 is already durable but which nothing references yet (see allocateCluster).
     var reserved: Range<UInt64> = 0..<0
+    /// The fsyncs that make refcounts durable before the references to them (each allocation
+    /// batch, each new L2 table). Off only for a file no one can use before its final flush
+    /// (`QCOW2Image.skipOrderingSyncs`, convert's fresh output).
+    var orderingSyncs = true
     /// References dropped in memory whose refcount decrement waits until the new metadata is durable.
     var pendingReleases: [ClusterMapping] = []
 

@@ -148,7 +148,7 @@ extension QCOW2Engine {
     func refillReservation() throws {
         let batch: UInt64 = min(256, max(8, (4 << 20) >> g.clusterBits))
         let first = try allocateClusters(batch) >> g.clusterBits
-        try file.sync()
+        if orderingSyncs { try file.sync() }
         reserved = first..<(first + batch)
     }
 

@@ -96,7 +96,7 @@ extension QCOW2Engine {
         fileSize = max(fileSize, newOffset + g.clusterSize)
         let slot = l2Cache.claimSlot(for: newOffset)
         l2Cache.tables[slot] = clusterBuffer
-        try file.sync()  // the table's content is durable before L1 points at it (once per new L2 table)
+        if orderingSyncs { try file.sync() }  // the table's content is durable before L1 points at it (once per new L2 table)
         l1[l1Index] = newOffset | QCOW2Geometry.copiedFlag
         try file.write(l1[l1Index].bigEndianBytes, at: header.l1TableOffset + UInt64(l1Index) * 8)
         if oldOffset != 0 { try deferRelease(.data(host: oldOffset, copied: false)) }

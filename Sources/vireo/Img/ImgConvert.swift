@@ -32,7 +32,10 @@ struct ImgConvert: ParsableCommand {
                 if opts["compat"] == "0.10" || opts["compat"] == "v2" { create.version = 2 }
                 create.extendedL2 = opts["extended_l2"] == "on"
                 try QCOW2Image.create(path: output, options: create)
-                destination = try QCOW2Image(path: output, readOnly: false)
+                let image = try QCOW2Image(path: output, readOnly: false)
+                // Its own fresh file: made durable once, at the end, as qemu-img convert does.
+                image.skipOrderingSyncs()
+                destination = image
             }
             let bar = progress && !quiet ? ProgressBar() : nil
             try ImageOperations.convert(from: input, to: destination, compress: compress) { done, total in
