@@ -185,10 +185,20 @@ extension QCOW2Engine {
                 throw QCOW2Error.invalidOperation(path: path, reason: "bitmap '\(bitmaps[index].name)' is marked in use (inconsistent): it can only be removed")
             }
         }
-        /// The data clusters of a bitmap's table, and the table's own clusters.
+        /// The data clusters of a bitmap's table, each checked (aligned, no reserved bits, inside
+        /// the file, referenced) before anything is freed on its word.
         func dataClusters(_ bitmap: QCOW2Bitmap) throws -> [UInt64] {
             try loadTable(offset: bitmap.tableOffset, entries: UInt64(bitmap.tableSize), what: "bitmap table")
-                .map { $0 & Self.bitmapEntryOffsetMask }.filter { $0 != 0 }
+                .enumerated().compactMap { index, entry -> UInt64? in
+                    let offset = entry & Self.bitmapEntryOffsetMask
+                    let reserved = entry & ~Self.bitmapEntryOffsetMask & ~(offset == 0 ? UInt64(1) : 0)
+                    guard offset != 0 else { return nil }
+                    guard reserved == 0, offset & g.clusterMask == 0, offset >= g.clusterSize,
+                          rangeFits(offset, g.clusterSize, within: fileSize), try refcount(ofCluster: offset >> g.clusterBits) > 0 else {
+                        throw invalid("bitmap '\(bitmap.name)': table entry \(index) (0x\(String(entry, radix: 16))) is not a valid data cluster; 'vireo img check' reports it", bitmap.tableOffset)
+                    }
+                    return offset
+                }
         }
         func tableBytes(_ bitmap: QCOW2Bitmap) -> UInt64 { (UInt64(bitmap.tableSize) * 8 + g.clusterMask) & ~g.clusterMask }
 
@@ -227,10 +237,11 @@ extension QCOW2Engine {
             try usable(found)
             // A new, empty table, so that the old one stays whole until the header moves on.
             let bitmap = bitmaps[found]
+            let data = try dataClusters(bitmap)
             let tableOffset = try allocateClusters(tableBytes(bitmap) >> g.clusterBits)
             try file.write([UInt8](repeating: 0, count: Int(tableBytes(bitmap))), at: tableOffset)
             fileSize = max(fileSize, tableOffset + tableBytes(bitmap))
-            released += try dataClusters(bitmap).map { ($0, g.clusterSize) }
+            released += data.map { ($0, g.clusterSize) }
             released.append((bitmap.tableOffset, tableBytes(bitmap)))
             bitmaps[found].tableOffset = tableOffset
         case let .enable(name):

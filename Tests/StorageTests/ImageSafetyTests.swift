@@ -133,6 +133,29 @@ import Glibc
         }
     }
 
+    /// A lock that goes away within 0.2 s (a forked child's copy of a closed open, until it
+    /// execs) does not refuse the open; one that stays is reported after that wait.
+    @Test func aLockThatGoesAwayAtOnceIsWaitedFor() throws {
+        let dir = try TempDir()
+        let path = dir.file("disk.qcow2")
+        try Self.qcow2(path)
+        final class Holder: @unchecked Sendable { var reader: (any BlockDevice)? }
+        let holder = Holder()
+        holder.reader = try DiskImage.open(path: path, format: .qcow2, readOnly: true)
+        let releaser = Thread { usleep(50_000); holder.reader = nil }
+        releaser.start()
+        let started = Date()
+        _ = try DiskImage.open(path: path, format: .qcow2, readOnly: false)
+        #expect(Date().timeIntervalSince(started) >= 0.03, "the reader's lock was there at first")
+        let kept = try DiskImage.open(path: path, format: .qcow2, readOnly: true)
+        let refused = Date()
+        #expect(throws: StorageError.locked(path: path, permission: "write", shared: false)) {
+            _ = try DiskImage.open(path: path, format: .qcow2, readOnly: false)
+        }
+        #expect(Date().timeIntervalSince(refused) >= 0.15)
+        withExtendedLifetime(kept) {}
+    }
+
     /// A backing file in use by a VM (read) cannot be committed into (written) meanwhile.
     @Test func aBackingFileInUseIsNotWritten() throws {
         let dir = try TempDir()

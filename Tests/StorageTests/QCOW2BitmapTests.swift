@@ -97,6 +97,18 @@ import Testing
         let (_, map, _) = try Qemu.run("qemu-img", ["check", "--output=json", path])
         #expect(!map.contains("\"leaks\""), "\(map)")
 
+        // A table entry pointing past the end of the file: remove and clear refuse, and free
+        // nothing (freeing on a hostile entry's word could drop a cluster the guest's data uses).
+        let hostile = try Self.imageWithBitmaps(dir)
+        let b0 = try #require(try QCOW2Image.bitmaps(path: hostile).first { $0.name == "b0" })
+        let file = try PosixFile(path: hostile, mode: .readWrite, sharing: .unlocked)
+        try file.write(UInt64(0x0000_7FFF_FFFF_0000).bigEndianBytes, at: b0.tableOffset)
+        try file.sync()
+        let untouched = try fileBytes(hostile)
+        #expect(throws: QCOW2Error.self) { try QCOW2Image.changeBitmaps(path: hostile, .remove(name: "b0")) }
+        #expect(throws: QCOW2Error.self) { try QCOW2Image.changeBitmaps(path: hostile, .clear(name: "b0")) }
+        #expect(try fileBytes(hostile) == untouched)
+
         // A bitmap QEMU made, removed by Vireo.
         let theirs = try Self.imageWithBitmaps(dir)
         try QCOW2Image.changeBitmaps(path: theirs, .remove(name: "b0"))
