@@ -14,6 +14,27 @@ import Testing
         #expect(driver.read(hostBridge, 0x0E, size: 1) == 0)   // type-0 header, single function
     }
 
+    /// The identity OVMF needs: an i440FX host bridge and the PIIX4 PM function at 00:01.3, whose
+    /// PMBA and PMREGMISC already point at Vireo's ACPI PM block and stay there whatever is written.
+    @Test func i440fxChipsetAnswersAsOVMFExpects() throws {
+        let root = try PCIRootComplex(ecamBase: TestWindows.ecamBase, ecamSize: 1 << 20, mmio32: TestWindows.mmio32, chipset: .i440fx)
+        let driver = ConfigPortsDriver(ports: root.configPorts)
+        #expect(driver.read(hostBridge, 0x00, size: 4) == 0x1237_8086)
+        let pm = PCIDeviceAddress(device: 1, function: 3)
+        #expect(driver.read(pm, 0x00, size: 4) == 0x7113_8086)
+        #expect(driver.read(pm, 0x08, size: 4) >> 8 == 0x06_8000)
+        #expect(driver.read(pm, 0x40, size: 4) == 0x601, "PMBA: I/O base 0x600, bit 0 set")
+        #expect(driver.read(pm, 0x80, size: 1) & 1 == 1, "PMREGMISC: PMIOSE set")
+        driver.write(pm, 0x40, size: 4, value: 0xB001)
+        driver.write(pm, 0x80, size: 1, value: 0)
+        #expect(driver.read(pm, 0x40, size: 4) == 0x601 && driver.read(pm, 0x80, size: 1) == 1)
+        #expect(root.ecam.read(offset: ecamOffset(pm, 0x40), size: 2) == 0x601)
+        // Function 0 of slot 1 stays free for a device, and Vireo's own chipset has no PIIX4.
+        #expect(driver.read(PCIDeviceAddress(device: 1), 0, size: 4) == 0xFFFF_FFFF)
+        let plain = try PCIRootComplex(ecamBase: TestWindows.ecamBase, ecamSize: 1 << 20, mmio32: TestWindows.mmio32)
+        #expect(ConfigPortsDriver(ports: plain.configPorts).read(pm, 0, size: 4) == 0xFFFF_FFFF)
+    }
+
     @Test func portsAndECAMReturnTheSameBytesForEveryWidth() throws {
         let (root, _, _, function) = try makeRootWithFunction()
         let driver = ConfigPortsDriver(ports: root.configPorts)

@@ -56,7 +56,8 @@ public final class PCIRootComplex: Sendable {
     /// `resetSink` receives `.reset` when the guest writes the reset bit of the PC reset control
     /// register at 0xCF9 (Linux `reboot=pci`); ECAM must be whole buses of 1 MiB.
     public init(ecamBase: UInt64, ecamSize: UInt64, mmio32: Range<UInt64>, mmio64: Range<UInt64>? = nil,
-                io: Range<UInt64>? = nil, resetSink: (any MachineEventSink)? = nil) throws(PCIError) {
+                io: Range<UInt64>? = nil, chipset: PCIChipset = .vireo,
+                resetSink: (any MachineEventSink)? = nil) throws(PCIError) {
         guard ecamSize >= Self.ecamBytesPerBus, ecamSize % Self.ecamBytesPerBus == 0, ecamSize <= 256 * Self.ecamBytesPerBus,
               ecamBase % Self.ecamBytesPerBus == 0, !ecamBase.addingReportingOverflow(ecamSize).overflow else {
             throw .invalidWindow("ECAM 0x\(String(ecamBase, radix: 16))+0x\(String(ecamSize, radix: 16)) is not whole 1 MiB buses")
@@ -75,9 +76,11 @@ public final class PCIRootComplex: Sendable {
             }
         }
         if let io, io.upperBound > 0x1_0000 { throw .invalidWindow("io window ends above 64 KiB") }
-        let bridge = PCIHostBridge()
+        let bridge = PCIHostBridge(deviceID: chipset.hostBridgeDeviceID)
         hostBridge = bridge
-        let topology = PCITopology(hostBridge: bridge, mmio32: mmio32, mmio64: mmio64, io: io)
+        let chipsetFunctions: [PCIDeviceAddress: any PCIDevice] = chipset == .i440fx
+            ? [PIIX4PowerManagement.address: PIIX4PowerManagement(ioBase: UInt16(ACPIPM.basePort))] : [:]
+        let topology = PCITopology(hostBridge: bridge, mmio32: mmio32, mmio64: mmio64, io: io, chipsetFunctions: chipsetFunctions)
         self.topology = topology
         configPorts = PCIConfigPorts(topology: topology, resetSink: resetSink)
         ecam = PCIECAM(topology: topology)
@@ -128,8 +131,13 @@ final class PCITopology: Sendable {
 
     let state: Mutex<State>
     let observer = Mutex<PCIRootComplex.BARObserver?>(nil)
+    /// Functions other than 0 that belong to the chipset (`PCIChipset`): configuration space only,
+    /// no BARs, no state.
+    let chipsetFunctions: [PCIDeviceAddress: any PCIDevice]
 
-    init(hostBridge: PCIHostBridge, mmio32: Range<UInt64>, mmio64: Range<UInt64>?, io: Range<UInt64>?) {
+    init(hostBridge: PCIHostBridge, mmio32: Range<UInt64>, mmio64: Range<UInt64>?, io: Range<UInt64>?,
+         chipsetFunctions: [PCIDeviceAddress: any PCIDevice] = [:]) {
+        self.chipsetFunctions = chipsetFunctions
         var slots = [(any PCIDevice)?](repeating: nil, count: PCIRootComplex.slotCount)
         slots[0] = hostBridge
         state = Mutex(State(slots: slots, mappings: [[PCIBARMapping]](repeating: [], count: PCIRootComplex.slotCount),
@@ -192,6 +200,9 @@ final class PCITopology: Sendable {
 
     func configRead(_ address: PCIDeviceAddress, offset: Int, size: Int) -> UInt32 {
         let allOnes = UInt32(truncatingIfNeeded: (UInt64(1) << (8 * UInt64(max(0, min(size, 4))))) - 1)
+        if let function = chipsetFunctions[address] {
+            return Self.accessIsValid(offset: offset, size: size) ? function.configRead(offset: offset, size: size) : allOnes
+        }
         guard let slot = Self.slot(of: address), Self.accessIsValid(offset: offset, size: size) else { return allOnes }
         // Config accesses are serialized by the state lock (devices never call back into the root).
         return state.withLock { state in state.slots[slot]?.configRead(offset: offset, size: size) ?? allOnes }
