@@ -53,6 +53,9 @@ public struct LaunchSpec: Codable, Equatable, Sendable {
     public var firmware: String?
     /// Where the firmware's own diagnostic log (QEMU's debugcon, port 0x402) goes, appended.
     public var firmwareLog: String?
+    /// A UEFI firmware's variable store (the VM's NVRAM, libvirt's `<nvram>`): a file made from the
+    /// firmware's empty store when missing; nil keeps UEFI variables in memory for the VM's life.
+    public var efivars: String?
     public var initrd: String?
     public var cmdline: String
     public var cpus: Int
@@ -86,9 +89,9 @@ public struct LaunchSpec: Codable, Equatable, Sendable {
                 memoryBytes: UInt64 = 512 << 20, onReboot: RebootAction = .exit, bootProtocol: BootProtocolChoice = .auto,
                 hostProfile: HostProfileChoice = .auto, devices: DeviceOptions = DeviceOptions(), apiSocket: String? = nil,
                 serialLog: String? = nil, statusFile: String? = nil, kernelCache: Bool = true, restore: RestoreSource? = nil,
-                incoming: String? = nil, firmware: String? = nil, firmwareLog: String? = nil) {
+                incoming: String? = nil, firmware: String? = nil, firmwareLog: String? = nil, efivars: String? = nil) {
         self.version = Self.currentVersion
-        self.firmware = firmware; self.firmwareLog = firmwareLog
+        self.firmware = firmware; self.firmwareLog = firmwareLog; self.efivars = efivars
         self.kernel = kernel; self.initrd = initrd; self.cmdline = cmdline; self.cpus = cpus
         self.memoryBytes = memoryBytes; self.onReboot = onReboot; self.bootProtocol = bootProtocol
         self.hostProfile = hostProfile; self.devices = devices; self.apiSocket = apiSocket

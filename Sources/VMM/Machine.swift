@@ -83,6 +83,8 @@ public final class Machine: @unchecked Sendable {
     let pci: PCIPlatform
     /// The firmware ROM at the top of 4 GiB, for a machine that boots through firmware.
     let firmwareROM: FirmwareROM?
+    /// A UEFI firmware's variable store, below the ROM.
+    let firmwareVariables: FirmwareVariableStore?
     /// The host side (disks, TAPs); released at stop only when this machine opened it itself.
     let resources: MachineResources
     private let ownsResources: Bool
@@ -180,6 +182,16 @@ public final class Machine: @unchecked Sendable {
         // The ROM is memory too: registered before the irqchip exists (see `prepareVM`).
         let machineVM = vm
         firmwareROM = try config.firmware.map { try FirmwareROM($0, vm: machineVM, system: system) }
+        if let rom = firmwareROM, let variables = config.firmwareVariables {
+            firmwareVariables = try FirmwareVariableStore(variables, below: rom.image.romBase, vm: machineVM, system: system,
+                                                          restoring: saved?.devices.flash, log: log)
+        } else {
+            if saved?.devices.flash != nil { throw MachineStateError.mismatch("the snapshot has a UEFI variable store, this machine none") }
+            firmwareVariables = nil
+        }
+        if firmwareVariables != nil, saved != nil, saved?.devices.flash == nil {
+            throw MachineStateError.mismatch("this machine has a UEFI variable store, the snapshot none")
+        }
         try Self.addIRQChip(to: vm)
 
         // Legacy PC devices on the port bus, from power-on or from their saved state.
@@ -221,20 +233,39 @@ public final class Machine: @unchecked Sendable {
             try pioBus.insert(DebugConsole(fd: fd), base: DebugConsole.defaultPort, length: 1)
         }
         try pioBus.insert(acpiPM, base: UInt64(X86Layout.acpiPM1EventPort), length: ACPIPM.portCount)
+        if let variables = firmwareVariables {
+            try mmioBus.insert(variables.flash, base: variables.base, length: variables.size)
+        }
+
+        // The PCI windows: where the firmware places BARs, or the VMM when there is none.
+        let uefi = config.firmware?.kind == .uefi
+        let supportedCPUID = try system.supportedCPUID()
+        let mmio32: Range<UInt64>, mmio64: Range<UInt64>?
+        switch config.firmware?.kind {
+        case nil: (mmio32, mmio64) = (X86Layout.pciMMIO32Start..<X86Layout.pciMMIO32End, nil)
+        case .bios: (mmio32, mmio64) = (FirmwareBoot.pciMMIO32, nil)
+        case .uefi:
+            mmio32 = FirmwareBoot.uefiMMIO32(lowMemoryEnd: X86Layout.lowMemoryEnd(of: memory))
+            let addressBits = supportedCPUID.first { $0.function == 0x8000_0008 }.map { Int($0.eax & 0xFF) } ?? 36
+            mmio64 = FirmwareBoot.uefiMMIO64(memory: memory, physicalAddressBits: addressBits)
+            // OVMF's own power-off (ResetSystem's shutdown) writes PM1a_CNT at its compiled-in
+            // PIIX4 base, 0xB000, whatever PMBA says: the same registers answer there too.
+            try pioBus.insert(acpiPM, base: FirmwareBoot.ovmfPIIX4PMBase, length: ACPIPM.portCount)
+        }
 
         // PCI with the virtio devices; their I/O threads start with the vCPUs.
         pci = try PCIPlatform(vm: vm, memory: memory, resources: resources, pioBus: pioBus, mmioBus: mmioBus,
                               events: latch, consoleOutput: serialOutput,
                               onConsoleInputSpace: { inputSpace.update { $0 &+= 1 } }, restoring: saved?.pci,
-                              restoringRoot: saved?.pciRoot,
-                              mmio32: config.firmware == nil ? X86Layout.pciMMIO32Start..<X86Layout.pciMMIO32End : FirmwareBoot.pciMMIO32,
-                              log: log)
+                              restoringRoot: saved?.pciRoot, mmio32: mmio32, mmio64: mmio64,
+                              chipset: uefi ? .i440fx : .vireo, log: log)
 
         switch origin {
         case .boot where config.firmware != nil:
             // The CPU starts at the reset vector in the ROM; the firmware finds the boot loader.
             let firmware = config.firmware!
-            try FirmwareBoot.prepare(firmware, memory: memory, fwCfg: fwCfg, cpus: config.cpus)
+            try FirmwareBoot.prepare(firmware, memory: memory, fwCfg: fwCfg, cpus: config.cpus, pciMMIO32: mmio32, pciMMIO64: mmio64,
+                                     bootDevices: pci.bootDevicePaths)
             bootPlan = nil
             bootDescription = "firmware \(firmware.name) (\(firmware.path), \(firmware.bytes.count >> 10) KiB)"
             effectiveCmdline = ""
@@ -260,7 +291,7 @@ public final class Machine: @unchecked Sendable {
             effectiveCmdline = cmdline
         }
 
-        let supported = try system.supportedCPUID().map {
+        let supported = supportedCPUID.map {
             CPUIDEntry(function: $0.function, index: $0.index, flags: $0.flags, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)
         }
         let latch = self.latch

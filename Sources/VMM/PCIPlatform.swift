@@ -33,6 +33,14 @@ final class PCIPlatform: @unchecked Sendable {
     let msi: KVMMSIRouter
     private(set) var functions: [Function] = []
     private(set) var blockDevices: [(options: DiskOptions, device: VirtioBlock)] = []
+    /// Where each disk sits, in the VM's order.
+    private var diskAddresses: [PCIDeviceAddress] = []
+
+    /// The disks as firmware boot-order entries (fw_cfg `bootorder`), first disk first: QEMU's
+    /// OpenFirmware path for a virtio-blk function, which SeaBIOS and OVMF both match.
+    var bootDevicePaths: [String] {
+        diskAddresses.map { "/pci@i0cf8/scsi@\(String($0.device, radix: 16))/disk@0,0" }
+    }
     private(set) var networkDevices: [(name: String, device: VirtioNet)] = []
     private(set) var console: VirtioConsole?
     private(set) var entropy: VirtioEntropyDevice?
@@ -49,17 +57,18 @@ final class PCIPlatform: @unchecked Sendable {
          events: any MachineEventSink, consoleOutput: any SerialOutput,
          onConsoleInputSpace: (@Sendable () -> Void)?, restoring saved: [PCIFunctionState]? = nil,
          restoringRoot savedRoot: PCIRootComplex.SavedState? = nil,
-         mmio32: Range<UInt64> = X86Layout.pciMMIO32Start..<X86Layout.pciMMIO32End,
-         log: @escaping @Sendable (String) -> Void) throws {
+         mmio32: Range<UInt64> = X86Layout.pciMMIO32Start..<X86Layout.pciMMIO32End, mmio64: Range<UInt64>? = nil,
+         chipset: PCIChipset = .vireo, log: @escaping @Sendable (String) -> Void) throws {
         self.vm = vm
         self.log = log
         let options = resources.devices
         msi = KVMMSIRouter(vm: vm, onError: log)
         root = try PCIRootComplex(ecamBase: X86Layout.pciECAMBase, ecamSize: X86Layout.pciECAMSize,
-                                  mmio32: mmio32, resetSink: events)
+                                  mmio32: mmio32, mmio64: mmio64, chipset: chipset, resetSink: events)
         try pioBus.insert(root.configPorts, base: PCIConfigPorts.basePort, length: PCIConfigPorts.portCount)
         try mmioBus.insert(root.ecam, base: X86Layout.pciECAMBase, length: X86Layout.pciECAMSize)
         try mmioBus.insert(root.mmio32Window, base: root.mmio32Window.base, length: root.mmio32Window.length)
+        if let window = root.mmio64Window { try mmioBus.insert(window, base: window.base, length: window.length) }
         if let savedRoot { try root.restore(savedRoot) }
         if let saved, saved.count != options.deviceCount {
             throw MachineStateError.mismatch("the snapshot has \(saved.count) PCI functions, this machine \(options.deviceCount)")
@@ -82,6 +91,7 @@ final class PCIPlatform: @unchecked Sendable {
             blockDevices.append((disk, device))
             let name = "vblk\(index)"
             let function = try add(device, name: name, memory: memory, restoring: try savedFunction(name))
+            diskAddresses.append(function.transport.address)
             summary.append("\(function.transport.address): virtio-blk \(disk.path), \(device.capacitySectors) sectors, "
                            + "\(device.isReadOnly ? "read-only" : "read-write"), serial \(configuration.serial)")
         }

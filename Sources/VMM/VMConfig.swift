@@ -1,4 +1,5 @@
 import Boot
+import Devices
 @_exported import VMContract
 
 public enum ConfigError: Error, Equatable, CustomStringConvertible {
@@ -48,6 +49,8 @@ public struct VMConfig: Sendable {
     public var firmware: FirmwareImage?
     /// An open file for the firmware's debug log (port 0x402); the config's owner closes it.
     public var firmwareLogDescriptor: Int32?
+    /// A UEFI firmware's variable store (`FirmwareVariableStore.open`), mapped below its code.
+    public var firmwareVariables: FlashMemory?
 
     public static let minimumMemory: UInt64 = 16 << 20
     public static let maximumMemory: UInt64 = 1 << 40

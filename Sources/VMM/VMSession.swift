@@ -203,6 +203,8 @@ public final class VMSession: @unchecked Sendable {
         spec.serialLogLimit = launch.serialLogLimit
         spec.consoleToStdout = launch.consoleToStdout
         spec.firmwareLog = launch.firmwareLog
+        // The variable store a restore resumes with: this launch's, else the one the VM had.
+        if let efivars = launch.efivars { spec.efivars = efivars }
         spec.statusFile = launch.statusFile
         spec.restore = launch.restore
         spec.incoming = nil
@@ -324,8 +326,7 @@ public final class VMSession: @unchecked Sendable {
             var config = try VMConfig(kernel: [], kernelPath: spec.kernel ?? "", initrd: nil, initrdPath: spec.initrd,
                                       cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes,
                                       devices: spec.devices)
-            config.firmware = try spec.firmware.map(FirmwareImage.load)
-            config.firmwareLogDescriptor = firmwareLogDescriptor
+            try loadFirmware(into: &config)
             defer { markIncoming("machine built") }
             return try Machine(config: config, resources: resources, system: system, profile: profile, serialOutput: console,
                                origin: .incoming(received.payload.state, memory: received.memory, cmdline: received.payload.effectiveCmdline,
@@ -338,8 +339,7 @@ public final class VMSession: @unchecked Sendable {
             var config = try VMConfig(kernel: [], kernelPath: spec.kernel ?? "", initrd: nil, initrdPath: spec.initrd,
                                       cmdline: spec.cmdline, cpus: spec.cpus, memorySize: spec.memoryBytes,
                                       devices: spec.devices)
-            config.firmware = try spec.firmware.map(FirmwareImage.load)
-            config.firmwareLogDescriptor = firmwareLogDescriptor
+            try loadFirmware(into: &config)
             let buildStarted = DispatchTime.now().uptimeNanoseconds
             do {
                 let prepared = restoringVM
@@ -360,14 +360,14 @@ public final class VMSession: @unchecked Sendable {
             guard spec.kernel == nil else { throw FirmwareError.kernelToo }
             var config = try VMConfig(kernel: [], kernelPath: "", cpus: spec.cpus, memorySize: spec.memoryBytes,
                                       devices: spec.devices)
-            config.firmware = try FirmwareImage.load(choice)
-            config.firmwareLogDescriptor = firmwareLogDescriptor
+            try loadFirmware(into: &config, choice: choice)
             return try Machine(config: config, resources: resources, system: system, profile: profile, serialOutput: console,
                                origin: .boot(rngSeed: [], restoringCMOS: cmos), log: log)
         }
         guard let kernelPath = spec.kernel else {
             throw ConfigError.unreadableFile(kind: "kernel", path: "(none)", reason: "a VM that boots needs --kernel or --firmware")
         }
+        if spec.efivars != nil { throw FirmwareError.variablesNeedUEFI(path: kernelPath) }
         let kernel = try readWholeFile(kernelPath, kind: "kernel", limit: max(spec.memoryBytes, 64 << 20))
         let initrd = try spec.initrd.map { try readWholeFile($0, kind: "initrd", limit: spec.memoryBytes) }
         var config = try VMConfig(kernel: kernel, kernelPath: kernelPath, initrd: initrd, initrdPath: spec.initrd,
@@ -445,6 +445,18 @@ public final class VMSession: @unchecked Sendable {
     public var snapshotProgress: SnapshotProgress { progress.read { $0 } }
 
     /// The machine as a snapshot or a migration records it: no host-side paths of this process.
+    /// The spec's firmware, its log and (UEFI) its variable store, into `config`.
+    private func loadFirmware(into config: inout VMConfig, choice: String? = nil) throws {
+        guard let choice = choice ?? spec.firmware else {
+            if spec.efivars != nil { throw FirmwareError.variablesNeedUEFI(path: spec.kernel ?? "(a kernel boot)") }
+            return
+        }
+        let firmware = try FirmwareImage.load(choice)
+        config.firmware = firmware
+        config.firmwareLogDescriptor = firmwareLogDescriptor
+        config.firmwareVariables = try FirmwareVariableStore.open(path: spec.efivars, for: firmware)
+    }
+
     var recordedSpec: LaunchSpec {
         var recorded = spec
         recorded.apiSocket = nil; recorded.serialLog = nil; recorded.statusFile = nil; recorded.restore = nil

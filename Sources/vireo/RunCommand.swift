@@ -34,6 +34,9 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Boot through firmware instead of --kernel: bios (SeaBIOS), uefi (OVMF) or a firmware file.", discussion: "The firmware boots the first disk with a boot loader (MBR or EFI system partition); its output and the boot loader's are on the serial console. bios needs Debian's seabios package, uefi its ovmf package.", valueName: "bios|uefi|file"))
     var firmware: String?
 
+    @Option(name: .customLong("efivars"), help: ArgumentHelp("The VM's UEFI variable store (its NVRAM: boot entries, Secure Boot keys), kept in this file; made from the firmware's empty store when missing.", discussion: "Without it a UEFI VM's variables last until it stops.", valueName: "file"))
+    var efivars: String?
+
     @Option(name: .customLong("firmware-log"), help: ArgumentHelp("Append the firmware's own diagnostic log (port 0x402, QEMU's debugcon) to this file.", valueName: "file"))
     var firmwareLog: String?
 
@@ -153,7 +156,7 @@ struct Run: ParsableCommand {
                               onReboot: onReboot, bootProtocol: bootProtocol, hostProfile: hostProfile, devices: devices,
                               apiSocket: apiSocket, serialLog: serialLog, statusFile: statusFile, kernelCache: !noKernelCache,
                               restore: restore.map { RestoreSource(path: $0, memory: restoreMemory) }, incoming: incoming,
-                              firmware: firmware, firmwareLog: firmwareLog)
+                              firmware: firmware, firmwareLog: firmwareLog, efivars: efivars)
         if let serialLogMax {
             guard serialLog != nil else { throw ValidationError("--serial-log-max goes with --serial-log") }
             let limit = try VMConfig.parseSize(serialLogMax)

@@ -74,13 +74,97 @@ import Testing
         (["--firmware", "/nonexistent/bios.bin"], "cannot read firmware '/nonexistent/bios.bin'"),
         (["--firmware", "bios", "--kernel", "/x"], "--kernel, --firmware, --restore and --incoming exclude each other"),
         (["--firmware", "bios", "--cmdline", "quiet"], "with --firmware the disk's boot loader chooses them"),
-        (["--firmware", "uefi"], "firmware 'uefi' is not supported yet: OVMF does not start on Vireo's machine yet"),
+        (["--firmware", "bios", "--efivars", "/tmp/v.fd"], "--efivars goes with UEFI firmware (--firmware uefi, or an OVMF build); '/usr/share/seabios/bios-256k.bin' is not one"),
+        (["--kernel", "/nonexistent/k", "--efivars", "/tmp/v.fd"], "--efivars goes with UEFI firmware"),
     ])
     func badFirmwareRequestsAreOneLineErrors(arguments: [String], message: String) throws {
         let result = try VireoBinary.run(["run", "--memory", "64M"] + arguments, timeoutSeconds: 30)
         #expect(result.status != 0)
         #expect(result.stderr.contains(message), "\(result.stderr)")
         #expect(result.stderr.split(whereSeparator: \.isNewline).count == 1, "\(result.stderr)")
+    }
+
+    /// The machine a UEFI firmware gets, checked by a stand-in firmware (TestGuests' uefi-probe.fd,
+    /// which runs in seconds where Debian's OVMF cannot: it needs guest kernel mode at native
+    /// speed, see tests/e2e/uefi-boot.sh): an i440FX with the PIIX4 PM function, and a variable
+    /// store that behaves as flash to OVMF's probe and keeps what is programmed into it in the
+    /// --efivars file, across runs.
+    @Test func uefiMachineHasTheChipsetAndFlashOVMFNeeds() throws {
+        let vars = Self.temporaryPath("probe-vars.fd")
+        defer { try? FileManager.default.removeItem(atPath: vars) }
+        var store = [UInt8](repeating: 0xFF, count: 8192)
+        for index in 0..<16 { store[index] = 0 }
+        store.replaceSubrange(40..<44, with: Array("_FVH".utf8))
+        #expect(FileManager.default.createFile(atPath: vars, contents: Data(store)))
+        for run in 1...2 {
+            let result = try VireoBinary.run(["run", "--memory", "64M", "--firmware", VireoBinary.guest("uefi-probe.fd"),
+                                              "--efivars", vars], timeoutSeconds: 60)
+            #expect(result.status == (0x2A << 1) | 1, "run \(run): stdout: \(result.stdout)\nstderr: \(result.stderr)")
+            #expect(!result.stdout.contains("FAILED"), "\(result.stdout)")
+            for step in ["host bridge is an i440FX", "00:01.3 is a PIIX4 PM function", "the PM timer at PMBA+8 counts",
+                         "flash: 0x70 then a read gives status 0", "flash: block 1 programmed"] {
+                #expect(result.stdout.contains("uefi-probe: \(step) ok"), "\(result.stdout)")
+            }
+            let after = [UInt8](try Data(contentsOf: URL(fileURLWithPath: vars)))
+            #expect(after.count == 8192)
+            #expect(Array(after[0x1000..<0x100A]) == Array("VIREO-EFI".utf8) + [0xFF], "programmed bytes reach the file")
+            #expect(Array(after[0..<0x1000]) == Array(store[0..<0x1000]), "block 0 untouched")
+        }
+    }
+
+    /// Variable stores that cannot be one: one-line errors, nothing created or changed.
+    @Test func badVariableStoresAreOneLineErrors() throws {
+        let probe = VireoBinary.guest("uefi-probe.fd")
+        let fifo = Self.temporaryPath("vars.fifo"), odd = Self.temporaryPath("odd.fd"), plain = Self.temporaryPath("plain.fd")
+        let missing = Self.temporaryPath("missing.fd")
+        defer { for path in [fifo, odd, plain, missing] { try? FileManager.default.removeItem(atPath: path) } }
+        #expect(mkfifo(fifo, 0o600) == 0)
+        #expect(FileManager.default.createFile(atPath: odd, contents: Data(count: 5000)))
+        #expect(FileManager.default.createFile(atPath: plain, contents: Data(count: 8192)))
+        let cases: [(String, String)] = [
+            (fifo, "UEFI variable store '\(fifo)': not a regular file"),
+            (odd, "UEFI variable store '\(odd)': 5000 bytes: a store is a whole number of 4 KiB blocks"),
+            (plain, "UEFI variable store '\(plain)': holds no firmware volume header (not an OVMF VARS file)"),
+            (missing, "UEFI variable store '\(missing)': does not exist, and firmware '\(probe)' names no empty store to copy"),
+        ]
+        for (path, message) in cases {
+            let result = try VireoBinary.run(["run", "--memory", "64M", "--firmware", probe, "--efivars", path], timeoutSeconds: 30)
+            #expect(result.status == 1)
+            #expect(result.stderr.contains(message), "\(result.stderr)")
+            #expect(result.stderr.split(whereSeparator: \.isNewline).count == 1, "\(result.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: missing))
+        #expect(FileManager.default.contents(atPath: plain) == Data(count: 8192))
+    }
+
+    /// `--firmware uefi` makes the VM's store from Debian's empty one the first time.
+    @Test func uefiMakesTheVariableStoreFromDebiansTemplate() throws {
+        let template = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+        try #require(FileManager.default.fileExists(atPath: template), "Debian's ovmf package is missing: run scripts/setup.sh")
+        let vars = Self.temporaryPath("uefi-vars.fd")
+        defer { try? FileManager.default.removeItem(atPath: vars) }
+        // Guest kernel mode may be emulated here (OVMF then stops at an instruction the emulator
+        // lacks) or native (OVMF runs until killed): either way the store exists from the start.
+        let process = Process()
+        process.executableURL = VireoBinary.executable
+        process.arguments = ["run", "--firmware", "uefi", "--efivars", vars, "--memory", "256M"]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, process.isRunning, !FileManager.default.fileExists(atPath: vars) { Thread.sleep(forTimeInterval: 0.05) }
+        Thread.sleep(forTimeInterval: 0.5)
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        let made = FileManager.default.contents(atPath: vars)
+        #expect(made?.count == 540672)
+        var info = stat()
+        #expect(stat(vars, &info) == 0 && info.st_mode & 0o777 == 0o600, "the store is the VM's: mode 0600")
+        // A store of another firmware build's size is refused.
+        #expect(truncate(vars, 8192) == 0)
+        let wrong = try VireoBinary.run(["run", "--memory", "64M", "--firmware", "uefi", "--efivars", vars], timeoutSeconds: 30)
+        #expect(wrong.stderr.contains("8192 bytes, where this firmware's store (\(template)) has 540672: it belongs to another firmware build"), "\(wrong.stderr)")
     }
 
     @Test func firmwareWithoutAResetVectorJumpIsRefused() throws {
@@ -102,7 +186,7 @@ import Testing
         try handle.close()
         let result = try VireoBinary.run(["run", "--memory", "64M", "--firmware", path], timeoutSeconds: 30)
         #expect(result.status == 1)
-        #expect(result.stderr.contains("is \(17 << 20) bytes: a firmware image is a whole number of 4 KiB pages, at least 64 KiB and at most 16 MiB"), "\(result.stderr)")
+        #expect(result.stderr.contains("is \(17 << 20) bytes: a firmware image (with its variable store) is a whole number of 4 KiB pages, at least 64 KiB and at most 16 MiB"), "\(result.stderr)")
     }
 
     @Test func firmwareOfTheWrongSizeIsRefused() throws {
@@ -111,6 +195,6 @@ import Testing
         #expect(FileManager.default.createFile(atPath: path, contents: Data(repeating: 0x90, count: 1000)))
         let result = try VireoBinary.run(["run", "--memory", "64M", "--firmware", path], timeoutSeconds: 30)
         #expect(result.status == 1)
-        #expect(result.stderr.contains("firmware '\(path)' is 1000 bytes: a firmware image is a whole number of 4 KiB pages"), "\(result.stderr)")
+        #expect(result.stderr.contains("firmware '\(path)' is 1000 bytes: a firmware image (with its variable store) is a whole number of 4 KiB pages"), "\(result.stderr)")
     }
 }

@@ -19,6 +19,8 @@ public struct MachineState: Codable, Equatable, Sendable {
         public var rtc: CMOSRTCState
         public var fwCfg: FwCfgState
         public var acpiPM: ACPIPMState
+        /// A UEFI machine's variable store (absent for others, and in snapshots made before it).
+        public var flash: PFlashState?
     }
 }
 
@@ -54,7 +56,7 @@ extension Machine {
             vcpus: try captureVCPUStates(),
             platform: try vm.captureState(),
             devices: .init(serial: serial.state, i8042: i8042.state, rtc: rtc.state, fwCfg: fwCfg.state,
-                           acpiPM: acpiPM.state),
+                           acpiPM: acpiPM.state, flash: firmwareVariables?.flash.state),
             pci: pci.captureState(),
             pciRoot: pci.root.savedState)
     }
