@@ -384,24 +384,29 @@ struct FirmwareDefinitionTests {
         #expect(bios.firmwareLog == nil)
         #expect(bios.cpus == 2 && bios.memoryBytes == 256 << 20)
         #expect(bios.devices.disks == [DiskOptions(path: "/images/fw.qcow2", readOnly: false, format: .qcow2, serial: nil)])
-        #expect(try VMLaunch.spec(for: Self.definition(OSBoot(firmware: .uefi)), paths: Self.paths).firmware == "uefi")
+        #expect(bios.efivars == nil)
+        // UEFI: the VM's own variable store, in its directory unless the definition names one.
+        let uefi = try VMLaunch.spec(for: Self.definition(OSBoot(firmware: .uefi)), paths: Self.paths)
+        #expect(uefi.firmware == "uefi" && uefi.efivars == "/s/vms/fw/nvram.fd")
+        let named = try VMLaunch.spec(for: Self.definition(OSBoot(firmware: .uefi, nvram: "/var/lib/libvirt/qemu/nvram/vm_VARS.fd")),
+                                      paths: Self.paths)
+        #expect(named.efivars == "/var/lib/libvirt/qemu/nvram/vm_VARS.fd")
         let file = try VMLaunch.spec(for: Self.definition(OSBoot(firmware: .file("/srv/fw.bin"))), paths: Self.paths)
-        #expect(file.firmware == "/srv/fw.bin" && file.kernel == nil)
+        #expect(file.firmware == "/srv/fw.bin" && file.kernel == nil && file.efivars == nil)
+        let fileWithStore = try VMLaunch.spec(for: Self.definition(OSBoot(firmware: .file("/srv/OVMF_CODE.fd"), nvram: "/srv/vm_VARS.fd")),
+                                              paths: Self.paths)
+        #expect(fileWithStore.efivars == "/srv/vm_VARS.fd")
         // A restored or arriving firmware machine needs its ROM mapped again.
         let restore = try VMLaunch.spec(for: Self.definition(OSBoot(firmware: .uefi)), paths: Self.paths,
                                         restore: RestoreSource(path: "/saves/fw"))
         #expect(restore.firmware == "uefi" && restore.kernel == nil && restore.restore?.path == "/saves/fw")
+        #expect(restore.efivars == "/s/vms/fw/nvram.fd")
         // Kernel definitions name no firmware.
         let kernel = try VMLaunch.spec(for: Self.definition(OSBoot(kernel: "/k", cmdline: "quiet")), paths: Self.paths)
         #expect(kernel.firmware == nil && kernel.kernel == "/k" && kernel.cmdline == "quiet")
     }
 
     @Test func whatTheVMMCannotDoYetIsRefusedAtStartNotAtDefine() throws {
-        let withStore = Self.definition(OSBoot(firmware: .uefi, nvram: "/var/lib/libvirt/qemu/nvram/vm_VARS.fd"))
-        try withStore.validate()
-        #expect(throws: APIError(501, "cannot start domain 'fw': os.nvram (/var/lib/libvirt/qemu/nvram/vm_VARS.fd) is not supported by the VMM yet (OVMF keeps its UEFI variables in memory); remove it to start", field: "os.nvram")) {
-            try VMLaunch.spec(for: withStore, paths: Self.paths)
-        }
         let cdromFirst = Self.definition(OSBoot(firmware: .bios, bootOrder: [.cdrom, .hd]))
         try cdromFirst.validate()
         #expect(throws: APIError(501, "cannot start domain 'fw': boot order [cdrom, hd] is not supported by the VMM yet (the firmware chooses the boot device itself); set os.boot to [hd] to start", field: "os.boot")) {

@@ -18,6 +18,9 @@ struct VMPaths: Sendable {
     var migrationSocket: String { directory + "/migration.sock" }
     /// The daemon's own save of the VM (virsh managedsave): `start` resumes from it.
     var managedSave: String { directory + "/managed.save" }
+    /// A UEFI VM's variable store when its definition names none (libvirt keeps one per VM too,
+    /// made from the firmware's empty store at the first start); removed with the VM.
+    var nvram: String { directory + "/nvram.fd" }
 
     /// `name` is a validated definition name (letters, digits, . _ -; no leading dot), so it is
     /// one path component.
@@ -42,8 +45,9 @@ enum VMLaunch {
     /// The VM the definition describes; with `restore`, the VM saved in that snapshot file, and
     /// with `incoming`, the VM a migration source sends to that address: their devices
     /// re-attached to the definition's host paths. A firmware definition boots (and restores)
-    /// with the firmware named; what the VMM cannot do yet (a UEFI variable store, a boot order
-    /// other than the disks) refuses the start, with a one-line reason.
+    /// with the firmware named and, for UEFI, its variable store (`os.nvram`, else one in the VM's
+    /// directory); what the VMM cannot do yet (a boot order other than the disks) refuses the
+    /// start, with a one-line reason.
     static func spec(for definition: VMDefinition, paths: VMPaths, restore: RestoreSource? = nil,
                      incoming: String? = nil) throws -> LaunchSpec {
         try checkSupported(definition)
@@ -65,7 +69,8 @@ enum VMLaunch {
             apiSocket: paths.controlSocket, serialLog: paths.serialLog, statusFile: paths.statusFile,
             restore: restore, incoming: incoming,
             // Also for a restore or an arrival: the firmware ROM is part of the machine.
-            firmware: definition.os.firmware?.choice)
+            firmware: definition.os.firmware?.choice,
+            efivars: definition.os.nvram ?? (definition.os.firmware?.choice == "uefi" ? paths.nvram : nil))
         // The guest's output goes to the serial log alone, rotated (as virtlogd does for libvirt):
         // a guest cannot fill the state directory's disk.
         spec.serialLogLimit = serialLogLimit
@@ -90,9 +95,6 @@ enum VMLaunch {
     /// VM is fine (its XML round-trips); starting it is not, rather than booting it differently.
     static func checkSupported(_ definition: VMDefinition) throws {
         let refused = "cannot start domain '\(definition.name)'"
-        if let nvram = definition.os.nvram {
-            throw APIError(501, "\(refused): os.nvram (\(sanitized(nvram))) is not supported by the VMM yet (OVMF keeps its UEFI variables in memory); remove it to start", field: "os.nvram")
-        }
         if definition.os.bootOrder != [.hd] {
             let order = definition.os.bootOrder.map(\.rawValue).joined(separator: ", ")
             throw APIError(501, "\(refused): boot order [\(order)] is not supported by the VMM yet (the firmware chooses the boot device itself); set os.boot to [hd] to start", field: "os.boot")
