@@ -19,8 +19,8 @@ packages=(
     gzip xz-utils lz4 zstd bzip2
     # storage interop tests and benchmarks compare with the real qemu-img; VMM benchmark with QEMU
     qemu-utils qemu-system-x86
-    # firmware boot (`vireo run --firmware bios`): Debian's SeaBIOS
-    seabios
+    # firmware boot (`vireo run --firmware bios|uefi`): Debian's SeaBIOS and OVMF
+    seabios ovmf
     # `vireo install --cloud-init`: the NoCloud seed ISO (genisoimage; its isoinfo reads it back in tests)
     genisoimage
     # misc tools the scripts use

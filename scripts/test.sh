@@ -41,6 +41,8 @@ if [ "${VIREO_SKIP_E2E:-0}" != "1" ]; then
     # Firmware boot: SeaBIOS -> SYSLINUX -> Debian's kernel from a raw disk (up to the kernel's setup
     # code where guest kernel mode is emulated; to user space and power-off in the nested host).
     step "firmware boot e2e" bash tests/e2e/firmware-boot.sh
+    # UEFI boot: OVMF -> GRUB on a GPT ESP -> Debian's kernel to user space (77 where guest kernel mode is emulated).
+    step "uefi boot e2e" bash tests/e2e/uefi-boot.sh
     # Save and restore under a counting guest process: directly where guest user space runs (77 elsewhere).
     step "linux snapshot e2e" bash tests/e2e/linux-snapshot.sh
     # Live migration under a counting guest process with a TCP connection across (77 elsewhere).
