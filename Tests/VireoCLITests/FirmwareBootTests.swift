@@ -198,3 +198,52 @@ import Testing
         #expect(result.stderr.contains("firmware '\(path)' is 1000 bytes: a firmware image (with its variable store) is a whole number of 4 KiB pages"), "\(result.stderr)")
     }
 }
+
+/// The daemon hands a UEFI VM its variable store: the one its definition names (libvirt's
+/// `<nvram>`), else `nvram.fd` in the VM's own directory, made from Debian's empty store.
+@Suite(.serialized) struct DaemonUEFIVariableStoreTests {
+    @Test func aDefinedStoreGetsWhatTheFirmwareProgramsAndADefaultOneIsMade() throws {
+        let daemon = try CLIDaemon()
+        let store = daemon.directory + "/probe-vars.fd"
+        var bytes = [UInt8](repeating: 0xFF, count: 8192)
+        for index in 0..<16 { bytes[index] = 0 }
+        bytes.replaceSubrange(40..<44, with: Array("_FVH".utf8))
+        #expect(FileManager.default.createFile(atPath: store, contents: Data(bytes)))
+        // The stand-in firmware programs "VIREO-EFI" into block 1 of its store, then ends the VM.
+        let probe = daemon.directory + "/probe.yaml"
+        try """
+            name: probe
+            memory: 64M
+            os: {firmware: \(VireoBinary.guest("uefi-probe.fd")), nvram: \(store)}
+            """.write(toFile: probe, atomically: true, encoding: .utf8)
+        #expect(try daemon.vireo(["define", probe]).status == 0)
+        #expect(try daemon.vireo(["dumpxml", "probe"]).stdout.contains("<nvram>\(store)</nvram>"))
+        let started = try daemon.vireo(["start", "probe"])
+        #expect(started.status == 0, "\(started.stderr)")
+        var programmed: [UInt8] = []
+        for _ in 0..<200 {
+            programmed = Array([UInt8](FileManager.default.contents(atPath: store) ?? Data())[0x1000..<0x100A])
+            if programmed == Array("VIREO-EFI".utf8) + [0xFF] { break }
+            usleep(50_000)
+        }
+        #expect(programmed == Array("VIREO-EFI".utf8) + [0xFF], "the firmware's writes reach the definition's nvram file")
+
+        // No nvram in the definition: the VM's own, made at start from OVMF_VARS_4M.fd.
+        guard FileManager.default.fileExists(atPath: "/usr/share/OVMF/OVMF_VARS_4M.fd") else {
+            Issue.record("Debian's ovmf package is missing: run scripts/setup.sh")
+            return
+        }
+        let uefi = daemon.directory + "/uefi.yaml"
+        try "name: efi\nmemory: 128M\nos: {firmware: uefi}\n".write(toFile: uefi, atomically: true, encoding: .utf8)
+        #expect(try daemon.vireo(["define", uefi]).status == 0)
+        _ = try daemon.vireo(["start", "efi"])
+        let own = daemon.directory + "/state/vms/efi/nvram.fd"
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: own) { usleep(50_000) }
+        #expect(FileManager.default.contents(atPath: own) == FileManager.default.contents(atPath: "/usr/share/OVMF/OVMF_VARS_4M.fd")
+                || FileManager.default.contents(atPath: own)?.count == 540672, "the VM's store, made from Debian's template")
+        _ = try daemon.vireo(["destroy", "efi"])
+        #expect(try daemon.vireo(["undefine", "efi"]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: own), "the VM's own store goes with it")
+        #expect(FileManager.default.fileExists(atPath: store), "a store the definition names is the user's: kept")
+    }
+}
