@@ -47,6 +47,8 @@ import Testing
             #expect(d.os == expected.os, "\(file): \(d.os)")
             #expect(d.disks == [Disk(source: "/var/tmp/vi.qcow2", format: .qcow2, target: "vda")], "\(file): \(d.disks)")
             #expect(d.interfaces.map(\.type) == expected.interfaces, "\(file): \(d.interfaces)")
+            #expect(d.rng, "\(file): virt-install's <rng model='virtio'> is Vireo's virtio-rng")
+            #expect(!result.unsupported.contains { $0.hasPrefix("devices/rng (") }, "\(file)")
             if let bridge = d.interfaces.first(where: { $0.type == .bridge }) { #expect(bridge.source == "br0") }
             if let network = d.interfaces.first(where: { $0.type == .network }) { #expect(network.source == "default") }
             // What Vireo does not take is listed, never dropped silently; nothing is refused.

@@ -22,6 +22,7 @@ struct LibvirtImportTests {
         #expect(d.disks == [Disk(source: "/var/lib/libvirt/images/fedora-kernel.qcow2", format: .qcow2, target: "vda")])
         #expect(d.interfaces == [NetworkInterface(type: .network, source: "default", mac: try #require(MACAddress("52:54:00:6b:3c:58")))])
         #expect(d.console.type == .pty)
+        #expect(d.rng, "<rng model='virtio'> with /dev/urandom is Vireo's virtio-rng")
         #expect(d.onPoweroff == .destroy && d.onReboot == .restart && d.onCrash == .destroy)
         #expect(d.autostart == false)
         #expect(result.unsupported.sorted() == [
@@ -39,7 +40,7 @@ struct LibvirtImportTests {
             "devices/input[3] (type=keyboard)",
             "devices/interface/address (type=pci)",
             "devices/memballoon (model=virtio)",
-            "devices/rng (model=virtio)",
+            "devices/rng/address (type=pci)",
             "devices/video",
             "features",
             "metadata/libosinfo:libosinfo",

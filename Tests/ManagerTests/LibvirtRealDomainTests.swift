@@ -26,6 +26,38 @@ import VMContract
         """
     }
 
+    /// virt-install gives every modern guest `<rng model='virtio'>` on the host's random source:
+    /// that is Vireo's virtio-rng (YAML `rng: true`, started with the device); other backends, a
+    /// rate limit and a second device are listed, not taken.
+    @Test func aVirtioRNGOnTheHostsRandomSourceIsTaken() throws {
+        let base = try ImportResult(libvirtXML: Self.domain()).unsupported
+        func said(_ result: ImportResult) -> [String] { result.unsupported.filter { !base.contains($0) } }
+        for source in ["/dev/urandom", "/dev/random", ""] {
+            let imported = try ImportResult(libvirtXML: Self.domain(devices: "<rng model='virtio'><backend model='random'>\(source)</backend></rng>"))
+            #expect(imported.definition.rng && said(imported).isEmpty, "\(source): \(imported.unsupported)")
+            let xml = imported.definition.libvirtXML()
+            #expect(xml.contains("<rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>\n    </rng>"), "\(xml)")
+            #expect(try ImportResult(libvirtXML: xml).definition == imported.definition)
+            let yaml = try imported.definition.yaml()
+            #expect(yaml.contains("\nrng: true\n"))
+            let spec = try VMLaunch.spec(for: imported.definition, paths: VMPaths(stateDirectory: "/s", name: "real"))
+            #expect(spec.devices.entropy)
+        }
+        let egd = try ImportResult(libvirtXML: Self.domain(devices: "<rng model='virtio'><backend model='egd' type='tcp'><source mode='connect' host='h' service='1'/></backend></rng>"))
+        #expect(!egd.definition.rng && said(egd) == ["devices/rng (model=virtio)"])
+        let limited = try ImportResult(libvirtXML: Self.domain(devices: "<rng model='virtio'><rate bytes='1024' period='1000'/><backend model='random'>/dev/urandom</backend></rng>"))
+        #expect(limited.definition.rng && said(limited) == ["devices/rng/rate"])
+        let two = try ImportResult(libvirtXML: Self.domain(devices: """
+            <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+            <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+            """))
+        #expect(two.definition.rng && said(two) == ["devices/rng[2] (model=virtio)"])
+        let none = try ImportResult(libvirtXML: Self.domain())
+        let plain = try none.definition.yaml()
+        #expect(!none.definition.rng && !plain.contains("rng"))
+        #expect(!(try VMLaunch.spec(for: none.definition, paths: VMPaths(stateDirectory: "/s", name: "real")).devices.entropy))
+    }
+
     /// virt-install leaves the install medium's drive behind, emptied: `<disk device='cdrom'>`
     /// with no <source>. Vireo has no removable media: the drive is left out, and said so.
     @Test func anEmptyCDROMDriveIsLeftOutWithAWarning() throws {

@@ -59,7 +59,7 @@ struct ValidationErrorTests {
         (with("onReboot: reboot"), "onReboot: unknown action 'reboot' (expected destroy, restart or preserve)"),
         (with("console: {type: tcp}"), "console.type: unknown console type 'tcp' (expected pty or none)"),
         (with("graphics: vnc"),
-         "graphics: unknown key (expected name, uuid, memory, currentMemory, vcpus, os, disks, interfaces, console, onPoweroff, onReboot, onCrash, autostart)"),
+         "graphics: unknown key (expected name, uuid, memory, currentMemory, vcpus, os, disks, interfaces, console, rng, onPoweroff, onReboot, onCrash, autostart)"),
         ("name: vm1\nmemory: 512M\nos: {kernel: vmlinuz}", "os.kernel: 'vmlinuz' is not an absolute path"),
         ("name: vm1\nmemory: 512M\nos: {kernel: /k, initrd: initrd.img}", "os.initrd: 'initrd.img' is not an absolute path"),
         ("name: vm1\nmemory: 512M\nos: {kernel: /k, cmdline: \"a\\tb\"}", "os.cmdline: 'a\\x09b' contains a control character"),

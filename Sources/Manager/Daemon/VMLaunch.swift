@@ -65,7 +65,7 @@ enum VMLaunch {
             // libvirt's on_reboot=restart is the VMM's own restart loop; destroy and preserve end
             // the process (preserve is not supported: the VM is recorded as shut off).
             onReboot: definition.onReboot == .restart ? .restart : .exit,
-            devices: DeviceOptions(disks: disks, networks: networks),
+            devices: DeviceOptions(disks: disks, networks: networks, entropy: definition.rng),
             apiSocket: paths.controlSocket, serialLog: paths.serialLog, statusFile: paths.statusFile,
             restore: restore, incoming: incoming,
             // Also for a restore or an arrival: the firmware ROM is part of the machine.

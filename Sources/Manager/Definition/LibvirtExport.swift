@@ -32,6 +32,11 @@ extension VMDefinition {
             xml.leaf("target", ["type": "serial", "port": "0"])
             xml.close("console")
         }
+        if rng {
+            xml.open("rng", ["model": "virtio"])
+            xml.leaf("backend", ["model": "random"], text: "/dev/urandom")
+            xml.close("rng")
+        }
         xml.close("devices")
         xml.close("domain")
         return xml.output

@@ -32,6 +32,25 @@ extension LibvirtImporter {
             interfacePaths.append((path, interface.type == .tap ? "target" : interface.type == .user ? "portForward" : "source"))
         }
         definition.console.type = consoleType(in: devices)
+        definition.rng = entropyDevice(in: devices)
+    }
+
+    /// `<rng model='virtio'>` with the host's random source (virt-install adds one for every
+    /// modern guest): Vireo's virtio-rng, which reads the kernel's generator (getrandom) whichever
+    /// of /dev/urandom or /dev/random is named. Other backends (egd, builtin) stay unused and are
+    /// reported; so are rate limits and a second device.
+    private mutating func entropyDevice(in devices: XMLElementNode) -> Bool {
+        for element in devices.children(named: "rng") where element.attributes["model"] == "virtio" {
+            let backends = element.children(named: "backend")
+            guard backends.count == 1, let backend = backends.first, backend.attributes == ["model": "random"],
+                  backend.children.isEmpty, ["", "/dev/urandom", "/dev/random"].contains(backend.trimmedText) else { continue }
+            element.consume()
+            _ = element.attribute("model")
+            backend.consume()
+            _ = backend.attribute("model")
+            return true
+        }
+        return false
     }
 
     private mutating func disk(_ element: XMLElementNode, at path: String) throws -> Disk {

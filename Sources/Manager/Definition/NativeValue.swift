@@ -135,6 +135,8 @@ extension VMDefinition {
         pairs.append(("disks", .list(disks.map(\.nativeValue))))
         pairs.append(("interfaces", .list(interfaces.map(\.nativeValue))))
         pairs.append(("console", console.nativeValue))
+        // Written only when set: definitions without one read as before.
+        if rng { pairs.append(("rng", .bool(true))) }
         pairs.append(("onPoweroff", .string(onPoweroff.rawValue)))
         pairs.append(("onReboot", .string(onReboot.rawValue)))
         pairs.append(("onCrash", .string(onCrash.rawValue)))

@@ -7,7 +7,7 @@ import Foundation
 
 extension VMDefinition: Codable {
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, uuid, memory, currentMemory, vcpus, os, disks, interfaces, console
+        case name, uuid, memory, currentMemory, vcpus, os, disks, interfaces, console, rng
         case onPoweroff, onReboot, onCrash, autostart
     }
 
@@ -24,6 +24,7 @@ extension VMDefinition: Codable {
         interfaces = try c.boundedList(
             NetworkInterface.self, .interfaces, limit: DefinitionLimits.maxInterfaces, noun: "interfaces")
         console = try c.optional(SerialConsole.self, .console) ?? SerialConsole()
+        rng = try c.optional(Bool.self, .rng) ?? false
         onPoweroff = try c.choice(LifecycleAction.self, .onPoweroff, noun: "action", default: .destroy)
         onReboot = try c.choice(LifecycleAction.self, .onReboot, noun: "action", default: .restart)
         onCrash = try c.choice(LifecycleAction.self, .onCrash, noun: "action", default: .destroy)

@@ -18,6 +18,8 @@ public struct VMDefinition: Equatable, Sendable {
     public var disks: [Disk]
     public var interfaces: [NetworkInterface]
     public var console: SerialConsole
+    /// A virtio-rng device fed from the host's random source (libvirt's `<rng model='virtio'>`).
+    public var rng: Bool
     public var onPoweroff: LifecycleAction
     public var onReboot: LifecycleAction
     public var onCrash: LifecycleAction
@@ -26,7 +28,7 @@ public struct VMDefinition: Equatable, Sendable {
     public init(
         name: String, uuid: UUID = UUID(), memory: UInt64, currentMemory: UInt64? = nil,
         vcpus: Int = 1, os: OSBoot, disks: [Disk] = [], interfaces: [NetworkInterface] = [],
-        console: SerialConsole = SerialConsole(), onPoweroff: LifecycleAction = .destroy,
+        console: SerialConsole = SerialConsole(), rng: Bool = false, onPoweroff: LifecycleAction = .destroy,
         onReboot: LifecycleAction = .restart, onCrash: LifecycleAction = .destroy,
         autostart: Bool = false
     ) {
@@ -39,6 +41,7 @@ public struct VMDefinition: Equatable, Sendable {
         self.disks = disks
         self.interfaces = interfaces
         self.console = console
+        self.rng = rng
         self.onPoweroff = onPoweroff
         self.onReboot = onReboot
         self.onCrash = onCrash
