@@ -1,4 +1,5 @@
 import Devices
+import Synchronization
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -82,12 +83,10 @@ final class SerialConsole: @unchecked Sendable {
 }
 
 /// The machine the console currently feeds (replaced on `--on-reboot restart`).
-final class SharedMachine: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var machine: Machine?
-    init() { pthread_mutex_init(&mutex, nil) }
-    func set(_ m: Machine?) { pthread_mutex_lock(&mutex); machine = m; pthread_mutex_unlock(&mutex) }
-    func get() -> Machine? { pthread_mutex_lock(&mutex); defer { pthread_mutex_unlock(&mutex) }; return machine }
+final class SharedMachine: Sendable {
+    private let machine = Mutex<Machine?>(nil)
+    func set(_ m: Machine?) { machine.withLock { $0 = m } }
+    func get() -> Machine? { machine.withLock { $0 } }
 }
 
 /// The terminal in raw mode while attached (keystrokes go to the guest as typed); a no-op when
