@@ -1,5 +1,6 @@
 import VMContract
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -132,28 +133,32 @@ public struct HTTPClient: Sendable {
 }
 
 /// Lets another thread end a stream (the console's escape key) by shutting its socket down.
-public final class StreamHandle: @unchecked Sendable {
-    private let lock = NSLock()
-    private var connection: HTTPConnection?
-    private var cancelled = false
+public final class StreamHandle: Sendable {
+    private struct State {
+        var connection: HTTPConnection?
+        var cancelled = false
+    }
+
+    private let state = Mutex(State())
 
     public init() {}
 
     func set(_ connection: HTTPConnection) {
-        lock.lock(); defer { lock.unlock() }
-        self.connection = connection
-        if cancelled { connection.shutdown() }
+        state.withLock { state in
+            state.connection = connection
+            if state.cancelled { connection.shutdown() }
+        }
     }
 
     public func cancel() {
-        lock.lock(); defer { lock.unlock() }
-        cancelled = true
-        connection?.shutdown()
+        state.withLock { state in
+            state.cancelled = true
+            state.connection?.shutdown()
+        }
     }
 
     /// True once `cancel` ran: the stream's end (or its error) was asked for.
     public var isCancelled: Bool {
-        lock.lock(); defer { lock.unlock() }
-        return cancelled
+        state.withLock { $0.cancelled }
     }
 }

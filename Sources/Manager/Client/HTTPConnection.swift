@@ -1,10 +1,13 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// One client socket and the HTTP/1.1 response framing read from it (head, then a body delimited
 /// by Content-Length, chunked encoding or EOF). Every size read from the peer is bounded.
+/// @unchecked: `buffer` is the reading thread's alone; only `closed` is shared (shutdown from
+/// another thread), and it is behind its Mutex.
 final class HTTPConnection: @unchecked Sendable {
     struct Head {
         var status: Int
@@ -14,8 +17,9 @@ final class HTTPConnection: @unchecked Sendable {
     static let maximumHead = 64 << 10
     private let fd: Int32
     private var buffer: [UInt8] = []
-    private let closeLock = NSLock()
-    private var closed = false
+    /// Held across shutdown and close, so a shutdown never reaches a descriptor number reused
+    /// after the close.
+    private let closed = Mutex(false)
 
     init(endpoint: Endpoint, timeoutSeconds: Int) throws {
         switch endpoint {
@@ -200,15 +204,17 @@ final class HTTPConnection: @unchecked Sendable {
 
     /// Wakes a thread blocked in recv on this socket (it then sees EOF).
     func shutdown() {
-        closeLock.lock(); defer { closeLock.unlock() }
-        if !closed { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        closed.withLock { closed in
+            if !closed { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        }
     }
 
     func close() {
-        closeLock.lock(); defer { closeLock.unlock() }
-        if !closed {
-            closed = true
-            Glibc.close(fd)
+        closed.withLock { closed in
+            if !closed {
+                closed = true
+                Glibc.close(fd)
+            }
         }
     }
 }
