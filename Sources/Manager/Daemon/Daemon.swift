@@ -1,5 +1,6 @@
 import VMContract
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -64,11 +65,13 @@ public struct RestartBackoff: Sendable, Equatable {
 /// The management daemon: the VM registry over the state store, one `vireo run` process per
 /// running VM, and the REST API. VMs are separate sessions, so they outlive the daemon; a new
 /// daemon re-attaches to them.
+///
+/// @unchecked: `servers` and `lockDescriptor` are set by `start` and `stop` alone (not behind a
+/// lock); the controllers, which API threads reach, are behind their Mutex.
 public final class Daemon: @unchecked Sendable {
     public let configuration: DaemonConfiguration
     let environment: DaemonEnvironment
-    private let lock = NSLock()
-    private var controllers: [String: VMController] = [:]
+    private let controllers = Mutex<[String: VMController]>([:])
     private var servers: [APIServer] = []
     private var lockDescriptor: Int32 = -1
 
@@ -142,16 +145,16 @@ public final class Daemon: @unchecked Sendable {
 
     /// The controller of `name` if one was made since the daemon started (the VM may be gone).
     func controllerIfCreated(_ name: String) -> VMController? {
-        lock.lock(); defer { lock.unlock() }
-        return controllers[name]
+        controllers.withLock { $0[name] }
     }
 
     func controllerEvenIfUndefined(_ name: String) -> VMController {
-        lock.lock(); defer { lock.unlock() }
-        if let existing = controllers[name] { return existing }
-        let created = VMController(name: name, environment: environment)
-        controllers[name] = created
-        return created
+        controllers.withLock { controllers in
+            if let existing = controllers[name] { return existing }
+            let created = VMController(name: name, environment: environment)
+            controllers[name] = created
+            return created
+        }
     }
 
     /// For every VM recorded with a process: the same process (pid and start time) still runs and

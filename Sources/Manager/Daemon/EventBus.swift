@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A lifecycle event as the daemon streams it (GET /v1/events, Server-Sent Events).
 public struct LifecycleEvent: Codable, Equatable, Sendable {
@@ -23,31 +24,35 @@ public struct LifecycleEvent: Codable, Equatable, Sendable {
 
 /// Fan-out of lifecycle events to every connected stream. Subscribers' callbacks must not block:
 /// they run on the thread that published the event.
-final class EventBus: @unchecked Sendable {
-    private let lock = NSLock()
-    private var subscribers: [Int: @Sendable (LifecycleEvent) -> Void] = [:]
-    private var nextID = 0
-    private var sequence: UInt64 = 0
+final class EventBus: Sendable {
+    private struct State {
+        var subscribers: [Int: @Sendable (LifecycleEvent) -> Void] = [:]
+        var nextID = 0
+        var sequence: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
 
     func subscribe(_ handler: @escaping @Sendable (LifecycleEvent) -> Void) -> Int {
-        lock.lock(); defer { lock.unlock() }
-        nextID += 1
-        subscribers[nextID] = handler
-        return nextID
+        state.withLock { state in
+            state.nextID += 1
+            state.subscribers[state.nextID] = handler
+            return state.nextID
+        }
     }
 
     func unsubscribe(_ id: Int) {
-        lock.lock(); defer { lock.unlock() }
-        subscribers[id] = nil
+        state.withLock { $0.subscribers[id] = nil }
     }
 
     func publish(_ kind: LifecycleEvent.Kind, name: String, reason: VMStateReason? = nil) {
-        lock.lock()
-        sequence += 1
-        let event = LifecycleEvent(kind: kind, name: name, reason: reason?.rawValue,
-                                   time: ISO8601DateFormatter().string(from: Date()), sequence: sequence)
-        let handlers = Array(subscribers.values)
-        lock.unlock()
+        // Numbered and stamped under the lock, so sequence and time agree; handlers run after it.
+        let (event, handlers) = state.withLock { state in
+            state.sequence += 1
+            let event = LifecycleEvent(kind: kind, name: name, reason: reason?.rawValue,
+                                       time: ISO8601DateFormatter().string(from: Date()), sequence: state.sequence)
+            return (event, Array(state.subscribers.values))
+        }
         for handler in handlers { handler(event) }
     }
 

@@ -1,16 +1,20 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// One live `vireo run` process of a VM, and the watcher that notices its end.
-final class VMProcess: @unchecked Sendable {
+final class VMProcess: Sendable {
     let identity: ProcessIdentity
     /// The daemon started it (waitpid works) or re-attached to it after a restart (polling).
     let isChild: Bool
-    private let lock = NSLock()
-    private var _intent: StopIntent = .none
-    private var _hasAnswered: Bool
+    private struct State {
+        var intent: StopIntent = .none
+        var hasAnswered: Bool
+    }
+
+    private let state: Mutex<State>
     private let exitedGroup = DispatchGroup()
 
     /// `isChild`: the daemon spawned it just now, and it has yet to answer on its control socket
@@ -18,20 +22,20 @@ final class VMProcess: @unchecked Sendable {
     init(identity: ProcessIdentity, isChild: Bool) {
         self.identity = identity
         self.isChild = isChild
-        _hasAnswered = !isChild
+        state = Mutex(State(hasAnswered: !isChild))
         exitedGroup.enter()
     }
 
     var intent: StopIntent {
-        get { lock.lock(); defer { lock.unlock() }; return _intent }
-        set { lock.lock(); _intent = newValue; lock.unlock() }
+        get { state.withLock { $0.intent } }
+        set { state.withLock { $0.intent = newValue } }
     }
 
     /// The VMM's control API; its calls answer at once, except a snapshot (which writes guest RAM).
     /// Its control API answered once: the VM came up (a later end is not a failed start).
     var hasAnswered: Bool {
-        get { lock.lock(); defer { lock.unlock() }; return _hasAnswered }
-        set { lock.lock(); _hasAnswered = newValue; lock.unlock() }
+        get { state.withLock { $0.hasAnswered } }
+        set { state.withLock { $0.hasAnswered = newValue } }
     }
 
     var control: HTTPClient { control(timeoutSeconds: 5) }
