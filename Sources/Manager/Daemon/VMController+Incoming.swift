@@ -1,5 +1,6 @@
 import VMContract
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,7 +14,7 @@ import Glibc
 // one it replaced is put back.
 
 /// A VM being received by migration: its process, and what to put back if it never arrives.
-final class IncomingArrival: @unchecked Sendable {
+final class IncomingArrival: Sendable {
     /// What this daemon had under the name before: the same VM (same uuid), shut off — typically
     /// migrated away from here earlier and now coming back.
     struct Previous: Sendable {
@@ -26,8 +27,7 @@ final class IncomingArrival: @unchecked Sendable {
     /// nil: the migration defined the VM, and a failure undefines it.
     let previous: Previous?
     let keepPaused: Bool
-    private let lock = NSLock()
-    private var _failure: String?
+    private let recordedFailure = Mutex<String?>(nil)
 
     init(process: VMProcess, previous: Previous?, keepPaused: Bool) {
         self.process = process
@@ -37,8 +37,8 @@ final class IncomingArrival: @unchecked Sendable {
 
     /// Why the process ended before the guest ran here (its log may be gone with the VM's directory).
     var failure: String? {
-        get { lock.lock(); defer { lock.unlock() }; return _failure }
-        set { lock.lock(); _failure = newValue; lock.unlock() }
+        get { recordedFailure.withLock { $0 } }
+        set { recordedFailure.withLock { $0 = newValue } }
     }
 }
 

@@ -1,5 +1,6 @@
 import VMContract
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,39 +18,45 @@ import Glibc
 /// One migration of a VM to another daemon, as `GET /v1/vms/{name}/migration` reports it: the
 /// VMM's figures as last read, in the daemon's phases (setup also covers preparing the
 /// destination; completed only once the destination runs the guest and this side let go of it).
-final class MigrationJob: @unchecked Sendable {
+final class MigrationJob: Sendable {
     let body: MigrateBody
-    private let lock = NSLock()
-    private var _progress: MigrationProgress
-    private var _cancelRequested = false
+
+    private struct State {
+        var progress: MigrationProgress
+        var cancelRequested = false
+    }
+
+    private let state: Mutex<State>
     private let started = DispatchTime.now().uptimeNanoseconds
 
     init(body: MigrateBody) {
         self.body = body
-        _progress = MigrationProgress(phase: .setup, destination: body.destination)
+        state = Mutex(State(progress: MigrationProgress(phase: .setup, destination: body.destination)))
     }
 
-    var progress: MigrationProgress { lock.lock(); defer { lock.unlock() }; return _progress }
+    var progress: MigrationProgress { state.withLock { $0.progress } }
     var isActive: Bool { progress.isActive }
 
-    var cancelRequested: Bool { lock.lock(); defer { lock.unlock() }; return _cancelRequested }
-    func requestCancel() { lock.lock(); _cancelRequested = true; lock.unlock() }
+    var cancelRequested: Bool { state.withLock { $0.cancelRequested } }
+    func requestCancel() { state.withLock { $0.cancelRequested = true } }
 
     /// The VMM's figures, in `phase` (default: the VMM's own), timed from the daemon's request.
     func record(_ vmm: MigrationProgress, phase: MigrationProgress.Phase? = nil) {
-        lock.lock(); defer { lock.unlock() }
-        var progress = vmm
-        progress.destination = body.destination
-        progress.phase = phase ?? vmm.phase
-        progress.elapsedMilliseconds = elapsedMilliseconds
-        _progress = progress
+        state.withLock { state in
+            var progress = vmm
+            progress.destination = body.destination
+            progress.phase = phase ?? vmm.phase
+            progress.elapsedMilliseconds = elapsedMilliseconds
+            state.progress = progress
+        }
     }
 
     func end(_ phase: MigrationProgress.Phase, error: String?) {
-        lock.lock(); defer { lock.unlock() }
-        _progress.phase = phase
-        _progress.error = error
-        _progress.elapsedMilliseconds = elapsedMilliseconds
+        state.withLock { state in
+            state.progress.phase = phase
+            state.progress.error = error
+            state.progress.elapsedMilliseconds = elapsedMilliseconds
+        }
     }
 
     private var elapsedMilliseconds: Double { Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6 }

@@ -1,5 +1,6 @@
 import VMContract
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,22 +22,26 @@ struct DaemonEnvironment: Sendable {
 
 /// The control plane of one VM. Every lifecycle operation runs on the VM's own serial queue, so
 /// concurrent requests on one VM happen one after another (no double start, no lost state),
-/// while different VMs proceed in parallel. The process watcher records exits under `lock`,
-/// never on the queue, so an operation may wait on the queue for an exit to be recorded.
-final class VMController: @unchecked Sendable {
+/// while different VMs proceed in parallel. The process watcher records exits under `state`'s
+/// lock, never on the queue, so an operation may wait on the queue for an exit to be recorded.
+final class VMController: Sendable {
     let name: String
     let queue: DispatchQueue
     let environment: DaemonEnvironment
-    private let lock = NSLock()
-    private var _process: VMProcess?
-    private var _migration: MigrationJob?
-    private var _incoming: IncomingArrival?
-    /// When the current (or last) process was started, and how many times in a row one ended
-    /// within the restart window of its start (RestartBackoff).
-    private var startedAt: Date?
-    private var quickEnds = 0
-    /// The automatic restart waiting for its backoff; any start or undefine meanwhile cancels it.
-    private var pendingRestart: UUID?
+
+    private struct State {
+        var process: VMProcess?
+        var migration: MigrationJob?
+        var incoming: IncomingArrival?
+        /// When the current (or last) process was started, and how many times in a row one ended
+        /// within the restart window of its start (RestartBackoff).
+        var startedAt: Date?
+        var quickEnds = 0
+        /// The automatic restart waiting for its backoff; any start or undefine meanwhile cancels it.
+        var pendingRestart: UUID?
+    }
+
+    private let state = Mutex(State())
 
     /// How long a started VM has to open its control socket before the start counts as failed.
     static let startTimeout = 15.0
@@ -51,30 +56,29 @@ final class VMController: @unchecked Sendable {
     }
 
     var process: VMProcess? {
-        lock.lock(); defer { lock.unlock() }
-        return _process
+        state.withLock { $0.process }
     }
 
     /// The current or last migration of this VM to another daemon.
     var migration: MigrationJob? {
-        get { lock.lock(); defer { lock.unlock() }; return _migration }
-        set { lock.lock(); _migration = newValue; lock.unlock() }
+        get { state.withLock { $0.migration } }
+        set { state.withLock { $0.migration = newValue } }
     }
 
     /// The VM's process while it is being received by migration (until the guest runs here).
     var incoming: IncomingArrival? {
-        lock.lock(); defer { lock.unlock() }
-        return _incoming
+        state.withLock { $0.incoming }
     }
 
     /// Makes `arrival` the pending incoming migration, or (nil) ends it; false when `expected`
     /// is not the pending one any more (the process ended, or it arrived, meanwhile).
     @discardableResult
     func replaceIncoming(_ expected: IncomingArrival?, with arrival: IncomingArrival?) -> Bool {
-        lock.lock(); defer { lock.unlock() }
-        guard _incoming === expected else { return false }
-        _incoming = arrival
-        return true
+        state.withLock { state in
+            guard state.incoming === expected else { return false }
+            state.incoming = arrival
+            return true
+        }
     }
 
     var paths: VMPaths { VMPaths(stateDirectory: environment.stateDirectory, name: name) }
@@ -208,10 +212,10 @@ final class VMController: @unchecked Sendable {
     /// and returns once its control API answers.
     func launch(_ definition: VMDefinition, restore: RestoreSource? = nil, reason: VMStateReason = .booted) throws {
         let paths = self.paths
-        lock.lock()
-        startedAt = Date()
-        pendingRestart = nil
-        lock.unlock()
+        state.withLock { state in
+            state.startedAt = Date()
+            state.pendingRestart = nil
+        }
         let failed = restore.map { "failed to restore domain '\(name)' from \($0.path)" } ?? "failed to start domain '\(name)'"
         let running = try spawn(VMLaunch.spec(for: definition, paths: paths, restore: restore), failed: failed)
         try adopt(running, state: .running, reason: reason)
@@ -271,9 +275,7 @@ final class VMController: @unchecked Sendable {
 
     /// Makes `running` the VM's process: records it and starts watching for its end.
     func adopt(_ running: VMProcess, state: VMRunState, reason: VMStateReason) throws {
-        lock.lock()
-        _process = running
-        lock.unlock()
+        self.state.withLock { $0.process = running }
         do {
             try store.setActive(name: name, state: state, reason: reason, process: running.identity)
         } catch {
@@ -286,11 +288,12 @@ final class VMController: @unchecked Sendable {
 
     /// Runs on the watcher thread when the process is gone.
     private func recordExit(of running: VMProcess, waitStatus: Int32?) {
-        lock.lock()
-        if _process === running { _process = nil }
-        let arrival = _incoming?.process === running ? _incoming : nil
-        if arrival != nil { _incoming = nil }
-        lock.unlock()
+        let arrival = state.withLock { state -> IncomingArrival? in
+            if state.process === running { state.process = nil }
+            let arrival = state.incoming?.process === running ? state.incoming : nil
+            if arrival != nil { state.incoming = nil }
+            return arrival
+        }
         let intent = running.intent
         let status = RunStatus.read(from: running.identity.statusFile)
         if let arrival {
@@ -328,20 +331,17 @@ final class VMController: @unchecked Sendable {
         guard restart else { return }
         let backoff = environment.restartBackoff
         let token = UUID()
-        lock.lock()
-        let ranFor = startedAt.map { Date().timeIntervalSince($0) } ?? .infinity
-        quickEnds = ranFor < backoff.window ? quickEnds + 1 : 0
-        let delay = backoff.delay(afterQuickEnds: quickEnds)
-        let ends = quickEnds
-        pendingRestart = token
-        lock.unlock()
+        let (delay, ends) = state.withLock { state in
+            let ranFor = state.startedAt.map { Date().timeIntervalSince($0) } ?? .infinity
+            state.quickEnds = ranFor < backoff.window ? state.quickEnds + 1 : 0
+            state.pendingRestart = token
+            return (backoff.delay(afterQuickEnds: state.quickEnds), state.quickEnds)
+        }
         if delay > 0 {
             environment.log("VM '\(name)' ended \(ends) time(s) in a row within \(Int(backoff.window))s of its start: restarting it in \(delay)s")
         }
         queue.asyncAfter(deadline: .now() + delay) { [self] in
-            lock.lock()
-            let current = pendingRestart == token
-            lock.unlock()
+            let current = state.withLock { $0.pendingRestart == token }
             // A start (by the user, or autostart) or an undefine came first.
             guard current else { return }
             do { _ = try start() } catch { environment.log("VM '\(name)': restart failed: \(error)") }
@@ -350,9 +350,10 @@ final class VMController: @unchecked Sendable {
 
     /// Cancels an automatic restart that waits for its backoff; false when none was waiting.
     func cancelPendingRestart() -> Bool {
-        lock.lock(); defer { lock.unlock() }
-        defer { pendingRestart = nil }
-        return pendingRestart != nil
+        state.withLock { state in
+            defer { state.pendingRestart = nil }
+            return state.pendingRestart != nil
+        }
     }
 
     /// Asks the VMM to stop, then waits; a VMM that does not stop in time is killed.
