@@ -1,8 +1,8 @@
 import Foundation
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 import VMM
 
 public enum ControlServerError: Error, CustomStringConvertible {
@@ -84,7 +84,7 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
     private var body: [UInt8] = []
     private var subscription: Int?
     /// Console bytes waiting to be written, batched so a burst becomes one write.
-    private let pending = NIOLockedValueBox<(bytes: [UInt8], scheduled: Bool)>(([], false))
+    private let pending = Mutex<(bytes: [UInt8], scheduled: Bool)>(([], false))
 
     init(api: ControlAPI, console: ConsoleLog, inFlight: InFlightRequests) {
         self.api = api
@@ -166,9 +166,10 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
-        let pending = self.pending
-        let (id, recent) = console.attach { byte in
-            let schedule = pending.withLockedValue { state -> Bool in
+        // The console's thread reaches `pending` through the handler, which `bound` keeps alive
+        // anyway (a Mutex cannot be copied into the closure).
+        let (id, recent) = console.attach { [self] byte in
+            let schedule = pending.withLock { state -> Bool in
                 state.bytes.append(byte)
                 defer { state.scheduled = true }
                 return !state.scheduled
@@ -187,7 +188,7 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func flushPending(context: ChannelHandlerContext) {
-        let bytes = pending.withLockedValue { state -> [UInt8] in
+        let bytes = pending.withLock { state -> [UInt8] in
             defer { state = ([], false) }
             return state.bytes
         }

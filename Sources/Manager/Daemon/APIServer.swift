@@ -1,8 +1,8 @@
 import Foundation
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,13 +28,32 @@ public struct APILimits: Sendable, Equatable {
     }
 }
 
+/// The connections open on one listener. A class, because the channel initializer and each
+/// connection's close callback share it (a Mutex cannot be captured by an escaping closure).
+private final class ConnectionCount: Sendable {
+    private let count = Mutex(0)
+
+    var value: Int { count.withLock { $0 } }
+
+    /// Counts one more connection, unless `limit` are open already.
+    func admit(limit: Int) -> Bool {
+        count.withLock { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func release() { count.withLock { $0 -= 1 } }
+}
+
 /// Serves the daemon's REST API over HTTP/1.1 on a Unix socket (mode 0600: the file mode is the
 /// access control) or on TCP, where every request must carry `Authorization: Bearer <token>`.
 final class APIServer: @unchecked Sendable {
     private let daemon: Daemon
     private let requiredToken: [UInt8]?
     private let limits: APILimits
-    private let connections = NIOLockedValueBox(0)
+    private let connections = ConnectionCount()
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private var channel: Channel?
     private var socketPath: String?
@@ -48,7 +67,7 @@ final class APIServer: @unchecked Sendable {
     var boundPort: Int? { socketPath == nil ? channel?.localAddress?.port : nil }
 
     /// Connections open now (for tests).
-    var openConnections: Int { connections.withLockedValue { $0 } }
+    var openConnections: Int { connections.value }
 
     private var bootstrap: ServerBootstrap {
         let daemon = self.daemon, token = self.requiredToken, limits = self.limits, connections = self.connections
@@ -57,12 +76,7 @@ final class APIServer: @unchecked Sendable {
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
             .childChannelInitializer { channel in
-                let admitted = connections.withLockedValue { count -> Bool in
-                    guard count < limits.maxConnections else { return false }
-                    count += 1
-                    return true
-                }
-                guard admitted else {
+                guard connections.admit(limit: limits.maxConnections) else {
                     // No HTTP pipeline for it: one canned answer, then the connection goes.
                     let body = String(decoding: jsonBytes(APIErrorBody(
                         error: "too many connections (\(limits.maxConnections) open); try again later", field: nil)), as: UTF8.self)
@@ -71,7 +85,7 @@ final class APIServer: @unchecked Sendable {
                     channel.writeAndFlush(channel.allocator.buffer(string: answer)).whenComplete { _ in channel.close(promise: nil) }
                     return channel.eventLoop.makeSucceededVoidFuture()
                 }
-                channel.closeFuture.whenComplete { _ in connections.withLockedValue { $0 -= 1 } }
+                channel.closeFuture.whenComplete { _ in connections.release() }
                 return channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
                     channel.pipeline.addHandler(APIHandler(daemon: daemon, requiredToken: token, limits: limits))
                 }
