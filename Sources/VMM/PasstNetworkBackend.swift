@@ -1,5 +1,6 @@
 import Foundation
 import KVM
+import Synchronization
 import Virtio
 #if canImport(Glibc)
 import Glibc
@@ -33,19 +34,23 @@ extension TapNetworkBackend: HostNetwork {
 /// passt gives the guest the host's addresses, answers its ARP, DHCP and NDP, and carries its
 /// TCP/UDP as the host's own sockets: no TAP, no bridge, no privileges. passt runs `--one-off`,
 /// so it ends when this process does, however that happens.
-final class PasstNetworkBackend: HostNetwork, @unchecked Sendable {
+final class PasstNetworkBackend: HostNetwork, Sendable {
     let offloads: NetworkOffloads = []
     let hostName = "passt"
     let summary: String
     private let socket: Int32
     private let passt: pid_t?
-    /// Bytes received but not yet a whole frame; bytes of a frame not yet written (one at most).
-    private var inbox: [UInt8] = []
-    private var outbox: [UInt8] = []
-    /// What one recv fills (kept: receiving is the I/O thread's hot path).
-    private var chunk = [UInt8](repeating: 0, count: 65_536)
-    private let lock = NSLock()
-    private var closed = false
+
+    private struct State {
+        /// Bytes received but not yet a whole frame; bytes of a frame not yet written (one at most).
+        var inbox: [UInt8] = []
+        var outbox: [UInt8] = []
+        /// What one recv fills (kept: receiving is the I/O thread's hot path).
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        var closed = false
+    }
+
+    private let state = Mutex(State())
 
     static let virtioHeaderBytes = 12
     /// The largest frame passt exchanges (its 65520-byte buffers); anything longer is a broken stream.
@@ -141,19 +146,20 @@ final class PasstNetworkBackend: HostNetwork, @unchecked Sendable {
     func send(_ frame: [UInt8]) throws {
         guard frame.count > Self.virtioHeaderBytes else { return }
         let payload = frame.count - Self.virtioHeaderBytes
-        try lock.withLock {
+        try state.withLock { state in
             // The stream must never carry part of a frame: what did not fit last time goes first,
             // and a frame that finds it still waiting is dropped whole (a congested link).
-            try flushOutbox()
-            guard outbox.isEmpty else { throw KVMError.invalidArgument("passt is not keeping up: frame dropped") }
+            try flushOutbox(&state.outbox)
+            guard state.outbox.isEmpty else { throw KVMError.invalidArgument("passt is not keeping up: frame dropped") }
             var message = withUnsafeBytes(of: UInt32(payload).bigEndian, Array.init)
             message += frame[Self.virtioHeaderBytes...]
-            outbox = message
-            try flushOutbox()
+            state.outbox = message
+            try flushOutbox(&state.outbox)
         }
     }
 
-    private func flushOutbox() throws {
+    /// Call with `state` locked (`outbox` is its).
+    private func flushOutbox(_ outbox: inout [UInt8]) throws {
         while !outbox.isEmpty {
             let written = outbox.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if written < 0 {
@@ -166,29 +172,29 @@ final class PasstNetworkBackend: HostNetwork, @unchecked Sendable {
     }
 
     func receive(maxLength: Int) throws -> [UInt8]? {
-        try lock.withLock {
+        try state.withLock { state in
             while true {
-                if inbox.count >= 4 {
-                    let length = Int(UInt32(inbox[0]) << 24 | UInt32(inbox[1]) << 16 | UInt32(inbox[2]) << 8 | UInt32(inbox[3]))
+                if state.inbox.count >= 4 {
+                    let length = Int(UInt32(state.inbox[0]) << 24 | UInt32(state.inbox[1]) << 16 | UInt32(state.inbox[2]) << 8 | UInt32(state.inbox[3]))
                     guard length <= Self.maximumFrame else {
                         throw KVMError.invalidArgument("passt sent a frame length of \(length) bytes: the stream is broken")
                     }
-                    if inbox.count >= 4 + length {
-                        let frame = [UInt8](repeating: 0, count: Self.virtioHeaderBytes) + inbox[4..<4 + length]
-                        inbox.removeFirst(4 + length)
+                    if state.inbox.count >= 4 + length {
+                        let frame = [UInt8](repeating: 0, count: Self.virtioHeaderBytes) + state.inbox[4..<4 + length]
+                        state.inbox.removeFirst(4 + length)
                         // Longer than the guest's buffers: dropped (the device counts it), next one.
                         if frame.count <= maxLength { return frame }
                         continue
                     }
                 }
-                let got = chunk.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+                let got = state.chunk.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
                 if got < 0 {
                     if errno == EINTR { continue }
                     if errno == EAGAIN || errno == EWOULDBLOCK { return nil }
                     throw KVMError.invalidArgument("passt: receive failed: \(String(cString: strerror(errno)))")
                 }
                 if got == 0 { return nil }   // passt is gone; the I/O thread drops the descriptor on hang-up
-                inbox += chunk[0..<got]
+                state.inbox += state.chunk[0..<got]
             }
         }
     }
@@ -196,9 +202,9 @@ final class PasstNetworkBackend: HostNetwork, @unchecked Sendable {
     func setOffloads(_ accepted: NetworkOffloads) throws {}
 
     func close() {
-        lock.withLock {
-            guard !closed else { return }
-            closed = true
+        state.withLock { state in
+            guard !state.closed else { return }
+            state.closed = true
             Glibc.close(socket)
             guard let passt else { return }
             kill(passt, SIGTERM)
