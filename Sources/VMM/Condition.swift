@@ -3,13 +3,15 @@ import Glibc
 #endif
 
 /// A mutex-protected value with a condition variable, for the few places threads must wait for one
-/// another (vCPU parking, machine exit). Kept tiny on purpose: no Foundation on the exit path.
-final class Guarded<Value>: @unchecked Sendable {
+/// another (vCPU parking, machine exit, a server draining its requests, a progress line's poll).
+/// Mutual exclusion alone is `Mutex` (Synchronization); this is the project's one type for waiting
+/// on a change. Kept tiny on purpose: no Foundation on the exit path.
+package final class Guarded<Value>: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var condition = pthread_cond_t()
     private var value: Value
 
-    init(_ value: Value) {
+    package init(_ value: Value) {
         self.value = value
         pthread_mutex_init(&mutex, nil)
         var attributes = pthread_condattr_t()
@@ -25,7 +27,7 @@ final class Guarded<Value>: @unchecked Sendable {
     }
 
     /// Mutates the value and wakes every waiter.
-    func update<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+    package func update<R>(_ body: (inout Value) throws -> R) rethrows -> R {
         pthread_mutex_lock(&mutex)
         defer {
             pthread_cond_broadcast(&condition)
@@ -34,7 +36,7 @@ final class Guarded<Value>: @unchecked Sendable {
         return try body(&value)
     }
 
-    func read<R>(_ body: (Value) throws -> R) rethrows -> R {
+    package func read<R>(_ body: (Value) throws -> R) rethrows -> R {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         return try body(value)
@@ -42,7 +44,7 @@ final class Guarded<Value>: @unchecked Sendable {
 
     /// Waits until `predicate` holds (or the timeout passes), then runs `body` under the lock.
     /// Returns nil on timeout.
-    func wait<R>(until predicate: (Value) -> Bool, timeoutSeconds: Double? = nil, then body: (inout Value) -> R) -> R? {
+    package func wait<R>(until predicate: (Value) -> Bool, timeoutSeconds: Double? = nil, then body: (inout Value) -> R) -> R? {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         var deadline = timespec()

@@ -198,22 +198,14 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
 }
 
 /// A count of requests being answered, and a bounded wait for it to reach zero.
-final class InFlightRequests: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var count = 0
+final class InFlightRequests: Sendable {
+    private let count = Guarded(0)
 
-    func begin() {
-        condition.lock(); count += 1; condition.unlock()
-    }
+    func begin() { count.update { $0 += 1 } }
 
-    func end() {
-        condition.lock(); count -= 1; condition.broadcast(); condition.unlock()
-    }
+    func end() { count.update { $0 -= 1 } }
 
     func waitUntilIdle(timeoutSeconds: Double) {
-        let deadline = Date().addingTimeInterval(timeoutSeconds)
-        condition.lock()
-        while count > 0, condition.wait(until: deadline) {}
-        condition.unlock()
+        _ = count.wait(until: { $0 <= 0 }, timeoutSeconds: timeoutSeconds) { _ in }
     }
 }

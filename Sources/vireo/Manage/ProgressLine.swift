@@ -1,5 +1,6 @@
 import Foundation
 import Manager
+import VMM
 import VMContract
 #if canImport(Glibc)
 import Glibc
@@ -10,9 +11,8 @@ import Glibc
 /// migrate` draw theirs with it.
 final class ProgressLine: @unchecked Sendable {
     private let describe: @Sendable () -> String?
-    private let state = NSCondition()
-    private var finished = false
-    private var drawn = false
+    /// Finished (set by `finish`, which wakes the polling thread) and whether a line is on screen.
+    private let state = Guarded((finished: false, drawn: false))
     private var thread: Thread?
 
     /// `describe` returns the line to show now, or nil to leave the last one (no answer yet).
@@ -37,26 +37,22 @@ final class ProgressLine: @unchecked Sendable {
 
     /// Stops polling and erases the line (idempotent).
     func finish() {
-        state.lock()
-        let wasFinished = finished
-        finished = true
-        state.broadcast()
-        state.unlock()
+        let wasFinished = state.update { state in
+            defer { state.finished = true }
+            return state.finished
+        }
         guard !wasFinished else { return }
         while thread?.isFinished == false { usleep(10_000) }
-        if drawn { write("\r\u{1B}[K") }
+        if state.read({ $0.drawn }) { write("\r\u{1B}[K") }
     }
 
     private func run() {
         while true {
-            state.lock()
-            if !finished { _ = state.wait(until: Date().addingTimeInterval(0.5)) }
-            let done = finished
-            state.unlock()
-            if done { return }
+            // Half a second between polls, or less when `finish` says to stop.
+            if state.wait(until: { $0.finished }, timeoutSeconds: 0.5, then: { _ in }) != nil { return }
             guard let line = describe() else { continue }
             write("\r\u{1B}[K" + line)
-            drawn = true
+            state.update { $0.drawn = true }
         }
     }
 
