@@ -14,10 +14,11 @@ extension LibvirtImporter {
             interfaces.count, limit: DefinitionLimits.maxInterfaces, noun: "interfaces", field: "devices/interface")
         for element in disks {
             let path = paths[ObjectIdentifier(element)] ?? "devices/disk"
-            // An empty CD-ROM drive (virt-install leaves one after an install): Vireo has no
-            // removable media, so the guest gets no drive; said, not silently dropped.
+            // An empty CD-ROM drive (virt-install leaves one after an install; GNOME Boxes empties
+            // its install medium's to `<source file=''/>`): Vireo has no removable media, so the
+            // guest gets no drive; said, not silently dropped.
             if element.attributes["device"] == "cdrom",
-               element.children(named: "source").allSatisfy({ $0.attributes["file"] == nil && $0.attributes["dev"] == nil }) {
+               element.children(named: "source").allSatisfy({ ($0.attributes["file"] ?? "").isEmpty && ($0.attributes["dev"] ?? "").isEmpty }) {
                 element.consumeSubtree()
                 unsupported.append("\(path) (empty cdrom drive: Vireo has no removable media, the guest gets no drive)")
                 continue
