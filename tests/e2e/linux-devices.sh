@@ -19,7 +19,13 @@
 # The mode is chosen from `vireo host-check` and printed; it is never faked.
 #
 # Environment: VIREO_BIN, VIREO_E2E_TIMEOUT (seconds to reach init, default 900), VIREO_E2E_LOG_DIR,
-# VIREO_E2E_DEVICES_MODE=auto|kernel-only|full (default auto).
+# VIREO_E2E_DEVICES_MODE=auto|kernel-only|full (default auto), VIREO_E2E_DEVICES_NET=tap (default:
+# a TAP in a network namespace, which the host pings) | user (passt, as `--net user` and libvirt's
+# <interface type='user'> give it: the guest process's TCP line goes to passt's gateway address,
+# which passt maps to the host's loopback, where the peer listens; the host cannot reach the guest,
+# so the ping and SYN checks are left out). Not in the nested suite: passt sandboxes itself in a new
+# user namespace, which the kernel refuses to a chrooted process, and the nested host runs its
+# command in a chroot ("Couldn't create user namespace: Operation not permitted").
 # Needs root for the network namespace and TAP; without it the network checks fail and say why.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -70,14 +76,31 @@ data_disk=$work/data.qcow2
 runner=()
 net_args=()
 ipconf=
+net=${VIREO_E2E_DEVICES_NET:-tap}
+peer_ip=$host_ip listen_ip=$host_ip
+case "$net" in tap|user) ;; *) fail "VIREO_E2E_DEVICES_NET must be tap or user"; finish ;; esac
 if [ "$(id -u)" -eq 0 ] && ip netns add "$ns" 2>/dev/null; then
     ip netns exec "$ns" ip link set lo up
-    ip netns exec "$ns" ip tuntap add vtap0 mode tap
-    ip netns exec "$ns" ip addr add "$host_ip/24" dev vtap0
-    ip netns exec "$ns" ip link set vtap0 up
     runner=(ip netns exec "$ns")
-    net_args=(--net "tap=vtap0,mac=$mac")
-    ipconf="ip=$guest_ip::$host_ip:255.255.255.0:vireo:eth0:off"
+    if [ "$net" = user ]; then
+        # passt copies the host's address and default route into the guest: give the namespace
+        # both (a bridge with no ports is enough). The guest gets 10.77.0.1 and gateway .254;
+        # passt maps connections to the gateway onto the host's loopback.
+        gateway=10.77.0.254
+        ip netns exec "$ns" ip link add vbr0 type bridge
+        ip netns exec "$ns" ip addr add "$host_ip/24" dev vbr0
+        ip netns exec "$ns" ip link set vbr0 up
+        ip netns exec "$ns" ip route add default via "$gateway" dev vbr0 onlink
+        net_args=(--net "user,mac=$mac")
+        guest_ip=$host_ip peer_ip=$gateway listen_ip=127.0.0.1
+        ipconf="ip=$guest_ip::$gateway:255.255.255.0:vireo:eth0:off"
+    else
+        ip netns exec "$ns" ip tuntap add vtap0 mode tap
+        ip netns exec "$ns" ip addr add "$host_ip/24" dev vtap0
+        ip netns exec "$ns" ip link set vtap0 up
+        net_args=(--net "tap=vtap0,mac=$mac")
+        ipconf="ip=$guest_ip::$host_ip:255.255.255.0:vireo:eth0:off"
+    fi
 else
     note "cannot create a network namespace (not root?): the guest gets no NIC"
 fi
@@ -94,7 +117,7 @@ if [ "$mode" = auto ]; then
 fi
 case "$mode" in
     kernel-only) guest_mode=vireokernelonly ;;
-    full) guest_mode="vireo.devices vireo.peer=$host_ip:$tcp_port" ;;
+    full) guest_mode="vireo.devices vireo.peer=$peer_ip:$tcp_port" ;;
     *) fail "VIREO_E2E_DEVICES_MODE must be auto, kernel-only or full"; finish ;;
 esac
 if [ "$mode" = full ] && [ ${#runner[@]} -gt 0 ]; then
@@ -107,7 +130,7 @@ open(sys.argv[4], "w").close()
 connection, _ = server.accept(); connection.settimeout(60)
 print("host got: " + connection.makefile().readline().strip(), flush=True)
 connection.sendall(b"hello from the host\n"); connection.close()
-' "$host_ip" "$tcp_port" "$timeout_s" "$work/tcp-peer.ready" >"$work/tcp-peer" 2>&1 &
+' "$listen_ip" "$tcp_port" "$timeout_s" "$work/tcp-peer.ready" >"$work/tcp-peer" 2>&1 &
     # A native guest can connect within a second of boot: start it only once the peer listens.
     for _ in $(seq 100); do [ -e "$work/tcp-peer.ready" ] && break; sleep 0.1; done
     [ -e "$work/tcp-peer.ready" ] || { fail "the host TCP peer did not start listening"; finish; }
@@ -160,7 +183,11 @@ if [ "$mode" = full ]; then
 fi
 
 # The network, from the host side of the TAP, while the guest runs.
-if [ ${#runner[@]} -gt 0 ]; then
+if [ "$net" = user ] && [ ${#runner[@]} -gt 0 ]; then
+    note "user networking: the guest's TCP line above is the check (the host cannot reach a passt guest)"
+    if has 'user networking \(passt pid'; then pass "the NIC is on passt: $(first 'user networking \(passt pid')"
+    else fail "no 'user networking (passt pid' line from vireo run"; fi
+elif [ ${#runner[@]} -gt 0 ]; then
     wait_for 'IP-Config: Complete' 60
     if "${runner[@]}" ping -c 3 -W 10 "$guest_ip" >"$work/ping" 2>&1; then
         pass "host pinged the guest across the TAP: $(grep -m1 'packets transmitted' "$work/ping")"
