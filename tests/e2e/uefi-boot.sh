@@ -95,25 +95,8 @@ start_vm() {
     fi
     vm_pid=$! started=$(date +%s.%N)
 }
-stop_vm() { kill "$vm_pid" 2>/dev/null; wait "$vm_pid" 2>/dev/null; vm_pid=; }
-# No CRs and no terminal control sequences: OVMF's serial terminal positions, colours and clears
-# with them (ESC [row;colH, ESC [=3h, ESC [0m), also between a shell prompt's words.
-clean() { tr -d '\r' <"$serial" | sed 's/\x1b\[[0-9;?=]*[A-Za-z]//g; s/\x1bc//g'; }
-since() { awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
-# wait_for REGEX DEADLINE: true once the serial output after byte $from matches; false at the
-# deadline or when the VM has gone. Sets $from past the match, so the next pattern must come later.
-wait_for() {
-    local at
-    while :; do
-        at=$(clean | tail -c +"$((from + 1))" | grep -aboE -m1 -- "$1" | head -1 | cut -d: -f1)
-        [ -n "$at" ] && { from=$((from + at + 1)); return 0; }
-        kill -0 "$vm_pid" 2>/dev/null && [ "$(date +%s)" -lt "$2" ] && ! stuck || return 1
-        sleep 0.5
-    done
-}
-# A vCPU the host's KVM could not run (QEMU pauses the VM then, and waiting longer is pointless).
-stuck() { grep -qaE 'KVM internal error|emulation failure' "$log"; }
-why() { grep -aE -m3 'error|emulation failure|internal error|panic|Suberror' "$log" | tr '\n' ' '; }
+# stop_vm, clean, since, wait_for, stuck, why.
+. "$repo/tests/e2e/lib/serial-console.sh"
 # utf16_count FILE NAME: how often the UTF-16LE variable name NAME (with its NUL) is in FILE.
 utf16_count() {
     python3 -c 'import sys; print(open(sys.argv[1], "rb").read().count(sys.argv[2].encode("utf-16-le") + b"\0\0"))' "$1" "$2"
