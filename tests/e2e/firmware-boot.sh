@@ -79,7 +79,7 @@ start_vm() {
     fi
     vm_pid=$! started=$(date +%s.%N)
 }
-# stop_vm, clean, since, wait_for, stuck, why.
+# stop_vm, clean, since, wait_for, stuck, why, check_stages.
 . "$repo/tests/e2e/lib/serial-console.sh"
 
 # 1. The boot chain, on a copy (the guest's init writes to the disk it booted from).
@@ -97,19 +97,7 @@ stages=('SeaBIOS \(version [^)]*\)|SeaBIOS version banner' 'Booting from Hard Di
 [ "$banner" = 0 ] || stages+=("Linux version ${release//./\\.}|the kernel starts"
     'VIREO-DEBIAN: user space up|user space runs' 'VIREO-DEBIAN: vda: wrote sector 1|the kernel reads and writes the boot disk'
     'VIREO-DEBIAN: powering off|init powers off')
-for stage in "${stages[@]}"; do
-    regex=${stage%|*} what=${stage##*|}
-    if [ $reached = yes ] && wait_for "$regex" "$deadline"; then
-        pass "$what after $(since)s: $(clean | grep -aoE -m1 -- "$regex.{0,40}" | head -1)"
-    elif [ $reached = yes ]; then
-        reached=no
-        if stuck; then fail "$what: the vCPU stopped after $(since)s before '$regex': $(why)"
-        elif kill -0 "$vm_pid" 2>/dev/null; then fail "$what: no '$regex' within ${timeout_s}s"
-        else wait "$vm_pid"; fail "$what: the VM ended (status $?) after $(since)s before '$regex': $(why)"; fi
-    else
-        fail "$what: not reached"
-    fi
-done
+check_stages "" "${stages[@]}"
 if [ $reached = yes ] && [ "$banner" = 1 ]; then
     for _ in $(seq 60); do kill -0 "$vm_pid" 2>/dev/null || break; sleep 0.5; done
     if kill -0 "$vm_pid" 2>/dev/null; then fail "the VM still runs 30s after the guest powered off"

@@ -95,7 +95,7 @@ start_vm() {
     fi
     vm_pid=$! started=$(date +%s.%N)
 }
-# stop_vm, clean, since, wait_for, stuck, why.
+# stop_vm, clean, since, wait_for, stuck, why, check_stages.
 . "$repo/tests/e2e/lib/serial-console.sh"
 # utf16_count FILE NAME: how often the UTF-16LE variable name NAME (with its NUL) is in FILE.
 utf16_count() {
@@ -123,19 +123,7 @@ boot_chain() {
             'VIREO-DEBIAN: user space up|user space runs'
             'VIREO-DEBIAN: vda: wrote sector 1|the kernel reads and writes the boot disk'
             'VIREO-DEBIAN: powering off|init powers off')
-    for stage in "${stages[@]}"; do
-        regex=${stage%|*} said=${stage##*|}
-        if [ $reached = yes ] && wait_for "$regex" "$deadline"; then
-            pass "$what: $said after $(since)s: $(clean | grep -aoE -m1 -- "$regex.{0,40}" | head -1)"
-        elif [ $reached = yes ]; then
-            reached=no
-            if stuck; then fail "$what: $said: the vCPU stopped after $(since)s before '$regex': $(why)"
-            elif kill -0 "$vm_pid" 2>/dev/null; then fail "$what: $said: no '$regex' within ${timeout_s}s"
-            else wait "$vm_pid"; fail "$what: $said: the VM ended (status $?) after $(since)s before '$regex': $(why)"; fi
-        else
-            fail "$what: $said: not reached"
-        fi
-    done
+    check_stages "$what: " "${stages[@]}"
     if [ $reached = yes ]; then
         for _ in $(seq 60); do kill -0 "$vm_pid" 2>/dev/null || break; sleep 0.5; done
         if kill -0 "$vm_pid" 2>/dev/null; then fail "$what: the VM still runs 30s after the guest powered off"

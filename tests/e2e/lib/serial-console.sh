@@ -21,3 +21,22 @@ wait_for() {
 # A vCPU the host's KVM could not run (QEMU pauses the VM then, and waiting longer is pointless).
 stuck() { grep -qaE 'KVM internal error|emulation failure' "$log"; }
 why() { grep -aE -m3 'error|emulation failure|internal error|panic|Suberror' "$log" | tr '\n' ' '; }
+# check_stages PREFIX STAGE...: each STAGE is 'REGEX|what it shows'; waits for each in order
+# (until $deadline), passing or failing it (with PREFIX before its name); after the first miss the
+# rest fail as not reached. Leaves $reached = yes when all were seen.
+check_stages() {
+    local prefix=$1 stage regex said; shift
+    for stage in "$@"; do
+        regex=${stage%|*} said=$prefix${stage##*|}
+        if [ "$reached" = yes ] && wait_for "$regex" "$deadline"; then
+            pass "$said after $(since)s: $(clean | grep -aoE -m1 -- "$regex.{0,40}" | head -1)"
+        elif [ "$reached" = yes ]; then
+            reached=no
+            if stuck; then fail "$said: the vCPU stopped after $(since)s before '$regex': $(why)"
+            elif kill -0 "$vm_pid" 2>/dev/null; then fail "$said: no '$regex' within ${timeout_s}s"
+            else wait "$vm_pid"; fail "$said: the VM ended (status $?) after $(since)s before '$regex': $(why)"; fi
+        else
+            fail "$said: not reached"
+        fi
+    done
+}
