@@ -7,7 +7,7 @@
 #
 #   scripts/nested-host.sh [options] [--] COMMAND [ARG...]
 #
-# The command runs as root in a chroot of this machine's own file system (shared read-only over
+# The command runs as root with this machine's own file system as its root (shared read-only over
 # 9p, so the host's build and guest artifacts are used as they are), in the current directory,
 # with L1's own /proc, /sys, /dev, /run and a tmpfs /tmp (a working directory under the host's
 # /tmp is shown in it, read-only). A share directory is mounted read-write

@@ -251,6 +251,19 @@ int cmdline_has(const char *cmdline, const char *word)
     return 0;
 }
 
+const char *cmdline_value(const char *cmdline, const char *key)
+{
+    for (const char *p = cmdline; *p; p++) {
+        if (p != cmdline && p[-1] != ' ')
+            continue;
+        const char *k = key, *q = p;
+        while (*k && *q == *k) { k++; q++; }
+        if (!*k)
+            return q;
+    }
+    return 0;
+}
+
 static void read_cmdline(char *buf, u32 size)
 {
     buf[0] = 0;

@@ -11,8 +11,8 @@ typedef long long s64;
 enum {
     NR_exit = 1, NR_read = 3, NR_write = 4, NR_open = 5, NR_close = 6, NR_execve = 11,
     NR_time = 13, NR_getpid = 20, NR_mount = 21, NR_pause = 29, NR_setsid = 66, NR_reboot = 88,
-    NR_fsync = 118, NR_nanosleep = 162, NR_sched_getaffinity = 242, NR_socket = 359, NR_connect = 362,
-    NR_clock_gettime64 = 403,
+    NR_fsync = 118, NR_nanosleep = 162, NR_poll = 168, NR_sched_getaffinity = 242, NR_socket = 359,
+    NR_bind = 361, NR_connect = 362, NR_listen = 363, NR_accept4 = 364, NR_clock_gettime64 = 403,
 };
 
 enum { O_RDONLY = 0, O_WRONLY = 1, O_CREAT = 0100, O_TRUNC = 01000, O_NOCTTY = 0400 };
@@ -39,6 +39,8 @@ void say(const char *text);
 void say_errno(const char *what, s32 err);
 s32 mount_fs(const char *source, const char *target, const char *type);
 int cmdline_has(const char *cmdline, const char *word);
+/* The text after `key` (e.g. "vireo.peer=") on the command line, or 0. */
+const char *cmdline_value(const char *cmdline, const char *key);
 void emit(struct line *l);
 
 /* devices32.c: the user-space half of the virtio/ACPI end-to-end test (vireo.devices). */

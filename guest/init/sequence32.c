@@ -17,21 +17,9 @@ enum { O_APPEND = 02000, MS_RDONLY = 1, MS_REMOUNT = 32, AF_INET = 2, SOCK_STREA
 
 struct timespec32 { s32 sec, nsec; };
 
-/* The text after `key` on the command line, or 0. */
-static const char *param(const char *cmdline, const char *key)
-{
-    for (const char *p = cmdline; *p; p++) {
-        const char *k = key, *q = p;
-        while (*k && *q == *k) { k++; q++; }
-        if (!*k)
-            return q;
-    }
-    return 0;
-}
-
 static u32 parse_count(const char *cmdline)
 {
-    const char *q = param(cmdline, "vireo.sequence=");
+    const char *q = cmdline_value(cmdline, "vireo.sequence=");
     u32 n = 0;
     while (q && *q >= '0' && *q <= '9' && n < 1000000)
         n = n * 10 + (u32)(*q++ - '0');
@@ -41,7 +29,7 @@ static u32 parse_count(const char *cmdline)
 /* A TCP connection to `vireo.seqpeer=A.B.C.D:PORT`; -1 without one (or on failure, reported). */
 static s32 connect_peer(const char *cmdline)
 {
-    const char *p = param(cmdline, "vireo.seqpeer=");
+    const char *p = cmdline_value(cmdline, "vireo.seqpeer=");
     if (!p)
         return -1;
     u32 parts[5] = { 0 }, n = 0;

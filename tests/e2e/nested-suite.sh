@@ -116,6 +116,7 @@ run "host-check picks native in L1" bash -c profile_check
 # Full cases are required wherever the profile is native (each script checks that itself).
 run "linux-boot (full)" env VIREO_E2E_KERNEL=bzImage bash "$repo/tests/e2e/linux-boot.sh"
 run "linux-devices (full)" env VIREO_E2E_DEVICES_MODE=full bash "$repo/tests/e2e/linux-devices.sh"
+run "linux-devices (full, user networking on passt: TCP out to a host service, in through a port forward)" env VIREO_E2E_DEVICES_MODE=full VIREO_E2E_DEVICES_NET=user bash "$repo/tests/e2e/linux-devices.sh"
 run "linux-debian (stock kernel)" bash "$repo/tests/e2e/linux-debian.sh"
 run "firmware-boot (SeaBIOS, SYSLINUX, stock kernel to user space)" bash "$repo/tests/e2e/firmware-boot.sh"
 # Not uefi-boot: OVMF in L2 aborts this L1's QEMU (TCG's SVM calls cpu_interrupt without the big

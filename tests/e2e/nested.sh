@@ -7,7 +7,7 @@
 # suite for longer than a test may take), that is said in one line and the tests it did not pass
 # run again in a fresh L1, up to VIREO_NESTED_L1_TRIES L1s (default 6); lost runs are kept in
 # .build/e2e/nested.failed-N. Running out of tries fails this step as L1's, not a test's.
-# Environment: VIREO_BIN (default .build/debug/vireo); VIREO_NESTED_TIMEOUT (default 1800 s);
+# Environment: VIREO_BIN (default .build/debug/vireo); VIREO_NESTED_TIMEOUT (one L1's limit, default 2700 s: the suite takes ~30 min in an idle L1);
 # VIREO_NESTED_TEST_TIMEOUT (each test's limit in L1, default 900 s).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -54,7 +54,7 @@ run_suite() {  # one L1 running the suite; sets status and l1_seconds
     # A rerun carries over what the failed L1 finished (nested-suite.sh reads it).
     [ -z "${carried:-}" ] || cp "$carried" "$share/finished" 2>/dev/null || true
     l1_started=$(date +%s)
-    bash "$repo/scripts/nested-host.sh" --share "$share" --timeout "${VIREO_NESTED_TIMEOUT:-1800}" \
+    bash "$repo/scripts/nested-host.sh" --share "$share" --timeout "${VIREO_NESTED_TIMEOUT:-2700}" \
         --quiet-stall "$quiet_s" -- env VIREO_NESTED_TEST_TIMEOUT="$test_timeout" bash tests/e2e/nested-suite.sh
     status=$?
     l1_seconds=$(( $(date +%s) - l1_started ))
