@@ -54,7 +54,7 @@ let package = Package(
         .executableTarget(name: "SnapshotFuzz", dependencies: ["VMM"], path: "Fuzz/Snapshot", exclude: ["run.sh"]),
         // The management layer: definitions, state store, the daemon and its REST API.
         .target(name: "Manager", dependencies: [
-            "VMContract", "CLibXML2",
+            "VMContract", "CLibXML2", "Storage",
             .product(name: "Yams", package: "Yams"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -73,7 +73,7 @@ let package = Package(
         // Includes VMMControl's tests: every guest-booting suite shares one serialized parent.
         .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMControl", "KVM", "Boot", "Devices", "GuestMemory", "Storage", "TestSupport"]),
         .testTarget(name: "ManagerTests", dependencies: [
-            "Manager", "VMContract", "TestSupport",
+            "Manager", "VMContract", "Storage", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),

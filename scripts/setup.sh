@@ -31,6 +31,8 @@ packages=(
     e2fsprogs iproute2 iputils-ping
     # CLI tests: unshare/setpriv (network namespaces, dropped capabilities), losetup (block devices)
     util-linux mount
+    # storage pools of type logical (`vireo pool-define-as NAME logical`): LVM's tools
+    lvm2
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -47,6 +47,8 @@ if [ "${VIREO_SKIP_E2E:-0}" != "1" ]; then
     step "linux snapshot e2e" bash tests/e2e/linux-snapshot.sh
     # Live migration under a counting guest process with a TCP connection across (77 elsewhere).
     step "linux migration e2e" bash tests/e2e/linux-migration.sh
+    # A logical (LVM) storage pool through the CLI and the daemon (77 without the kernel's device-mapper).
+    step "lvm storage pool e2e" bash tests/e2e/lvm-pool.sh
     # Guest user space where this host cannot give it: the full cases inside the nested test host
     # (an L1 under QEMU TCG with a real-semantics KVM; scripts/nested-host.sh). VIREO_SKIP_NESTED=1 skips.
     if [ "${VIREO_SKIP_NESTED:-0}" = "1" ]; then

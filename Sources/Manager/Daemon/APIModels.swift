@@ -180,6 +180,7 @@ public struct APIError: Error, Equatable, Sendable, CustomStringConvertible {
         switch error {
         case let error as APIError: return error
         case let error as DefinitionError: return APIError(400, error.description, field: error.field)
+        case let error as StoragePoolError: return APIError(error.status, error.description, field: error.field)
         case let error as StateStoreError:
             switch error {
             case .unknownVM: return APIError(404, error.description)

@@ -22,12 +22,15 @@ public struct DaemonConfiguration: Sendable {
     public var apiLimits: APILimits
     /// How fast a VM that keeps ending is restarted (on_poweroff / on_crash = restart).
     public var restartBackoff: RestartBackoff
+    /// `--confine-storage`: VMs may use only files in started storage pools (StorageConfinement).
+    public var confineStorage: Bool
 
     public static let defaultMigrationListen = "0.0.0.0:0"
 
     public init(stateDirectory: String, socketPath: String, listen: (host: String, port: Int)? = nil,
                 token: String? = nil, executable: String, migrationListen: String = defaultMigrationListen,
-                apiLimits: APILimits = APILimits(), restartBackoff: RestartBackoff = RestartBackoff()) {
+                apiLimits: APILimits = APILimits(), restartBackoff: RestartBackoff = RestartBackoff(),
+                confineStorage: Bool = false) {
         self.stateDirectory = stateDirectory
         self.socketPath = socketPath
         self.listen = listen
@@ -36,6 +39,7 @@ public struct DaemonConfiguration: Sendable {
         self.migrationListen = migrationListen
         self.apiLimits = apiLimits
         self.restartBackoff = restartBackoff
+        self.confineStorage = confineStorage
     }
 }
 
@@ -72,6 +76,8 @@ public final class Daemon: @unchecked Sendable {
     public let configuration: DaemonConfiguration
     let environment: DaemonEnvironment
     private let controllers = Mutex<[String: VMController]>([:])
+    /// Storage pool operations, one at a time (DaemonAPI+Pools.swift).
+    let poolQueue = DispatchQueue(label: "vireo.daemon.pools")
     private var servers: [APIServer] = []
     private var lockDescriptor: Int32 = -1
 
@@ -81,7 +87,8 @@ public final class Daemon: @unchecked Sendable {
         environment = DaemonEnvironment(store: store, events: EventBus(), stateDirectory: configuration.stateDirectory,
                                         executable: configuration.executable, socketPath: configuration.socketPath,
                                         migrationListen: "tcp:" + configuration.migrationListen,
-                                        restartBackoff: configuration.restartBackoff, log: log)
+                                        restartBackoff: configuration.restartBackoff,
+                                        confineStorage: configuration.confineStorage, log: log)
     }
 
     var store: StateStore { environment.store }
@@ -97,6 +104,7 @@ public final class Daemon: @unchecked Sendable {
             throw APIError(400, "--listen needs --token-file")
         }
         reattach()
+        autostartPools()
         autostart()
         let unix = APIServer(daemon: self, requiredToken: nil, limits: configuration.apiLimits)
         try unix.listen(unixSocket: configuration.socketPath)

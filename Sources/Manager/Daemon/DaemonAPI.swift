@@ -20,6 +20,10 @@ extension Daemon {
             }
             DispatchQueue.global().async { [self] in
                 do {
+                    if route.template.hasPrefix("/v1/pools") {
+                        respond(try answerPools(route, parameters, request: request))
+                        return
+                    }
                     respond(try answer(route, name: name, request: request))
                 } catch {
                     respond(.error(APIError.from(error)))
@@ -190,6 +194,7 @@ extension Daemon {
     }
 
     private func define(_ definition: VMDefinition, unsupported: [String], adjusted: [String]) throws -> APIResponse {
+        try environment.checkStorage(definition, resolve: false)
         let existed = (try? store.record(named: definition.name)) != nil
         let record = try store.define(definition)
         events.publish(.defined, name: record.name)

@@ -67,6 +67,7 @@ extension VMController {
             throw APIError(500, "cannot receive domain '\(name)': socket path \(paths.migrationSocket) is longer than 107 bytes; use a shorter --state-dir")
         }
         // The same uuid under another name is refused here, as by define.
+        try environment.checkStorage(definition, resolve: true)
         try store.define(definition)
         environment.events.publish(.defined, name: name)
         let failed = "cannot receive domain '\(name)'"

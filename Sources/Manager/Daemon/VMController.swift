@@ -17,7 +17,17 @@ struct DaemonEnvironment: Sendable {
     /// Where a VM arriving by migration over TCP listens: `tcp:HOST:PORT` (port 0: any).
     let migrationListen: String
     let restartBackoff: RestartBackoff
+    /// `vireo daemon --confine-storage`.
+    var confineStorage = false
     let log: @Sendable (String) -> Void
+
+    /// With `--confine-storage`: refuses a definition naming a file outside the started pools
+    /// (`resolve`: at start, on resolved paths and with every backing file).
+    func checkStorage(_ definition: VMDefinition, resolve: Bool) throws {
+        guard confineStorage else { return }
+        let pools = try store.pools().filter(\.active).map(\.definition)
+        try StorageConfinement.check(definition, pools: pools, resolve: resolve)
+    }
 }
 
 /// The control plane of one VM. Every lifecycle operation runs on the VM's own serial queue, so
@@ -217,6 +227,7 @@ final class VMController: Sendable {
             state.pendingRestart = nil
         }
         let failed = restore.map { "failed to restore domain '\(name)' from \($0.path)" } ?? "failed to start domain '\(name)'"
+        try environment.checkStorage(definition, resolve: true)
         let running = try spawn(VMLaunch.spec(for: definition, paths: paths, restore: restore), failed: failed)
         try adopt(running, state: .running, reason: reason)
         // Started means the VMM answers on its control socket; a VM that fails first is reported

@@ -39,6 +39,19 @@ enum StateSchema {
         migrator.registerMigration("v3-saved-image") { db in
             try db.execute(sql: "ALTER TABLE vm_state ADD COLUMN saved_image TEXT")
         }
+        // Storage pools (libvirt's model): each pool's definition (JSON), whether it is started,
+        // and its autostart flag. Volumes are not stored: they are what the pool holds.
+        migrator.registerMigration("v4-storage-pools") { db in
+            try db.execute(sql: """
+                CREATE TABLE pool (
+                    name TEXT PRIMARY KEY NOT NULL,
+                    definition TEXT NOT NULL,
+                    active BOOLEAN NOT NULL DEFAULT 0,
+                    autostart BOOLEAN NOT NULL DEFAULT 0,
+                    created_at DATETIME NOT NULL
+                );
+                """)
+        }
         return migrator
     }
 }

@@ -39,6 +39,10 @@ struct DaemonCommand: ParsableCommand {
     @Option(name: .customLong("request-timeout"), help: "Seconds a client has to send each whole request; slower connections are closed.")
     var requestTimeout: Double = APILimits().requestTimeoutSeconds
 
+    @Flag(name: .customLong("confine-storage"),
+          help: "Every file a VM definition names (kernel, initrd, firmware file, NVRAM, disks and their backing files) must lie in a started storage pool (pool-define-as, pool-start).")
+    var confineStorage = false
+
     func validate() throws {
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard requestTimeout > 0, requestTimeout.isFinite else { throw ValidationError("--request-timeout must be a positive number of seconds") }
@@ -78,7 +82,8 @@ struct DaemonCommand: ParsableCommand {
                 daemon = try Daemon(configuration: DaemonConfiguration(
                     stateDirectory: stateDirectory, socketPath: socketPath, listen: tcp, token: token, executable: executable,
                     migrationListen: migrationListen,
-                    apiLimits: APILimits(maxConnections: maxConnections, requestTimeoutSeconds: requestTimeout)),
+                    apiLimits: APILimits(maxConnections: maxConnections, requestTimeoutSeconds: requestTimeout),
+                    confineStorage: confineStorage),
                     log: { writeStandardError("vireo daemon: \($0)\n") })
                 try daemon.start()
             } catch {

@@ -46,14 +46,14 @@ import Testing
             let store = try StateStore(stateDirectory: dir.stateDirectory)
             try store.define(definition)
             try store.setState(name: "keep", state: .running, reason: .booted, pid: 99, socket: "/run/x.sock")
-            #expect(try store.appliedMigrations() == ["v1-vm-and-state", "v2-process-identity", "v3-saved-image"])
+            #expect(try store.appliedMigrations() == ["v1-vm-and-state", "v2-process-identity", "v3-saved-image", "v4-storage-pools"])
         }
         for _ in 0..<3 {
             let store = try StateStore(stateDirectory: dir.stateDirectory)
-            #expect(try store.appliedMigrations() == ["v1-vm-and-state", "v2-process-identity", "v3-saved-image"])
+            #expect(try store.appliedMigrations() == ["v1-vm-and-state", "v2-process-identity", "v3-saved-image", "v4-storage-pools"])
             #expect(try store.record(named: "keep").definition == definition)
             #expect(try store.state(named: "keep").pid == 99)
-            #expect(try store.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM grdb_migrations") } == 3)
+            #expect(try store.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM grdb_migrations") } == 4)
         }
     }
 
