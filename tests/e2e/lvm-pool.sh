@@ -20,7 +20,7 @@ skip() { echo "e2e-lvm: SKIP: $*"; exit 77; }
 [ "$(id -u)" -eq 0 ] || skip "needs root (loop devices, LVM)"
 command -v vgcreate >/dev/null || skip "LVM's tools are missing (apt install lvm2)"
 command -v dmsetup >/dev/null && dmsetup version >/dev/null 2>&1 \
-    || skip "this kernel has no device-mapper ($(dmsetup version 2>&1 | tail -1))"
+    || skip "this kernel has no device-mapper ($( { dmsetup version 2>&1 || true; } | grep -m1 -iE 'fail|error' || echo 'dmsetup version failed'))"
 
 work=$(mktemp -d)
 vg=vireo-e2e-$$
