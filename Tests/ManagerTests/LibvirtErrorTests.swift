@@ -72,6 +72,17 @@ struct LibvirtErrorTests {
          "devices/interface/target: 'tap/../../x' contains '/' (allowed: letters, digits, '.', '_', '-')"),
         (domain(extra: "<metadata><v:vm xmlns:v='https://vireo.dev/xmlns/domain/1'><v:autostart>maybe</v:autostart></v:vm></metadata>"),
          "metadata/v:vm/v:autostart: 'maybe' is not yes or no"),
+        (domain(extra: "<cputune><shares>1</shares></cputune>"), "cputune/shares: 1 is out of range (2 to 262144)"),
+        (domain(extra: "<cputune><quota>-5</quota></cputune>"), "cputune/quota: '-5' is not a whole number"),
+        (domain(extra: "<cputune><period>10</period></cputune>"), "cputune/period: 10 is out of range (1000 to 1000000)"),
+        (domain(extra: "<memtune><hard_limit unit='parsecs'>1</hard_limit></memtune>"), "memtune/hard_limit: unknown unit 'parsecs'"),
+        (domain(extra: "<memtune><hard_limit>512</hard_limit></memtune>"), "memtune/hard_limit: 512KiB is below the minimum of 1MiB"),
+        (domain(extra: "<memtune><hard_limit>1048576</hard_limit><swap_hard_limit>524288</swap_hard_limit></memtune>"),
+         "memtune/swap_hard_limit: 512MiB is below memtune/hard_limit (1GiB)"),
+        (domain(extra: "<blkiotune><weight>99</weight></blkiotune>"), "blkiotune/weight: 99 is out of range (100 to 1000)"),
+        (domain(extra: "<blkiotune><device><weight>200</weight></device></blkiotune>"), "blkiotune/device/path: missing"),
+        (domain(extra: "<blkiotune><device><path>/dev/sda</path><weight>200</weight></device><device><path>/dev/sdb</path><read_iops_sec>0</read_iops_sec></device></blkiotune>"),
+         "blkiotune/device[2]/read_iops_sec: must be above 0 (leave it out for no limit)"),
     ]
 
     @Test(arguments: cases)

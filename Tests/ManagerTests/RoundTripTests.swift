@@ -55,7 +55,39 @@ struct RoundTripTests {
             os: os(&rng),
             disks: disks, interfaces: interfaces, console: SerialConsole(type: pick(SerialConsole.Kind.allCases, &rng)),
             onPoweroff: pick(LifecycleAction.allCases, &rng), onReboot: pick(LifecycleAction.allCases, &rng),
-            onCrash: pick(LifecycleAction.allCases, &rng), autostart: rng.next() % 2 == 0)
+            onCrash: pick(LifecycleAction.allCases, &rng), autostart: rng.next() % 2 == 0,
+            cputune: cputune(&rng), memtune: memtune(&rng), blkiotune: blkiotune(&rng))
+    }
+
+    /// Each field set or not; values across their ranges.
+    static func cputune(_ rng: inout SeededGenerator) -> CPUTune {
+        func maybe(_ range: ClosedRange<UInt64>) -> UInt64? {
+            rng.next() % 2 == 0 ? nil : range.lowerBound + rng.next() % (range.upperBound - range.lowerBound + 1)
+        }
+        return CPUTune(shares: maybe(CPUTune.sharesRange), period: maybe(CPUTune.periodRange), quota: maybe(CPUTune.quotaRange))
+    }
+
+    /// Limits in whole KiB and in odd bytes (written with unit='bytes'); soft ≤ hard ≤ swap.
+    static func memtune(_ rng: inout SeededGenerator) -> MemoryTune {
+        guard rng.next() % 3 != 0 else { return MemoryTune() }
+        let hard = (1 << 20) + rng.next() % (1 << 30) * (rng.next() % 2 == 0 ? 1 : 1024)
+        let soft = rng.next() % 2 == 0 ? nil : MemoryTune.minimumLimit + rng.next() % (hard - MemoryTune.minimumLimit + 1)
+        let swap = rng.next() % 2 == 0 ? nil : hard + rng.next() % (1 << 30)
+        return MemoryTune(hardLimit: rng.next() % 4 == 0 && swap == nil ? nil : hard, softLimit: soft, swapHardLimit: swap)
+    }
+
+    static func blkiotune(_ rng: inout SeededGenerator) -> BlockIOTune {
+        func maybe(_ limit: UInt64) -> UInt64? { rng.next() % 2 == 0 ? nil : 1 + rng.next() % limit }
+        var tune = BlockIOTune(weight: rng.next() % 2 == 0 ? nil : 100 + rng.next() % 901)
+        for index in 0..<Int(rng.next() % 3) {
+            var device = BlockIODevice(path: "/dev/" + pick(["sda", "vdb", "nvme0n1", "mapper/vg-lv"], &rng) + "\(index)",
+                                       weight: rng.next() % 2 == 0 ? nil : 100 + rng.next() % 901,
+                                       readBytesPerSecond: maybe(1 << 40), writeBytesPerSecond: maybe(1 << 40),
+                                       readIOPS: maybe(1 << 20), writeIOPS: maybe(1 << 20))
+            if device.weight == nil && !device.hasThrottle { device.weight = 500 }
+            tune.devices.append(device)
+        }
+        return tune
     }
 
     /// A kernel (as before firmware boot existed) or firmware with or without a variable store
@@ -103,5 +135,9 @@ struct RoundTripTests {
         #expect(definitions.contains { $0.os.firmware == .uefi && $0.os.nvram != nil })
         #expect(definitions.contains { $0.os.bootOrder.count == 3 } && definitions.contains { $0.os.bootOrder == [.hd] })
         #expect(definitions.contains { $0.os.firmware != nil && $0.os.bootOrder.first != .hd })
+        #expect(definitions.contains { $0.cputune.quota != nil } && definitions.contains { $0.cputune.isEmpty })
+        #expect(definitions.contains { ($0.memtune.hardLimit ?? 0) % 1024 != 0 }, "limits libvirt writes in bytes")
+        #expect(definitions.contains { $0.memtune.swapHardLimit != nil && $0.memtune.softLimit != nil })
+        #expect(definitions.contains { $0.blkiotune.devices.count == 2 } && definitions.contains { $0.blkiotune.isEmpty })
     }
 }

@@ -16,6 +16,7 @@ extension VMDefinition {
         // libvirt counts memory in KiB; validated definitions are page multiples, so this is exact.
         xml.leaf("memory", ["unit": "KiB"], text: "\(memory / 1024)")
         xml.leaf("currentMemory", ["unit": "KiB"], text: "\(currentMemory / 1024)")
+        writeTuning(to: &xml)
         xml.leaf("vcpu", ["placement": "static"], text: "\(vcpus)")
         writeOS(to: &xml)
         xml.leaf("on_poweroff", text: onPoweroff.rawValue)

@@ -80,13 +80,17 @@ struct LibvirtImporter {
         if let devices = try single("devices", in: root, at: "") {
             try importDevices(devices, into: &definition, diskPaths: &diskPaths, interfacePaths: &interfacePaths)
         }
-        try definition.validate(paths: Self.paths(disks: diskPaths, interfaces: interfacePaths))
+        try importTuning(from: root, into: &definition)
+        try definition.validate(paths: Self.paths(
+            disks: diskPaths, interfaces: interfacePaths, blkioDevices: definition.blkiotune.devices.count))
         reportUnconsumed(in: root, at: "")
         return definition
     }
 
     /// Field paths as the XML spells them, for the checks shared with the native format.
-    private static func paths(disks: [String], interfaces: [(path: String, sourceElement: String)]) -> FieldPaths {
+    private static func paths(
+        disks: [String], interfaces: [(path: String, sourceElement: String)], blkioDevices: Int
+    ) -> FieldPaths {
         { field in
             switch field {
             case .name: "name"
@@ -109,6 +113,12 @@ struct LibvirtImporter {
                     : "devices/interface/source"
             case .interface(let index, .mac):
                 "\(index < interfaces.count ? interfaces[index].path : "devices/interface")/mac"
+            case .cputune(let sub): "cputune/\(sub.rawValue)"
+            case .memtune(let sub): "memtune/\(sub.libvirtName)"
+            case .blkiotune: "blkiotune/weight"
+            case .blkioDevices: "blkiotune/device"
+            case .blkioDevice(let index, let sub):
+                "blkiotune/\(blkioDevices > 1 ? "device[\(index + 1)]" : "device")/\(sub.libvirtName)"
             }
         }
     }

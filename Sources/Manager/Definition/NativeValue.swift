@@ -141,6 +141,10 @@ extension VMDefinition {
         pairs.append(("onReboot", .string(onReboot.rawValue)))
         pairs.append(("onCrash", .string(onCrash.rawValue)))
         pairs.append(("autostart", .bool(autostart)))
+        // Written only when set, like rng.
+        if !cputune.isEmpty { pairs.append(("cputune", cputune.nativeValue)) }
+        if !memtune.isEmpty { pairs.append(("memtune", memtune.nativeValue)) }
+        if !blkiotune.isEmpty { pairs.append(("blkiotune", blkiotune.nativeValue)) }
         return .mapping(pairs)
     }
 }

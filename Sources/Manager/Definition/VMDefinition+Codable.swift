@@ -8,7 +8,7 @@ import Foundation
 extension VMDefinition: Codable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, uuid, memory, currentMemory, vcpus, os, disks, interfaces, console, rng
-        case onPoweroff, onReboot, onCrash, autostart
+        case onPoweroff, onReboot, onCrash, autostart, cputune, memtune, blkiotune
     }
 
     public init(from decoder: any Decoder) throws {
@@ -29,6 +29,9 @@ extension VMDefinition: Codable {
         onReboot = try c.choice(LifecycleAction.self, .onReboot, noun: "action", default: .restart)
         onCrash = try c.choice(LifecycleAction.self, .onCrash, noun: "action", default: .destroy)
         autostart = try c.optional(Bool.self, .autostart) ?? false
+        cputune = try c.optional(CPUTune.self, .cputune) ?? CPUTune()
+        memtune = try c.optional(MemoryTune.self, .memtune) ?? MemoryTune()
+        blkiotune = try c.optional(BlockIOTune.self, .blkiotune) ?? BlockIOTune()
         try validate()
     }
 

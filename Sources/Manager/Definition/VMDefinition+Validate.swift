@@ -4,9 +4,41 @@ enum DefinitionField {
     case name, memory, currentMemory, vcpus, os, kernel, initrd, cmdline, firmware, nvram, bootOrder, disks, interfaces
     case disk(Int, DiskField)
     case interface(Int, InterfaceField)
+    case cputune(CputuneField)
+    case memtune(MemtuneField)
+    /// The VM's own block I/O weight.
+    case blkiotune
+    case blkioDevices
+    case blkioDevice(Int, BlkioDeviceField)
 
     enum DiskField: String { case source, target, serial, readonly }
     enum InterfaceField: String { case source, mac }
+    enum CputuneField: String { case shares, period, quota }
+    /// Raw values are the native names; libvirt's are `libvirtName`.
+    enum MemtuneField: String {
+        case hardLimit, softLimit, swapHardLimit
+        var libvirtName: String {
+            switch self {
+            case .hardLimit: "hard_limit"
+            case .softLimit: "soft_limit"
+            case .swapHardLimit: "swap_hard_limit"
+            }
+        }
+    }
+    enum BlkioDeviceField: String {
+        case path, weight
+        case readBytes = "readBytesSec", writeBytes = "writeBytesSec", readIOPS = "readIopsSec", writeIOPS = "writeIopsSec"
+        var libvirtName: String {
+            switch self {
+            case .path: "path"
+            case .weight: "weight"
+            case .readBytes: "read_bytes_sec"
+            case .writeBytes: "write_bytes_sec"
+            case .readIOPS: "read_iops_sec"
+            case .writeIOPS: "write_iops_sec"
+            }
+        }
+    }
 }
 
 /// Maps fields to the paths a user sees in errors.
@@ -31,6 +63,11 @@ extension VMDefinition {
         case .interfaces: "interfaces"
         case .disk(let index, let sub): "disks[\(index)].\(sub.rawValue)"
         case .interface(let index, let sub): "interfaces[\(index)].\(sub.rawValue)"
+        case .cputune(let sub): "cputune.\(sub.rawValue)"
+        case .memtune(let sub): "memtune.\(sub.rawValue)"
+        case .blkiotune: "blkiotune.weight"
+        case .blkioDevices: "blkiotune.devices"
+        case .blkioDevice(let index, let sub): "blkiotune.devices[\(index)].\(sub.rawValue)"
         }
     }
 
@@ -52,6 +89,7 @@ extension VMDefinition {
         try validateOS(paths: paths)
         try validateDisks(paths: paths)
         try validateInterfaces(paths: paths)
+        try validateTuning(paths: paths)
     }
 
     /// Exactly one of kernel and firmware; what goes with each only with it.

@@ -24,13 +24,19 @@ public struct VMDefinition: Equatable, Sendable {
     public var onReboot: LifecycleAction
     public var onCrash: LifecycleAction
     public var autostart: Bool
+    /// Host resource limits (libvirt's <cputune>, <memtune>, <blkiotune>), applied through the
+    /// VM process's cgroup; empty: none.
+    public var cputune: CPUTune
+    public var memtune: MemoryTune
+    public var blkiotune: BlockIOTune
 
     public init(
         name: String, uuid: UUID = UUID(), memory: UInt64, currentMemory: UInt64? = nil,
         vcpus: Int = 1, os: OSBoot, disks: [Disk] = [], interfaces: [NetworkInterface] = [],
         console: SerialConsole = SerialConsole(), rng: Bool = false, onPoweroff: LifecycleAction = .destroy,
         onReboot: LifecycleAction = .restart, onCrash: LifecycleAction = .destroy,
-        autostart: Bool = false
+        autostart: Bool = false, cputune: CPUTune = CPUTune(), memtune: MemoryTune = MemoryTune(),
+        blkiotune: BlockIOTune = BlockIOTune()
     ) {
         self.name = name
         self.uuid = uuid
@@ -46,6 +52,9 @@ public struct VMDefinition: Equatable, Sendable {
         self.onReboot = onReboot
         self.onCrash = onCrash
         self.autostart = autostart
+        self.cputune = cputune
+        self.memtune = memtune
+        self.blkiotune = blkiotune
     }
 }
 
