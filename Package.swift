@@ -30,13 +30,16 @@ let package = Package(
         // routes and their JSON bodies, run status. Foundation only; both sides import it.
         .target(name: "VMContract"),
         .target(name: "KVM", dependencies: ["CKVM"]),
+        // The VMM process's confinement: seccomp filters per thread kind, no_new_privs, capabilities.
+        .target(name: "CSandbox"),
+        .target(name: "Sandbox", dependencies: ["CSandbox"]),
         .target(name: "GuestMemory"),
         .target(name: "Virtio", dependencies: ["GuestMemory", "Devices", "Storage"]),
         .target(name: "Boot", dependencies: ["GuestMemory", "CZlib", "CLZMA", "CLZ4", "CZstd"]),
         .target(name: "Devices"),
         .target(name: "Storage", dependencies: ["CZlib", "CZstd"]),
         .target(name: "VMM", dependencies: [
-            "KVM", "GuestMemory", "Boot", "Devices", "Virtio", "Storage", "CCrypto", "CZlib", "VMContract",
+            "KVM", "GuestMemory", "Boot", "Devices", "Virtio", "Storage", "CCrypto", "CZlib", "VMContract", "Sandbox",
         ]),
         // The per-VM control API (HTTP over a Unix socket), kept out of the VMM core.
         .target(name: "VMMControl", dependencies: [
@@ -46,7 +49,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .executableTarget(name: "vireo", dependencies: [
-            "VMM", "VMMControl", "KVM", "Boot", "Devices", "Storage", "Manager", "VMContract",
+            "VMM", "VMMControl", "KVM", "Boot", "Devices", "Storage", "Manager", "VMContract", "Sandbox",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // libFuzzer target for the snapshot reader (Fuzz/Snapshot/run.sh); a plain build makes
@@ -69,6 +72,9 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "TestSupport"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSandbox", "sandbox-probe"]),
+        // What SandboxTests run to see a filter stop a process (a test can't confine itself).
+        .executableTarget(name: "sandbox-probe", dependencies: ["Sandbox", "CSandbox"], path: "Tests/SandboxProbe"),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),
         // Includes VMMControl's tests: every guest-booting suite shares one serialized parent.
         .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMControl", "KVM", "Boot", "Devices", "GuestMemory", "Storage", "TestSupport"]),

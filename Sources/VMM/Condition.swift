@@ -1,3 +1,4 @@
+import Sandbox
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -102,5 +103,18 @@ final class Background<Value: Sendable>: @unchecked Sendable {
             thread = nil
         }
         return try result!.get()
+    }
+}
+
+/// Narrows the calling thread to its kind's seccomp filter when the process confines itself
+/// (`vireo run`); a thread that cannot be confined must not run guest work unconfined, so the
+/// process ends with the reason.
+func confineCurrentThread(as kind: ThreadKind) {
+    do {
+        try Sandbox.confineCurrentThread(as: kind)
+    } catch {
+        let line = Array("vireo: error: \(error)\n".utf8)
+        _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+        _exit(1)
     }
 }

@@ -77,40 +77,67 @@ public struct FileDescriptorOutput: SerialOutput {
 
 /// A log file that is rotated when it reaches `limit` bytes: renamed to `<path>.1` (replacing an
 /// older one) and started afresh, like virtlogd's logs: at most about twice the limit on disk.
+///
+/// The guest's bytes arrive on vCPU threads, whose seccomp filter allows no rename or open: a
+/// thread of the log's own (under the process-wide filter) does the rotation while the writer
+/// waits for it, so the files split exactly at the limit.
 public final class RotatingFileOutput: SerialOutput, @unchecked Sendable {
-    private struct State { var fd: Int32; var written: UInt64 }
-    private let path: String
+    private enum Rotation { case idle, requested, finished }
+    private struct State {
+        var fd: Int32
+        var written: UInt64
+        var rotation = Rotation.idle
+        var stopping = false
+    }
     private let limit: UInt64
-    private let state: Mutex<State>
+    private let state: Guarded<State>
+    private var rotator: pthread_t?
 
     /// `fd` is `path` opened for appending; what it holds already counts towards the limit.
     public init(path: String, fd: Int32, limit: UInt64) {
         var info = stat()
         let existing = fstat(fd, &info) == 0 ? UInt64(max(0, info.st_size)) : 0
-        self.path = path
         self.limit = max(limit, 1)
-        self.state = Mutex(State(fd: fd, written: existing))
+        let state = Guarded(State(fd: fd, written: existing))
+        self.state = state
+        rotator = startThread(name: "vireo-log") { Self.rotate(state, path: path) }
+    }
+
+    deinit {
+        state.update { $0.stopping = true }
+        if let rotator { pthread_join(rotator, nil) }
     }
 
     public func emit(_ byte: UInt8) {
-        state.withLock { state in
-            if state.written >= limit {
-                rotate(&state)
-                state.written = 0   // (a failed rotation is tried again a limit later, not per byte)
+        if state.read({ $0.written >= limit }) {
+            state.update { if $0.rotation == .idle { $0.rotation = .requested } }
+            // (a failed or stalled rotation is tried again a limit later, not per byte)
+            _ = state.wait(until: { $0.rotation != .requested || $0.stopping }, timeoutSeconds: 5) { state in
+                state.rotation = .idle
+                state.written = 0
             }
+        }
+        state.update { state in
             var value = byte
             while write(state.fd, &value, 1) < 0 && errno == EINTR {}
             state.written += 1
         }
     }
 
-    /// Moves the full file aside and opens a new one; on any failure it writes on where it was.
-    private func rotate(_ state: inout State) {
-        guard rename(path, path + ".1") == 0 else { return }
-        let fresh = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-        guard fresh >= 0 else { return }
-        close(state.fd)
-        state.fd = fresh
+    /// The rotator thread: moves the full file aside and opens a new one when asked; on any
+    /// failure the log goes on where it was.
+    private static func rotate(_ state: Guarded<State>, path: String) {
+        while state.wait(until: { $0.rotation == .requested || $0.stopping }, then: { !$0.stopping }) == true {
+            var fresh: Int32 = -1
+            if rename(path, path + ".1") == 0 { fresh = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640) }
+            state.update { state in
+                if fresh >= 0 {
+                    close(state.fd)
+                    state.fd = fresh
+                }
+                state.rotation = .finished
+            }
+        }
     }
 }
 

@@ -65,6 +65,7 @@ final class IOThread: @unchecked Sendable {
     private func loop() {
         // Named like the device (vblk0, vnet0, ...): visible in top -H, and benchmarks find it by name.
         setCurrentThreadName(name)
+        confineCurrentThread(as: .io)
         while !stopping.load(ordering: .acquiring) {
             let active = sources.withLock { $0.filter(\.enabled) }
             var fds = [pollfd(fd: wakeup.raw, events: Int16(POLLIN), revents: 0)]

@@ -115,6 +115,7 @@ final class VCPURunner: @unchecked Sendable {
 
     private func loop() {
         VCPUKicker.prepareVCPUThread(id: vcpu.id)
+        confineCurrentThread(as: .vcpu)
         defer { control.update { $0.finished = true; $0.parked = false } }
         while true {
             if requestPosted.load(ordering: .acquiring) {

@@ -1,4 +1,5 @@
 import Devices
+import Sandbox
 import Synchronization
 import VMM
 #if canImport(Glibc)
@@ -99,6 +100,8 @@ final class RawTerminal: @unchecked Sendable {
         var attributes = termios()
         guard tcgetattr(0, &attributes) == 0 else { return }
         saved = attributes
+        // A seccomp violation ends the process from a signal handler: it puts these back too.
+        Sandbox.restoreTerminalOnViolation(fd: 0, settings: attributes)
         cfmakeraw(&attributes)
         tcsetattr(0, TCSANOW, &attributes)
     }

@@ -3,6 +3,7 @@ import Boot
 import Devices
 import Foundation
 import KVM
+import Sandbox
 import VMM
 import VMMControl
 import VMContract
@@ -14,6 +15,7 @@ extension RebootAction: ExpressibleByArgument {}
 extension BootProtocolChoice: ExpressibleByArgument {}
 extension HostProfileChoice: ExpressibleByArgument {}
 extension SnapshotMemoryMode: ExpressibleByArgument {}
+extension SeccompMode: ExpressibleByArgument {}
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -100,10 +102,14 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("no-kernel-cache"), help: ArgumentHelp("Decompress a bzImage's payload at every boot instead of reusing the copy cached from an earlier boot.", discussion: "The cache lives in ${VIREO_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/vireo}/kernels; VIREO_KERNEL_CACHE=off also disables it."))
     var noKernelCache = false
 
+    @Option(name: .customLong("seccomp"), help: ArgumentHelp("The VMM's system call filters: enforce (a call outside its thread's policy stops the VM with a report), log (make it and log it in the kernel log) or off.", discussion: "Default: $VIREO_SECCOMP, else enforce. no_new_privs is set and capabilities are dropped in every mode, once the VM's devices are open.", valueName: "mode"))
+    var seccomp: SeccompMode?
+
     @Flag(name: .shortAndLong, help: "Explain what Vireo does: host profile, guest flags and why, boot path.")
     var verbose = false
 
     func run() throws {
+        Sandbox.prepare()
         let spec: LaunchSpec
         do {
             spec = try launchSpecification()
@@ -177,6 +183,11 @@ struct Run: ParsableCommand {
             describeProfile(session.profile)
             printNote(kernelCache.note)
         }
+        // Everything that needs privilege is open now (/dev/kvm, disks, TAPs, passt started):
+        // every thread gives it up (a restore's RAM thread may already run), and the filters go on
+        // before the vCPUs start.
+        try Sandbox.dropPrivileges()
+        let seccompMode = try self.seccompMode()
         let console = SerialConsole()
         let signals = SignalWatcher()
         session.onMachine = { [verbose, unowned session] machine, boots in
@@ -213,6 +224,8 @@ struct Run: ParsableCommand {
             session.serve(server)
             if verbose { printNote("control API on \(apiSocket)") }
         }
+        try Sandbox.confineProcess(mode: seccompMode)
+        if verbose { printNote("seccomp: \(seccompMode.rawValue); no_new_privs set, capabilities dropped") }
         let status = session.run()
         console.restoreTerminal()
         if let signal = session.endedBySignal { printNote("terminating on signal \(signal)") }
@@ -221,6 +234,16 @@ struct Run: ParsableCommand {
             else if verbose { printNote("\(outcome); exit status \(status)") }
         }
         return status
+    }
+
+    /// --seccomp, else $VIREO_SECCOMP, else enforce.
+    private func seccompMode() throws -> SeccompMode {
+        if let seccomp { return seccomp }
+        guard let value = getenv(SeccompMode.environmentVariable).map({ String(cString: $0) }), !value.isEmpty else { return .enforce }
+        guard let mode = SeccompMode(rawValue: value) else {
+            throw ValidationError("\(SeccompMode.environmentVariable)=\(value) is not one of enforce, log, off")
+        }
+        return mode
     }
 
     /// The variables that place (or switch off) the kernel payload cache.

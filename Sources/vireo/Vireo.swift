@@ -8,7 +8,7 @@ struct Vireo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vireo",
         abstract: "A KVM virtualization stack: VMM, image tools and management.",
-        subcommands: [Run.self, HostCheck.self, Img.self] + managementCommands + poolCommands
+        subcommands: [Run.self, HostCheck.self, SeccompPolicyCommand.self, Img.self] + managementCommands + poolCommands
     )
 
     /// Refuses to run setuid or setgid before reading any argument: every command opens files,
