@@ -84,6 +84,10 @@ public struct LaunchSpec: Codable, Equatable, Sendable {
     /// Receive the VM by migration on this address (`tcp:HOST:PORT`, `unix:PATH`) instead of
     /// booting `kernel`: the machine is the one the source sends.
     public var incoming: String?
+    /// The cgroup.procs files of the VM's cgroup (one on cgroup v2, one per hierarchy on v1): the
+    /// VMM joins them before it maps guest memory, and refuses to run if it cannot. nil: the VM
+    /// runs in the cgroup it was started in.
+    public var cgroupProcs: [String]?
 
     public init(kernel: String? = nil, initrd: String? = nil, cmdline: String = "", cpus: Int = 1,
                 memoryBytes: UInt64 = 512 << 20, onReboot: RebootAction = .exit, bootProtocol: BootProtocolChoice = .auto,

@@ -173,6 +173,7 @@ struct Run: ParsableCommand {
     }
 
     private func run(_ spec: LaunchSpec) throws -> Int32 {
+        try joinCgroups(spec.cgroupProcs)
         let system = try KVMSystem()
         let kernelCache = KernelPayloadCacheDirectory.configured(environment: Self.cacheEnvironment(), disabled: !spec.kernelCache)
         let session = try VMSession(spec: spec, system: system, terminal: spec.consoleToStdout == false ? nil : FileDescriptorOutput(fd: 1),

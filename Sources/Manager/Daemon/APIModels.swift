@@ -88,9 +88,19 @@ public struct VMStats: Codable, Equatable, Sendable {
     public var vcpus: Int
     public var block: [DeviceCounters]
     public var net: [DeviceCounters]
+    /// The VM's cgroup while it runs in one ("/vireo/vm1"), its memory use and hard limit there.
+    public var cgroup: String?
+    public var cgroupMemoryBytes: UInt64?
+    public var cgroupMemoryLimitBytes: UInt64?
+    /// How the VM's last process ended, when it is not running ("killed by the host's OOM
+    /// killer: memtune hard_limit 64MiB reached", "guest wrote 3 to the debug-exit port").
+    public var lastExit: String?
 
     enum CodingKeys: String, CodingKey {
-        case name, state, reason, vcpus, block, net
+        case name, state, reason, vcpus, block, net, cgroup
+        case cgroupMemoryBytes = "cgroup_memory_bytes"
+        case cgroupMemoryLimitBytes = "cgroup_memory_limit_bytes"
+        case lastExit = "last_exit"
         case stateCode = "state_code"
         case cpuUserSeconds = "cpu_user_seconds"
         case cpuSystemSeconds = "cpu_system_seconds"

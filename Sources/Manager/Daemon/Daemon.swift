@@ -24,13 +24,18 @@ public struct DaemonConfiguration: Sendable {
     public var restartBackoff: RestartBackoff
     /// `--confine-storage`: VMs may use only files in started storage pools (StorageConfinement).
     public var confineStorage: Bool
+    /// The directory under each cgroup hierarchy that holds this daemon's VM groups
+    /// (`<hierarchy>/<partition>/<vm name>`); two daemons on one host need two.
+    public var cgroupPartition: String
+    /// A prefix for /proc and the cgroup mounts: "" on a host; tests use a fake tree.
+    public var cgroupRoot: String
 
     public static let defaultMigrationListen = "0.0.0.0:0"
 
     public init(stateDirectory: String, socketPath: String, listen: (host: String, port: Int)? = nil,
                 token: String? = nil, executable: String, migrationListen: String = defaultMigrationListen,
                 apiLimits: APILimits = APILimits(), restartBackoff: RestartBackoff = RestartBackoff(),
-                confineStorage: Bool = false) {
+                confineStorage: Bool = false, cgroupPartition: String = "vireo", cgroupRoot: String = "") {
         self.stateDirectory = stateDirectory
         self.socketPath = socketPath
         self.listen = listen
@@ -40,6 +45,8 @@ public struct DaemonConfiguration: Sendable {
         self.apiLimits = apiLimits
         self.restartBackoff = restartBackoff
         self.confineStorage = confineStorage
+        self.cgroupPartition = cgroupPartition
+        self.cgroupRoot = cgroupRoot
     }
 }
 
@@ -88,7 +95,10 @@ public final class Daemon: @unchecked Sendable {
                                         executable: configuration.executable, socketPath: configuration.socketPath,
                                         migrationListen: "tcp:" + configuration.migrationListen,
                                         restartBackoff: configuration.restartBackoff,
-                                        confineStorage: configuration.confineStorage, log: log)
+                                        confineStorage: configuration.confineStorage,
+                                        cgroups: Result { () throws(CgroupError) in
+                                            try VMCgroups.host(partition: configuration.cgroupPartition, root: configuration.cgroupRoot)
+                                        }, log: log)
     }
 
     var store: StateStore { environment.store }
@@ -102,6 +112,12 @@ public final class Daemon: @unchecked Sendable {
         try APIServer.claim(unixSocket: configuration.socketPath)
         if configuration.listen != nil, configuration.token?.isEmpty ?? true {
             throw APIError(400, "--listen needs --token-file")
+        }
+        switch environment.cgroups {
+        case .success(let cgroups):
+            environment.log("VM cgroups: v\(cgroups.layout.version), under '\(cgroups.partition)' in each hierarchy")
+        case .failure(let error):
+            environment.log("\(error); VMs run without their own cgroup, and those whose definitions set cputune, memtune or blkiotune do not start")
         }
         reattach()
         autostartPools()
@@ -176,7 +192,8 @@ public final class Daemon: @unchecked Sendable {
             let controller = controllerEvenIfUndefined(state.name)
             let identity = try? store.processIdentity(name: state.name)
             guard let identity, ProcessSnapshot.isSameProcessRunning(pid: identity.pid, startTicks: identity.startTicks) else {
-                let status = identity.flatMap { RunStatus.read(from: $0.statusFile) }
+                // Its group goes too (and an OOM kill in it is what ended it).
+                let status = identity.flatMap { controller.releaseCgroup(statusFile: $0.statusFile, waitStatus: nil) }
                 var reason = ExitClassifier.reason(intent: .none, status: status, waitStatus: nil)
                 if reason == .unknown { reason = .crashed }
                 try? store.setInactive(name: state.name, state: .shutoff, reason: reason)

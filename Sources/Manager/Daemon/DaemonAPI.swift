@@ -248,13 +248,26 @@ extension Daemon {
             devices.block[index].path = devices.block[index].name
             devices.block[index].name = record.definition.disks[index].target
         }
-        return VMStats(name: record.name, state: state.state.rawValue, stateCode: VMStats.code(for: state.state),
-                       reason: state.reason.rawValue, cpuUserSeconds: user, cpuSystemSeconds: system,
-                       cpuTimeNanoseconds: UInt64((user + system) * 1e9), memoryMaxBytes: record.definition.memory,
-                       memoryCurrentBytes: record.definition.currentMemory,
-                       rssBytes: running.flatMap { ProcessSnapshot.residentBytes(pid: $0.identity.pid) } ?? 0,
-                       vcpus: record.definition.vcpus,
-                       block: devices.block, net: devices.net)
+        var stats = VMStats(name: record.name, state: state.state.rawValue, stateCode: VMStats.code(for: state.state),
+                            reason: state.reason.rawValue, cpuUserSeconds: user, cpuSystemSeconds: system,
+                            cpuTimeNanoseconds: UInt64((user + system) * 1e9), memoryMaxBytes: record.definition.memory,
+                            memoryCurrentBytes: record.definition.currentMemory,
+                            rssBytes: running.flatMap { ProcessSnapshot.residentBytes(pid: $0.identity.pid) } ?? 0,
+                            vcpus: record.definition.vcpus,
+                            block: devices.block, net: devices.net)
+        if let running, case .success(let cgroups) = environment.cgroups {
+            let group = cgroups.group(for: record.name)
+            if group.holds(pid: running.identity.pid) {
+                let memory = group.memory()
+                stats.cgroup = group.path
+                stats.cgroupMemoryBytes = memory.usageBytes
+                stats.cgroupMemoryLimitBytes = memory.limitBytes
+            }
+        } else if running == nil {
+            let paths = VMPaths(stateDirectory: environment.stateDirectory, name: record.name)
+            stats.lastExit = RunStatus.read(from: paths.statusFile)?.detail
+        }
+        return stats
     }
 
     /// Block and network counters from the VMM's `GET /vm/stats`, named as virsh domstats names

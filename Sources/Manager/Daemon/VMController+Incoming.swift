@@ -76,7 +76,7 @@ extension VMController {
         let arrival: IncomingArrival
         do {
             let address = tcpAddress ?? "unix:" + paths.migrationSocket
-            let running = try spawn(VMLaunch.spec(for: definition, paths: paths, incoming: address), failed: failed)
+            let running = try spawn(VMLaunch.spec(for: definition, paths: paths, incoming: address), definition: definition, failed: failed)
             arrival = IncomingArrival(process: running, previous: previous, keepPaused: body.keepPaused)
             replaceIncoming(incoming, with: arrival)
             try adopt(running, state: .paused, reason: .migrating)

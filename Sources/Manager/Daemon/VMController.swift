@@ -19,6 +19,8 @@ struct DaemonEnvironment: Sendable {
     let restartBackoff: RestartBackoff
     /// `vireo daemon --confine-storage`.
     var confineStorage = false
+    /// The host's cgroups for VM processes, or why there are none (VMController+Cgroup.swift).
+    var cgroups: Result<VMCgroups, CgroupError> = .failure(.unavailable(reason: "not configured"))
     let log: @Sendable (String) -> Void
 
     /// With `--confine-storage`: refuses a definition naming a file outside the started pools
@@ -228,7 +230,7 @@ final class VMController: Sendable {
         }
         let failed = restore.map { "failed to restore domain '\(name)' from \($0.path)" } ?? "failed to start domain '\(name)'"
         try environment.checkStorage(definition, resolve: true)
-        let running = try spawn(VMLaunch.spec(for: definition, paths: paths, restore: restore), failed: failed)
+        let running = try spawn(VMLaunch.spec(for: definition, paths: paths, restore: restore), definition: definition, failed: failed)
         try adopt(running, state: .running, reason: reason)
         // Started means the VMM answers on its control socket; a VM that fails first is reported
         // with the last lines its process wrote.
@@ -236,10 +238,20 @@ final class VMController: Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if running.waitForExit(seconds: 0.05) {
-                let why = lastLines(of: paths.processLog, count: 2)
+                var why = lastLines(of: paths.processLog, count: 2)
+                // A VMM the OOM killer ended wrote nothing; the daemon's status says what happened.
+                if let status = RunStatus.read(from: paths.statusFile), status.detail.hasPrefix(Self.oomKilled) { why = status.detail }
                 throw APIError(500, "\(failed): \(why.isEmpty ? "vireo run exited" : why)")
             }
             if let info = running.control.answer(VMInfo.self, to: .info) {
+                // The VMM joins its group before it maps guest RAM, or refuses to run; checked
+                // here too, since a limit that does not apply must not pass for one that does.
+                if let group = running.cgroup, !group.holds(pid: running.identity.pid) {
+                    running.intent = .destroy
+                    running.kill()
+                    _ = running.waitForExit(seconds: Self.stopTimeout)
+                    throw APIError(500, "\(failed): its process is not in its cgroup \(group.path)")
+                }
                 running.hasAnswered = true
                 // A VM saved while paused is restored paused (the VMM keeps its vCPUs parked).
                 if restore != nil, info.state == "paused" {
@@ -256,8 +268,9 @@ final class VMController: Sendable {
 
     /// Writes `spec` to the VM's directory and starts `vireo run` with it; the process is not
     /// adopted (recorded and watched) yet.
-    func spawn(_ spec: LaunchSpec, failed: String) throws -> VMProcess {
+    func spawn(_ spec: LaunchSpec, definition: VMDefinition, failed: String) throws -> VMProcess {
         let paths = self.paths
+        var spec = spec
         // sockaddr_un holds 107 bytes of path: refuse here with the reason, not in the VM's log.
         guard paths.controlSocket.utf8.count <= 107 else {
             throw APIError(500, "\(failed): control socket path \(paths.controlSocket) is longer than 107 bytes; use a shorter --state-dir")
@@ -270,18 +283,21 @@ final class VMController: Sendable {
         }
         unlink(paths.statusFile)
         VMLaunch.rotate(paths.processLog, above: VMLaunch.processLogLimit)
+        let cgroup = try placeInCgroup(definition, failed: failed)
+        spec.cgroupProcs = cgroup?.procsFiles
         let pid: Int32
         do {
             try VMLaunch.write(spec, to: paths.launchSpec)
             pid = try spawnDetached(executable: environment.executable,
                                     arguments: VMLaunch.arguments(specFile: paths.launchSpec), logPath: paths.processLog)
         } catch {
+            if let cgroup, case .success(let cgroups) = environment.cgroups { cgroups.remove(cgroup) }
             throw APIError(500, "\(failed): \(error)")
         }
         // The child cannot be reaped before the watcher exists, so its /proc entry is there.
         let ticks = ProcessSnapshot.read(pid: pid)?.startTicks ?? 0
         let identity = ProcessIdentity(pid: pid, startTicks: ticks, controlSocket: paths.controlSocket, statusFile: paths.statusFile)
-        return VMProcess(identity: identity, isChild: true)
+        return VMProcess(identity: identity, isChild: true, cgroup: cgroup)
     }
 
     /// Makes `running` the VM's process: records it and starts watching for its end.
@@ -299,6 +315,9 @@ final class VMController: Sendable {
 
     /// Runs on the watcher thread when the process is gone.
     private func recordExit(of running: VMProcess, waitStatus: Int32?) {
+        // First, while the VM still counts as active: no new start can make the group anew
+        // before this one is gone (and its OOM counter read).
+        let status = releaseCgroup(statusFile: running.identity.statusFile, waitStatus: waitStatus)
         let arrival = state.withLock { state -> IncomingArrival? in
             if state.process === running { state.process = nil }
             let arrival = state.incoming?.process === running ? state.incoming : nil
@@ -306,7 +325,6 @@ final class VMController: Sendable {
             return arrival
         }
         let intent = running.intent
-        let status = RunStatus.read(from: running.identity.statusFile)
         if let arrival {
             // It never ran the guest here: what the migration made goes.
             incomingFailed(arrival, status: status)

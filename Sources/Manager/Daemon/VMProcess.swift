@@ -9,6 +9,9 @@ final class VMProcess: Sendable {
     let identity: ProcessIdentity
     /// The daemon started it (waitpid works) or re-attached to it after a restart (polling).
     let isChild: Bool
+    /// The cgroup the daemon made for it at spawn (nil for a re-attached process, or one that runs
+    /// without a group of its own).
+    let cgroup: VMCgroup?
     private struct State {
         var intent: StopIntent = .none
         var hasAnswered: Bool
@@ -19,9 +22,10 @@ final class VMProcess: Sendable {
 
     /// `isChild`: the daemon spawned it just now, and it has yet to answer on its control socket
     /// (a re-attached process has answered already).
-    init(identity: ProcessIdentity, isChild: Bool) {
+    init(identity: ProcessIdentity, isChild: Bool, cgroup: VMCgroup? = nil) {
         self.identity = identity
         self.isChild = isChild
+        self.cgroup = cgroup
         state = Mutex(State(hasAnswered: !isChild))
         exitedGroup.enter()
     }

@@ -43,7 +43,15 @@ struct DaemonCommand: ParsableCommand {
           help: "Every file a VM definition names (kernel, initrd, firmware file, NVRAM, disks and their backing files) must lie in a started storage pool (pool-define-as, pool-start).")
     var confineStorage = false
 
+    @Option(name: .customLong("cgroup-partition"),
+            help: ArgumentHelp("The directory in each cgroup hierarchy that holds this daemon's VM groups (<hierarchy>/<partition>/<vm name>); a second daemon on the host needs its own.",
+                               valueName: "name"))
+    var cgroupPartition = "vireo"
+
     func validate() throws {
+        do { try VMCgroups.checkPartition(cgroupPartition) } catch {
+            throw ValidationError("\(error)")
+        }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard requestTimeout > 0, requestTimeout.isFinite else { throw ValidationError("--request-timeout must be a positive number of seconds") }
     }
@@ -83,7 +91,7 @@ struct DaemonCommand: ParsableCommand {
                     stateDirectory: stateDirectory, socketPath: socketPath, listen: tcp, token: token, executable: executable,
                     migrationListen: migrationListen,
                     apiLimits: APILimits(maxConnections: maxConnections, requestTimeoutSeconds: requestTimeout),
-                    confineStorage: confineStorage),
+                    confineStorage: confineStorage, cgroupPartition: cgroupPartition),
                     log: { writeStandardError("vireo daemon: \($0)\n") })
                 try daemon.start()
             } catch {

@@ -117,6 +117,12 @@ func domstatsLines(_ stats: VMStats) -> [String] {
         "  vcpu.current=\(stats.vcpus)",
         "  vcpu.maximum=\(stats.vcpus)",
     ]
+    // Vireo's own, where known: the VM's cgroup with its memory use and hard limit (KiB, as
+    // balloon.* and virsh memtune count), and how its last process ended.
+    if let cgroup = stats.cgroup { lines.append("  vireo.cgroup=\(cgroup)") }
+    if let bytes = stats.cgroupMemoryBytes { lines.append("  vireo.cgroup.memory.current=\(bytes >> 10)") }
+    if let bytes = stats.cgroupMemoryLimitBytes { lines.append("  vireo.cgroup.memory.hard_limit=\(bytes >> 10)") }
+    if let exit = stats.lastExit { lines.append("  vireo.last_exit=\(exit)") }
     // Block and net counters as virsh names them (block.0.name, block.0.rd.bytes, ...).
     for (group, devices) in [("block", stats.block), ("net", stats.net)] {
         lines.append("  \(group).count=\(devices.count)")

@@ -8,6 +8,8 @@ final class DaemonProcess: @unchecked Sendable {
     let directory: String
     var stateDirectory: String { directory + "/state" }
     var socket: String { directory + "/api.sock" }
+    /// Each test daemon's VM cgroups apart from every other's (VM names repeat across tests).
+    var cgroupPartition: String { "vireo-test-" + URL(fileURLWithPath: directory).lastPathComponent }
     private(set) var process: Process?
 
     static let packageRoot: URL = {
@@ -49,7 +51,7 @@ final class DaemonProcess: @unchecked Sendable {
         #expect(FileManager.default.isExecutableFile(atPath: Self.executable), "vireo not built at \(Self.executable)")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.executable)
-        process.arguments = ["daemon", "--state-dir", stateDirectory, "--socket", socket]
+        process.arguments = ["daemon", "--state-dir", stateDirectory, "--socket", socket, "--cgroup-partition", cgroupPartition]
         // Appended across restarts, so a test can read what every daemon it started logged.
         let logPath = directory + "/daemon.log"
         if !FileManager.default.fileExists(atPath: logPath) {
@@ -137,7 +139,28 @@ final class DaemonProcess: @unchecked Sendable {
             }
         }
         terminate()
+        Self.removeCgroups(partition: cgroupPartition)
         try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// VMs killed by the test (or after their daemon was gone) leave their groups: removed here,
+    /// with the partition, in every hierarchy.
+    static func removeCgroups(partition: String) {
+        guard let cgroups = try? VMCgroups.host(partition: partition) else { return }
+        let mounts: Set<String> = switch cgroups.layout {
+        case .v2(let mount, _): [mount]
+        case .v1(let hierarchies): Set(hierarchies.values.map(\.mount))
+        }
+        for mount in mounts {
+            let directory = mount + "/" + partition
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+                var isDirectory: ObjCBool = false
+                if FileManager.default.fileExists(atPath: directory + "/" + name, isDirectory: &isDirectory), isDirectory.boolValue {
+                    cgroups.remove(cgroups.group(for: name))
+                }
+            }
+            rmdir(directory)
+        }
     }
 }
 
