@@ -127,5 +127,6 @@ run "linux-migration (4 live migrations under a counting guest process, TCP acro
 run "linux-migration, copy_storage (2 migrations, each destination its own disk image)" env VIREO_E2E_MIGRATION_STORAGE=copy VIREO_E2E_MIGRATIONS=2 bash "$repo/tests/e2e/linux-migration.sh"
 run "linux-migration, post-copy (2 migrations switched to post-copy after one round)" env VIREO_E2E_MIGRATION_REQUEST='{"postcopy":true,"max_downtime_ms":0.001}' VIREO_E2E_MIGRATIONS=2 bash "$repo/tests/e2e/linux-migration.sh"
 run "lvm-pool (a logical storage pool: vgcreate, lvcreate, lvremove through the CLI and the daemon)" bash "$repo/tests/e2e/lvm-pool.sh"
+run "cgroups-v2 (VM limits on pure cgroup v2: placement, limit files, an OOM kill reported as such)" bash "$repo/tests/e2e/cgroups-v2.sh"
 run "cloud-install (vireo install --import of a Debian cloud image with a cloud-init seed)" env VIREO_E2E_TIMEOUT=800 bash "$repo/tests/e2e/cloud-install.sh"
 ! grep -q ' FAILED ' "$results"

@@ -23,6 +23,8 @@ cloud_vars=$("$repo/scripts/build-cloud-image.sh") || { note "FAIL: scripts/buil
 while IFS= read -r line; do
     case "$line" in VIREO_GUEST_*=*|VIREO_DEBIAN_*=*|VIREO_BOOT_DISK_*=*|VIREO_CLOUD_IMAGE*=*) export "${line?}" ;; esac
 done <<<"$guest_vars"$'\n'"$debian_vars"$'\n'"$disk_vars"$'\n'"$cloud_vars"
+# The multiboot test guests (cgroups-v2.sh's mb-touch and mb-echo); L1 sees the tree read-only.
+make -s -C "$repo/TestGuests" OUT="$repo/.build/test-guests" || { note "FAIL: make -C TestGuests failed"; exit 1; }
 note "guests ready after $(( $(date +%s) - started ))s"
 
 # The nested host's own failures are one line and exit 70: no QEMU, and an L1 without SVM (so
