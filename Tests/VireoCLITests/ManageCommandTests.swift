@@ -279,7 +279,8 @@ final class CLIDaemon {
         directory = "/tmp/vdc-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         process.executableURL = VireoBinary.executable
-        process.arguments = ["daemon", "--state-dir", directory + "/state", "--socket", socket]
+        // A cgroup partition of its own: VM names repeat across tests that run at once.
+        process.arguments = ["daemon", "--state-dir", directory + "/state", "--socket", socket, "--cgroup-partition", cgroupPartition]
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -333,6 +334,12 @@ final class CLIDaemon {
         }
         process.terminate()
         process.waitUntilExit()
+        // The daemon removed its VMs' groups; the partition is left in each hierarchy (v1) or
+        // at the top (v2).
+        let hierarchies = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []).map { "/sys/fs/cgroup/" + $0 }
+        for hierarchy in hierarchies + ["/sys/fs/cgroup"] { rmdir(hierarchy + "/" + cgroupPartition) }
         try? FileManager.default.removeItem(atPath: directory)
     }
+
+    var cgroupPartition: String { "vireo-test-" + URL(fileURLWithPath: directory).lastPathComponent }
 }

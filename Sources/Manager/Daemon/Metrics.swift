@@ -15,8 +15,9 @@ extension Daemon {
             ("vireo_vm_vcpus", "Number of vCPUs.", "gauge", []),
             ("vireo_vm_autostart", "1 when the VM starts with the daemon.", "gauge", []),
         ]
-        for record in records {
-            let stats = try stats(of: record)
+        // One stats call per VM (each asks its VMM for device counters), for every family below.
+        let allStats = try records.map { try stats(of: $0) }
+        for (record, stats) in zip(records, allStats) {
             let labels = "{name=\"\(Self.escapeLabel(record.name))\",uuid=\"\(record.uuid.uuidString.lowercased())\"}"
             let values: [String] = [
                 String(stats.stateCode), String(stats.cpuUserSeconds), String(stats.cpuSystemSeconds),
@@ -27,8 +28,7 @@ extension Daemon {
         }
         // Per-device counters of running VMs, one series per disk or NIC.
         var deviceFamilies = Self.deviceFamilies.map { (name: $0.name, help: $0.help, type: "counter", samples: [String]()) }
-        for record in records {
-            let stats = try stats(of: record)
+        for (record, stats) in zip(records, allStats) {
             let base = "name=\"\(Self.escapeLabel(record.name))\",uuid=\"\(record.uuid.uuidString.lowercased())\""
             for (group, devices) in [("block", stats.block), ("net", stats.net)] {
                 for device in devices {
@@ -42,6 +42,17 @@ extension Daemon {
             }
         }
         families += deviceFamilies.filter { !$0.samples.isEmpty }
+        // The cgroup figures of running VMs that have a group.
+        var cgroupFamilies: [(name: String, help: String, type: String, samples: [String])] = [
+            ("vireo_vm_cgroup_memory_bytes", "Memory charged to the VM's cgroup (guest RAM the guest touched, and the VMM's own).", "gauge", []),
+            ("vireo_vm_cgroup_memory_limit_bytes", "The VM's cgroup memory limit (memtune hard_limit).", "gauge", []),
+        ]
+        for (record, stats) in zip(records, allStats) {
+            let labels = "{name=\"\(Self.escapeLabel(record.name))\",uuid=\"\(record.uuid.uuidString.lowercased())\"}"
+            if let bytes = stats.cgroupMemoryBytes { cgroupFamilies[0].samples.append("\(cgroupFamilies[0].name)\(labels) \(bytes)") }
+            if let bytes = stats.cgroupMemoryLimitBytes { cgroupFamilies[1].samples.append("\(cgroupFamilies[1].name)\(labels) \(bytes)") }
+        }
+        families += cgroupFamilies.filter { !$0.samples.isEmpty }
         var text = "# HELP vireo_vms_defined Number of defined VMs.\n# TYPE vireo_vms_defined gauge\nvireo_vms_defined \(records.count)\n"
         for family in families {
             text += "# HELP \(family.name) \(family.help)\n# TYPE \(family.name) \(family.type)\n"

@@ -73,10 +73,36 @@ import Testing
         #expect(stats.cgroup == "/\(partition)/limited")
         #expect(stats.cgroupMemoryLimitBytes == 256 << 20)
         #expect((stats.cgroupMemoryBytes ?? 0) > 1 << 20, "\(String(describing: stats.cgroupMemoryBytes))")
+        let metrics = try daemon.client.request("GET", "/metrics").text
+        #expect(metrics.contains("vireo_vm_cgroup_memory_limit_bytes{name=\"limited\",uuid=") && metrics.contains(" \(256 << 20)\n"))
+        #expect(metrics.contains("vireo_vm_cgroup_memory_bytes{name=\"limited\",uuid="))
 
         #expect(try daemon.client.request("POST", "/v1/vms/limited/destroy").status == 200)
         #expect(!FileManager.default.fileExists(atPath: memoryGroup), "the group goes with the process")
         #expect(!FileManager.default.fileExists(atPath: cpuGroup))
+
+        // blkiotune: throttles on a block device node, as the kernel lists them; anything else refused.
+        let notBlock = "name: notblock\nmemory: 32M\nos: {kernel: \(DaemonProcess.echoGuest)}\nblkiotune: {devices: [{path: /dev/null, readIopsSec: 10}]}\n"
+        #expect(try daemon.client.request("POST", "/v1/vms", body: Array(notBlock.utf8)).status == 201)
+        let refused = try daemon.client.request("POST", "/v1/vms/notblock/start")
+        #expect(refused.status == 500 && refused.errorMessage == "failed to start domain 'notblock': blkiotune device /dev/null: not a block device")
+        var loop = stat()
+        if let blkio = hierarchies["blkio"], stat("/dev/loop0", &loop) == 0, loop.st_mode & S_IFMT == S_IFBLK {
+            let throttled = """
+                name: throttled
+                memory: 32M
+                os: {kernel: \(DaemonProcess.echoGuest)}
+                onReboot: destroy
+                blkiotune: {devices: [{path: /dev/loop0, readBytesSec: 1MiB, writeIopsSec: 100}]}
+                """
+            #expect(try daemon.client.request("POST", "/v1/vms", body: Array(throttled.utf8)).status == 201)
+            let started = try daemon.client.request("POST", "/v1/vms/throttled/start")
+            #expect(started.status == 200, "\(started.text)")
+            let group = blkio.mount + "/\(partition)/throttled"
+            #expect(read(group + "/blkio.throttle.read_bps_device") == "7:0 1048576")
+            #expect(read(group + "/blkio.throttle.write_iops_device") == "7:0 100")
+            #expect(try daemon.client.request("POST", "/v1/vms/throttled/destroy").status == 200)
+        }
 
         // 128 MiB of guest RAM, every page of it touched, against a 64 MiB hard limit.
         let greedy = """
