@@ -207,6 +207,16 @@ struct CgroupTests {
         #expect(cgroups.remove(group), "removing a group that is gone is done, not an error")
     }
 
+    @Test func aVMNamedLikeAKernelFileIsRefusedNotJoinedToAFile() throws {
+        let tree = try FakeCgroupTree(mountinfo: FakeCgroupTree.unifiedMountinfo)
+        try tree.touch("/sys/fs/cgroup/vireo", ["cgroup.procs", "memory.max"])
+        let definition = VMDefinition(name: "memory.max", memory: 64 << 20, os: OSBoot(kernel: "/k"))
+        #expect(throws: CgroupError.cannotCreate(path: tree.root + "/sys/fs/cgroup/vireo/memory.max",
+                                                 reason: "a file of that name exists (rename the VM)")) {
+            try Self.cgroups(tree).create(for: definition)
+        }
+    }
+
     @Test func aLimitTheHostCannotApplyFailsBeforeAnythingIsMade() throws {
         let tree = try FakeCgroupTree(mountinfo: FakeCgroupTree.unifiedMountinfo)
         try tree.write("cpu pids\n", to: "/sys/fs/cgroup/cgroup.controllers")

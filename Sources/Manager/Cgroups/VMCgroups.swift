@@ -131,6 +131,9 @@ public struct VMCgroups: Sendable {
         for directory in Set(group.directories.values).sorted() {
             if try CgroupFile.makeDirectory(directory) {
                 made.append(directory)
+            } else if !CgroupFile.isDirectory(directory) {
+                // A VM named like one of the kernel's files there (cgroup.procs, memory.max).
+                throw .cannotCreate(path: directory, reason: "a file of that name exists (rename the VM)")
             } else if CgroupFile.removeDirectory(directory) {
                 // Left by an earlier run: made afresh, so its counters (OOM kills) start at 0.
                 try CgroupFile.makeDirectory(directory)
@@ -251,6 +254,11 @@ enum CgroupFile {
         if retrying({ mkdir(path, 0o755) }) == 0 { return true }
         if errno == EEXIST { return false }
         throw .cannotCreate(path: path, reason: String(cString: strerror(errno)))
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
     }
 
     /// rmdir; true when the directory is gone (or was never there).
