@@ -192,6 +192,25 @@ struct CgroupTests {
         #expect(group.procsFiles == [blkio, cpu, memory, pids].map { tree.root + $0 + "/cgroup.procs" })
     }
 
+    @Test func weightsGoToBFQsFilesWhereThePlainOnesAreAbsent() throws {
+        let tree = try FakeCgroupTree(mountinfo: FakeCgroupTree.hybridMountinfo)
+        let blkio = "/sys/fs/cgroup/blkio/vireo/vm1"
+        try tree.touch(blkio, ["blkio.bfq.weight", "blkio.bfq.weight_device"])
+        var definition = VMDefinition(name: "vm1", memory: 64 << 20, os: OSBoot(kernel: "/k"))
+        definition.blkiotune = BlockIOTune(weight: 300, devices: [BlockIODevice(path: "/dev/sda", weight: 700)])
+        _ = try Self.cgroups(tree).create(for: definition)
+        #expect(tree.read(blkio + "/blkio.bfq.weight") == "300")
+        #expect(tree.read(blkio + "/blkio.bfq.weight_device") == "8:0 700")
+        #expect(!tree.exists(blkio + "/blkio.weight"))
+
+        // Neither: the weight cannot apply, and the start says which file is missing.
+        let bare = try FakeCgroupTree(mountinfo: FakeCgroupTree.hybridMountinfo)
+        let path = bare.root + blkio + "/blkio.weight"
+        #expect(throws: CgroupError.cannotWrite(path: path, value: "300", field: "blkiotune.weight", reason: "No such file or directory")) {
+            try Self.cgroups(bare).create(for: definition)
+        }
+    }
+
     @Test func aVMWithoutLimitsStillGetsItsGroupAndRemovalTakesItAway() throws {
         let tree = try FakeCgroupTree(mountinfo: FakeCgroupTree.hybridMountinfo)
         let cgroups = try Self.cgroups(tree)

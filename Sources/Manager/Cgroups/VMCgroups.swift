@@ -102,7 +102,13 @@ public struct VMCgroups: Sendable {
             try makeDirectories(group, made: &made)
             for write in writes {
                 guard let directory = group.directories[write.controller] else { continue }
-                try CgroupFile.write(write.value, to: directory + "/" + write.file, field: write.field)
+                var path = directory + "/" + write.file
+                // Weights live in BFQ's files where the kernel's I/O scheduler is BFQ (as libvirt
+                // falls back to them); only when the plain file is absent.
+                if let bfq = Self.bfqWeightFiles[write.file], !CgroupFile.exists(path), CgroupFile.exists(directory + "/" + bfq) {
+                    path = directory + "/" + bfq
+                }
+                try CgroupFile.write(write.value, to: path, field: write.field)
             }
         } catch {
             for directory in made.reversed() { _ = CgroupFile.removeDirectory(directory) }
@@ -110,6 +116,10 @@ public struct VMCgroups: Sendable {
         }
         return group
     }
+
+    static let bfqWeightFiles = [
+        "io.weight": "io.bfq.weight", "blkio.weight": "blkio.bfq.weight", "blkio.weight_device": "blkio.bfq.weight_device",
+    ]
 
     /// The partition and the VM's directories; on v2 the controllers enabled on the way down.
     private func makeDirectories(_ group: VMCgroup, made: inout [String]) throws(CgroupError) {
@@ -254,6 +264,11 @@ enum CgroupFile {
         if retrying({ mkdir(path, 0o755) }) == 0 { return true }
         if errno == EEXIST { return false }
         throw .cannotCreate(path: path, reason: String(cString: strerror(errno)))
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0
     }
 
     static func isDirectory(_ path: String) -> Bool {

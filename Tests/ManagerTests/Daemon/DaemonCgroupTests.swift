@@ -5,6 +5,9 @@ import Testing
 
 /// The daemon puts each VM's process in a cgroup of its own with its definition's limits.
 @Suite(.serialized) struct DaemonCgroupTests {
+    /// With swap, a memory limit alone pushes pages out instead of killing: then swap is limited too.
+    static var hostHasSwap: Bool { (readSmallFile("/proc/swaps") ?? "").split(separator: "\n").count > 1 }
+
     /// A host without usable cgroups (the in-process daemon's tree has none): a VM without limits
     /// runs (its launch names no group), one with limits is refused with the reason.
     @Test func withoutCgroupsOnlyVMsThatAskForNoLimitRun() throws {
@@ -111,7 +114,7 @@ import Testing
             os:
               kernel: \(DaemonProcess.guestDirectory)/mb-touch.elf
             onReboot: destroy
-            memtune: {hardLimit: 64MiB}
+            memtune: {hardLimit: 64MiB\(Self.hostHasSwap ? ", swapHardLimit: 64MiB" : "")}
             """
         #expect(try daemon.client.request("POST", "/v1/vms", body: Array(greedy.utf8)).status == 201)
         let greedyStart = try daemon.client.request("POST", "/v1/vms/greedy/start")
