@@ -247,10 +247,15 @@ final class VMController: Sendable {
                 // The VMM joins its group before it maps guest RAM, or refuses to run; checked
                 // here too, since a limit that does not apply must not pass for one that does.
                 if let group = running.cgroup, !group.holds(pid: running.identity.pid) {
+                    guard definition.asksForResourceLimits else {
+                        environment.log("VM '\(name)' (pid \(running.identity.pid)) is not in its cgroup \(group.path); it runs without one")
+                        running.hasAnswered = true
+                        return
+                    }
                     running.intent = .destroy
                     running.kill()
                     _ = running.waitForExit(seconds: Self.stopTimeout)
-                    throw APIError(500, "\(failed): its process is not in its cgroup \(group.path)")
+                    throw APIError(500, "\(failed): its process is not in its cgroup \(group.path), so its limits would not apply")
                 }
                 running.hasAnswered = true
                 // A VM saved while paused is restored paused (the VMM keeps its vCPUs parked).

@@ -25,6 +25,32 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: fake.vmDirectory("limited") + "/launch.json"))
     }
 
+    /// A VMM that does not join its group (the fake one ignores cgroupProcs, as an older vireo
+    /// would): the daemon's own /proc/PID/cgroup check refuses it when the definition sets limits,
+    /// and lets a VM without limits run, saying so.
+    @Test func aVMMOutsideItsGroupIsRefusedWhenItHasLimits() throws {
+        guard let cgroups = try? VMCgroups.host(), case .v1(let hierarchies) = cgroups.layout,
+              let memory = hierarchies["memory"], access(memory.mount, W_OK) == 0 else {
+            print("skipped: needs writable cgroup v1 hierarchies (root on a v1 or hybrid host)")
+            return
+        }
+        let partition = "vireo-test-\(UUID().uuidString.prefix(8))"
+        defer { DaemonProcess.removeCgroups(partition: partition) }
+        let fake = try FakeVMMDaemon(cgroupPartition: partition)
+        try fake.define("limited", extraYAML: "cputune: {shares: 512}\n")
+        let response = try fake.client.request("POST", "/v1/vms/limited/start")
+        #expect(response.status == 500)
+        #expect(response.errorMessage == "failed to start domain 'limited': its process is not in its cgroup /\(partition)/limited, so its limits would not apply")
+        #expect(try fake.state("limited").state == "shutoff")
+        #expect(try fake.launchSpec("limited").cgroupProcs?.contains(memory.mount + "/\(partition)/limited/cgroup.procs") == true)
+
+        try fake.define("plain")
+        #expect(try fake.client.request("POST", "/v1/vms/plain/start").status == 200, "no limit to lose: it runs")
+        #expect(try fake.client.request("POST", "/v1/vms/plain/destroy").status == 200)
+        #expect(!FileManager.default.fileExists(atPath: memory.mount + "/\(partition)/plain"))
+        #expect(!FileManager.default.fileExists(atPath: memory.mount + "/\(partition)/limited"))
+    }
+
     /// This host's cgroups (root, v1 memory and cpu hierarchies), a real daemon and KVM guests:
     /// the VMM is in its group with the limits written, the group goes with the VM, and a guest
     /// that touches more than memtune's hard limit gets its VMM killed, reported as such.

@@ -14,7 +14,8 @@ final class InProcessDaemon {
 
     /// `executable` is what VMs run as (FakeVMMDaemon's script); `cleanUp` is removed at the end.
     init(executable: String = "/nonexistent/vireo", cleanUp: [String] = [], apiLimits: APILimits = APILimits(),
-         restartBackoff: RestartBackoff = RestartBackoff(), confineStorage: Bool = false, cgroupRoot: String? = nil) throws {
+         restartBackoff: RestartBackoff = RestartBackoff(), confineStorage: Bool = false,
+         cgroupPartition: String? = nil) throws {
         // Short: a Unix socket path has at most 107 bytes.
         directory = "/tmp/vd-\(UUID().uuidString.prefix(8))"
         self.cleanUp = cleanUp
@@ -23,8 +24,8 @@ final class InProcessDaemon {
             stateDirectory: directory + "/state", socketPath: directory + "/api.sock",
             listen: ("127.0.0.1", 0), token: Self.token, executable: executable, apiLimits: apiLimits,
             restartBackoff: restartBackoff, confineStorage: confineStorage,
-            // The host's cgroups only where a test asks for them: by default a tree without any.
-            cgroupRoot: cgroupRoot ?? directory + "/no-cgroups"), log: { if ProcessInfo.processInfo.environment["VIREO_TEST_DAEMON_LOG"] != nil { FileHandle.standardError.write(Data(("daemon: " + $0 + "\n").utf8)) } })
+            // The host's cgroups only where a test names a partition: by default a tree without any.
+            cgroupPartition: cgroupPartition ?? "vireo", cgroupRoot: cgroupPartition == nil ? directory + "/no-cgroups" : ""), log: { if ProcessInfo.processInfo.environment["VIREO_TEST_DAEMON_LOG"] != nil { FileHandle.standardError.write(Data(("daemon: " + $0 + "\n").utf8)) } })
         try daemon.start()
     }
 

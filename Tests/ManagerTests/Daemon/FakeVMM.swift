@@ -14,13 +14,15 @@ final class FakeVMMDaemon {
     let server: InProcessDaemon
     private var sockets: [ScriptedControlSocket] = []
 
-    init(restartBackoff: RestartBackoff = RestartBackoff()) throws {
+    /// `cgroupPartition`: the host's real cgroups, under that partition (else none).
+    init(restartBackoff: RestartBackoff = RestartBackoff(), cgroupPartition: String? = nil) throws {
         let scripts = "/tmp/vf-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: scripts, withIntermediateDirectories: true)
         let executable = scripts + "/fake-vireo"
         try Self.script.write(toFile: executable, atomically: true, encoding: .utf8)
         chmod(executable, 0o755)
-        server = try InProcessDaemon(executable: executable, cleanUp: [scripts], restartBackoff: restartBackoff)
+        server = try InProcessDaemon(executable: executable, cleanUp: [scripts], restartBackoff: restartBackoff,
+                                     cgroupPartition: cgroupPartition)
     }
 
     var client: HTTPClient { server.unix }
