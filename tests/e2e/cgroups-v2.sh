@@ -62,7 +62,7 @@ trap cleanup EXIT
 daemon_pid=$!
 for _ in $(seq 100); do [ -S "$VIREO_SOCKET" ] && break; sleep 0.1; done
 [ -S "$VIREO_SOCKET" ] || { fail "the daemon did not start: $(tail -3 "$work/daemon.log")"; exit 1; }
-grep -q "VM cgroups: v2, under '$partition'" "$work/daemon.log" && pass "the daemon found cgroup v2" \
+grep -qF "VM cgroups: v2, $cg/$partition/<vm>" "$work/daemon.log" && pass "the daemon found cgroup v2" \
     || fail "the daemon did not find cgroup v2: $(head -3 "$work/daemon.log")"
 
 check() {  # description expected file

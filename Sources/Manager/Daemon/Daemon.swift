@@ -115,7 +115,11 @@ public final class Daemon: @unchecked Sendable {
         }
         switch environment.cgroups {
         case .success(let cgroups):
-            environment.log("VM cgroups: v\(cgroups.layout.version), under '\(cgroups.partition)' in each hierarchy")
+            let place = switch cgroups.layout {
+            case .v2(let mount, _): "\(mount)/\(cgroups.partition)/<vm>"
+            case .v1: "<hierarchy>/\(cgroups.partition)/<vm> in each hierarchy"
+            }
+            environment.log("VM cgroups: v\(cgroups.layout.version), \(place)")
         case .failure(let error):
             environment.log("\(error); VMs run without their own cgroup, and those whose definitions set cputune, memtune or blkiotune do not start")
         }
