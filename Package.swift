@@ -72,7 +72,7 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory", "TestSupport"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
-        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSandbox", "sandbox-probe"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSandbox", "VMContract", "sandbox-probe"]),
         // What SandboxTests run to see a filter stop a process (a test can't confine itself).
         .executableTarget(name: "sandbox-probe", dependencies: ["Sandbox", "CSandbox"], path: "Tests/SandboxProbe"),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"]),

@@ -1,18 +1,36 @@
 #!/bin/bash
 # Derives (or checks) the VMM's seccomp policy from real runs: runs a command with
-# VIREO_SECCOMP=log, so every `vireo run` it starts makes the calls its filters do not list and the
-# kernel logs them (dmesg: "audit: type=1326 ... comm=THREAD ... syscall=N"), then prints each
-# call once per thread kind. An empty list means the policy (Sources/Sandbox/SyscallPolicy.swift)
-# covered everything the command did. Needs root (dmesg) and a kernel whose
+# VIREO_SECCOMP=log, so every `vireo run` it starts makes the calls its filters do not list.
+#
+# With --strace (the precise way): the command runs under `strace -f`, and
+# scripts/seccomp-trace-summary.py lists, per thread kind, each call a confined thread made that
+# `vireo seccomp-policy` does not allow, and the ioctl requests made (to check by eye against the
+# request lists). Without it: the kernel's log of the calls (dmesg: "audit: type=1326 ...
+# comm=THREAD ... syscall=N"), printed once per thread kind; cheaper, but the kernel rate-limits
+# those lines ("kauditd_printk_skb: N callbacks suppressed"), so a quiet list proves less.
+# An empty list means the policy (Sources/Sandbox/SyscallPolicy.swift) covered everything the
+# command did. Needs root (dmesg) and, without --strace, a kernel whose
 # /proc/sys/kernel/seccomp/actions_logged includes "log".
 #
+#   scripts/seccomp-derive.sh --strace -- bash tests/e2e/linux-devices.sh
 #   scripts/seccomp-derive.sh -- swift test --skip-build --filter VireoCLITests
 #   scripts/seccomp-derive.sh            # the default workloads: the CLI and daemon test suites
 set -euo pipefail
 cd "$(dirname "$0")/.."
+use_strace=0
+if [ "${1:-}" = "--strace" ]; then use_strace=1; shift; fi
 if [ "${1:-}" = "--" ]; then shift; fi
 if [ $# -eq 0 ]; then
     set -- swift test -j 2 --skip-build --filter 'VireoCLITests|DaemonProcessTests|DaemonVMTests|DaemonSaveRestoreTests|DaemonManagedSaveTests|DaemonMigrationTests|DaemonShutdownFallbackTests|DaemonRestartBackoffTests|DaemonUEFIVariableStoreTests'
+fi
+if [ $use_strace = 1 ]; then
+    trace=$(mktemp /tmp/seccomp-trace.XXXXXX)
+    status=0
+    VIREO_SECCOMP=log strace -f -qq -e signal=none -s 64 -o "$trace" "$@" || status=$?
+    python3 scripts/seccomp-trace-summary.py "$trace" "${VIREO_BIN:-.build/debug/vireo}"
+    rm -f "$trace"
+    echo "== command exit status: $status =="
+    exit $status
 fi
 grep -qw log /proc/sys/kernel/seccomp/actions_logged || { echo "seccomp-derive: this kernel does not log SECCOMP_RET_LOG" >&2; exit 77; }
 before=$(dmesg | wc -l)

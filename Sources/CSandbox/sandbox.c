@@ -9,6 +9,7 @@
 #include <linux/audit.h>
 #include <linux/capability.h>
 #include <linux/if_tun.h>
+#include <linux/kvm.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <signal.h>
@@ -24,6 +25,7 @@ const uint32_t CSANDBOX_TUNSETOFFLOAD = TUNSETOFFLOAD, CSANDBOX_TUNSETVNETHDRSZ 
 const uint32_t CSANDBOX_TCGETS = TCGETS, CSANDBOX_TCSETS = TCSETS, CSANDBOX_TCSETSW = TCSETSW, CSANDBOX_TCSETSF = TCSETSF,
     CSANDBOX_TIOCGWINSZ = TIOCGWINSZ;
 const uint32_t CSANDBOX_FIONBIO = FIONBIO, CSANDBOX_FIONREAD = FIONREAD;
+const uint32_t CSANDBOX_KVM_IRQ_LINE = KVM_IRQ_LINE;
 const uint32_t CSANDBOX_CLONE_THREAD = CLONE_THREAD;
 
 // --- system call names ---------------------------------------------------------------------

@@ -45,6 +45,11 @@ public struct RunStatus: Codable, Equatable, Sendable {
         try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 
+    /// The exit status of a `vireo run` that a seccomp violation stopped (128 + SIGSYS, the
+    /// Sandbox module's `violationExitStatus`). It ends from a signal handler and writes no status
+    /// file; its one-line report is the last line on its stderr.
+    public static let seccompViolationExitStatus: Int32 = 159
+
     /// Reads a status file; nil when it is missing or not one (then the exit is unexplained).
     public static func read(from path: String) -> RunStatus? {
         guard let text = readSmallFile(path, limit: 16 << 10) else { return nil }

@@ -96,10 +96,22 @@ struct FilterRun {
         #expect(io.verdict("pwritev") == SECCOMP_RET_ALLOW)
         #expect(io.verdict("openat") == SECCOMP_RET_TRAP)
         #expect(io.verdict("ioctl", [3, 0xAE80]) == SECCOMP_RET_TRAP)  // KVM_RUN is not the I/O thread's
+        #expect(io.verdict("ioctl", [3, UInt64(CSANDBOX_KVM_IRQ_LINE)]) == SECCOMP_RET_ALLOW)  // INTx
         let control = try run(.control)
         for name in ["execve", "execveat", "ptrace", "mount", "unshare", "setns", "init_module", "kexec_load",
                      "bpf", "perf_event_open", "setuid", "chroot", "fork", "vfork", "process_vm_writev"] {
             #expect(control.verdict(name) == SECCOMP_RET_TRAP, "control \(name)")
+        }
+    }
+
+    /// Memory is never made executable after start: shellcode cannot be mapped or mprotect'ed in.
+    @Test func noExecutableMappings() throws {
+        for kind in ThreadKind.allCases {
+            let filter = try run(kind)
+            #expect(filter.verdict("mmap", [0, 4096, UInt64(PROT_READ | PROT_WRITE), 0x22]) == SECCOMP_RET_ALLOW, "\(kind)")
+            #expect(filter.verdict("mmap", [0, 4096, UInt64(PROT_READ | PROT_EXEC), 0x22]) == SECCOMP_RET_TRAP, "\(kind)")
+            #expect(filter.verdict("mprotect", [0, 4096, UInt64(PROT_READ)]) == SECCOMP_RET_ALLOW, "\(kind)")
+            #expect(filter.verdict("mprotect", [0, 4096, UInt64(PROT_READ | PROT_WRITE | PROT_EXEC)]) == SECCOMP_RET_TRAP, "\(kind)")
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Sandbox
 import Testing
+import VMContract
 
 /// A real process confined as `vireo run` confines itself (Tests/SandboxProbe): a thread of each
 /// kind makes one call; a forbidden one must end the process with status 159 and the one-line
@@ -38,6 +39,11 @@ import Testing
         #expect(outcome.status == Sandbox.violationExitStatus, "\(outcome.output) \(outcome.errors)")
         #expect(outcome.errors == "vireo: error: seccomp: thread 'probe-\(kind)' (\(kind) filter) made system call \(call == "openat" ? "openat" : call) (\(number)), which its filter does not allow: the VM is stopped\n")
         #expect(!outcome.output.contains("returned"))
+    }
+
+    /// The daemon recognises the stop by this status (VMContract), so the two must agree.
+    @Test func theExitStatusIsTheContractsOne() {
+        #expect(Sandbox.violationExitStatus == RunStatus.seccompViolationExitStatus)
     }
 
     @Test func forkIsRefusedToEveryThread() throws {

@@ -48,6 +48,7 @@ int csandbox_set_thread_name(const char *name);
 extern const uint32_t CSANDBOX_TUNSETOFFLOAD, CSANDBOX_TUNSETVNETHDRSZ, CSANDBOX_TUNGETFEATURES;
 extern const uint32_t CSANDBOX_TCGETS, CSANDBOX_TCSETS, CSANDBOX_TCSETSW, CSANDBOX_TCSETSF, CSANDBOX_TIOCGWINSZ;
 extern const uint32_t CSANDBOX_FIONBIO, CSANDBOX_FIONREAD;
+extern const uint32_t CSANDBOX_KVM_IRQ_LINE;
 // Flags the policies test.
 extern const uint32_t CSANDBOX_CLONE_THREAD;
 #endif

@@ -47,3 +47,15 @@ enum ExitClassifier {
         return code == 0 ? .shutdown : .failed
     }
 }
+
+extension RunStatus {
+    /// What a `vireo run` that exited with `seccompViolationExitStatus` ended with: its report (the
+    /// last such line of `log`, its stderr) as a failure. nil for any other end.
+    static func seccompViolation(waitStatus: Int32?, log: String) -> RunStatus? {
+        guard let waitStatus, waitStatus & 0x7F == 0, (waitStatus >> 8) & 0xFF == seccompViolationExitStatus else { return nil }
+        let report = (readTail(log, bytes: 4096) ?? "").split(separator: "\n").last { $0.contains("seccomp: ") }
+        let detail = report.map { line in line.hasPrefix("vireo: error: ") ? String(line.dropFirst("vireo: error: ".count)) : String(line) }
+        return RunStatus(outcome: .failed, detail: detail ?? "seccomp: stopped by a system call outside its filter (no report in \(log))",
+                         exitStatus: seccompViolationExitStatus)
+    }
+}

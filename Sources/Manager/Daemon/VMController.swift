@@ -322,7 +322,9 @@ final class VMController: Sendable {
     private func recordExit(of running: VMProcess, waitStatus: Int32?) {
         // First, while the VM still counts as active: no new start can make the group anew
         // before this one is gone (and its OOM counter read).
+        // A VMM its seccomp filter stopped wrote no status file: its report is in its log.
         let status = releaseCgroup(statusFile: running.identity.statusFile, waitStatus: waitStatus)
+            ?? RunStatus.seccompViolation(waitStatus: waitStatus, log: paths.processLog)
         let arrival = state.withLock { state -> IncomingArrival? in
             if state.process === running { state.process = nil }
             let arrival = state.incoming?.process === running ? state.incoming : nil
