@@ -36,6 +36,7 @@ confined = set()       # pids whose process-wide filter is on
 own_filter = set()     # tids with a filter of their own
 names = {}
 findings = defaultdict(lambda: defaultdict(set))
+used = defaultdict(set)    # kind -> calls made after the filters went on
 unfinished = {}
 
 
@@ -146,10 +147,15 @@ with open(trace_file, errors="replace") as trace:
         kind = kind_of(names.get(tid, "vireo"))
         if kind != "control" and tid not in own_filter:
             kind = "control"   # not narrowed yet
+        used[kind].add(call)
         verdict = allowed(kind, call, args)
         if verdict is False or (verdict is None and call == "ioctl"):
             findings[(kind, call, detail(call, args), verdict is None)][names.get(tid, "?")].add(tid)
 
+print("== calls made by confined threads, per kind (of those the policy allows) ==")
+for kind in ("vcpu", "io", "control"):
+    calls = sorted(used[kind])
+    print(f"{kind} ({len(calls)} of {len([n for n in policy.get(kind, {})])}): {' '.join(calls)}")
 print("== outside the policy (kind, call, detail: threads) ==")
 for (kind, call, extra, check), threads in sorted(findings.items()):
     if check:
