@@ -343,6 +343,10 @@ final class VMController: Sendable {
         defer { running.markExited() }
         // A reboot starts the next process itself; the VM is never recorded as shut off.
         if intent == .reboot { return }
+        // Decided before the VM is recorded shut off, so that a destroy which sees it shut off
+        // finds the restart to cancel. A VMM that never came up would fail again at once:
+        // restarting it would only loop.
+        let restart = running.hasAnswered ? pendingRestart(after: reason) : nil
         do {
             if reason == .saved, let image = intent.savedImage {
                 try store.setSaved(name: name, image: image)
@@ -354,27 +358,38 @@ final class VMController: Sendable {
         }
         environment.log("VM '\(name)' (pid \(running.identity.pid)) stopped: \(reason.rawValue)\(status.map { " (\($0.detail))" } ?? "")")
         environment.events.publish(.stopped, name: name, reason: reason)
-        // A VMM that never came up would fail again at once: restarting it would only loop.
-        if running.hasAnswered { restartIfAsked(after: reason) }
+        if let restart { schedule(restart) }
+    }
+
+    /// An automatic restart that is decided and waits for its backoff.
+    private struct PendingRestart {
+        let token: UUID
+        let delay: Double
+        let quickEnds: Int
     }
 
     /// libvirt's on_poweroff / on_crash = restart, with `RestartBackoff` for a VM that keeps
-    /// ending soon after it starts.
-    private func restartIfAsked(after reason: VMStateReason) {
-        guard let definition = try? store.record(named: name).definition else { return }
+    /// ending soon after it starts: records the restart as pending (nil when none is asked for).
+    private func pendingRestart(after reason: VMStateReason) -> PendingRestart? {
+        guard let definition = try? store.record(named: name).definition else { return nil }
         let restart = (reason == .shutdown && definition.onPoweroff == .restart)
             || ((reason == .crashed || reason == .failed) && definition.onCrash == .restart)
-        guard restart else { return }
+        guard restart else { return nil }
         let backoff = environment.restartBackoff
         let token = UUID()
-        let (delay, ends) = state.withLock { state in
+        return state.withLock { state in
             let ranFor = state.startedAt.map { Date().timeIntervalSince($0) } ?? .infinity
             state.quickEnds = ranFor < backoff.window ? state.quickEnds + 1 : 0
             state.pendingRestart = token
-            return (backoff.delay(afterQuickEnds: state.quickEnds), state.quickEnds)
+            return PendingRestart(token: token, delay: backoff.delay(afterQuickEnds: state.quickEnds), quickEnds: state.quickEnds)
         }
+    }
+
+    /// Starts the VM once the restart's backoff has passed, unless it was cancelled meanwhile.
+    private func schedule(_ restart: PendingRestart) {
+        let (token, delay) = (restart.token, restart.delay)
         if delay > 0 {
-            environment.log("VM '\(name)' ended \(ends) time(s) in a row within \(Int(backoff.window))s of its start: restarting it in \(delay)s")
+            environment.log("VM '\(name)' ended \(restart.quickEnds) time(s) in a row within \(Int(environment.restartBackoff.window))s of its start: restarting it in \(delay)s")
         }
         queue.asyncAfter(deadline: .now() + delay) { [self] in
             let current = state.withLock { $0.pendingRestart == token }
