@@ -80,17 +80,20 @@ public struct FileDescriptorOutput: SerialOutput {
 ///
 /// The guest's bytes arrive on vCPU threads, whose seccomp filter allows no rename or open: a
 /// thread of the log's own (under the process-wide filter) does the rotation while the writer
-/// waits for it, so the files split exactly at the limit.
+/// waits for it, so the files split exactly at the limit. A byte costs one uncontended lock; only
+/// a rotation wakes the rotator (waking it per byte slowed a chatty guest's console to a crawl).
 public final class RotatingFileOutput: SerialOutput, @unchecked Sendable {
-    private enum Rotation { case idle, requested, finished }
-    private struct State {
-        var fd: Int32
-        var written: UInt64
-        var rotation = Rotation.idle
-        var stopping = false
+    private struct State { var fd: Int32; var written: UInt64 }
+    /// The file and its size, shared with the rotator thread.
+    private final class File: Sendable {
+        let state: Mutex<State>
+        init(_ state: State) { self.state = Mutex(state) }
     }
+    private enum Phase { case idle, requested, finished }
+    private struct Rotation { var phase = Phase.idle; var stopping = false }
     private let limit: UInt64
-    private let state: Guarded<State>
+    private let file: File
+    private let rotation = Guarded(Rotation())
     private var rotator: pthread_t?
 
     /// `fd` is `path` opened for appending; what it holds already counts towards the limit.
@@ -98,45 +101,50 @@ public final class RotatingFileOutput: SerialOutput, @unchecked Sendable {
         var info = stat()
         let existing = fstat(fd, &info) == 0 ? UInt64(max(0, info.st_size)) : 0
         self.limit = max(limit, 1)
-        let state = Guarded(State(fd: fd, written: existing))
-        self.state = state
-        rotator = startThread(name: "vireo-log") { Self.rotate(state, path: path) }
+        let file = File(State(fd: fd, written: existing))
+        self.file = file
+        rotator = startThread(name: "vireo-log") { [rotation] in Self.rotate(rotation, file, path: path) }
     }
 
     deinit {
-        state.update { $0.stopping = true }
+        rotation.update { $0.stopping = true }
         if let rotator { pthread_join(rotator, nil) }
     }
 
     public func emit(_ byte: UInt8) {
-        if state.read({ $0.written >= limit }) {
-            state.update { if $0.rotation == .idle { $0.rotation = .requested } }
+        if !write(byte) {
+            rotation.update { if $0.phase == .idle { $0.phase = .requested } }
             // (a failed or stalled rotation is tried again a limit later, not per byte)
-            _ = state.wait(until: { $0.rotation != .requested || $0.stopping }, timeoutSeconds: 5) { state in
-                state.rotation = .idle
-                state.written = 0
-            }
+            _ = rotation.wait(until: { $0.phase != .requested || $0.stopping }, timeoutSeconds: 5) { $0.phase = .idle }
+            file.state.withLock { $0.written = 0 }
+            _ = write(byte)
         }
-        state.update { state in
+    }
+
+    /// Appends the byte unless the file is full; false when it is (nothing written then).
+    private func write(_ byte: UInt8) -> Bool {
+        file.state.withLock { state in
+            guard state.written < limit else { return false }
             var value = byte
-            while write(state.fd, &value, 1) < 0 && errno == EINTR {}
+            while Glibc.write(state.fd, &value, 1) < 0 && errno == EINTR {}
             state.written += 1
+            return true
         }
     }
 
     /// The rotator thread: moves the full file aside and opens a new one when asked; on any
     /// failure the log goes on where it was.
-    private static func rotate(_ state: Guarded<State>, path: String) {
-        while state.wait(until: { $0.rotation == .requested || $0.stopping }, then: { !$0.stopping }) == true {
+    private static func rotate(_ rotation: Guarded<Rotation>, _ file: File, path: String) {
+        while rotation.wait(until: { $0.phase == .requested || $0.stopping }, then: { !$0.stopping }) == true {
             var fresh: Int32 = -1
             if rename(path, path + ".1") == 0 { fresh = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640) }
-            state.update { state in
-                if fresh >= 0 {
+            if fresh >= 0 {
+                file.state.withLock { state in
                     close(state.fd)
                     state.fd = fresh
                 }
-                state.rotation = .finished
             }
+            rotation.update { $0.phase = .finished }
         }
     }
 }
