@@ -65,6 +65,7 @@ nonisolated func start(_ probe: Probe) -> pthread_t {
 Sandbox.prepare()
 let probe = Probe(kind: kind, call: arguments[2])
 let thread = start(probe)
+let before = Sandbox.effectiveCapabilities
 let capabilities: UInt64
 do {
     try Sandbox.dropPrivileges()
@@ -80,4 +81,5 @@ do {
 }
 pthread_join(thread, nil)
 print("\(probe.call) returned \(probe.result), capabilities \(capabilities) and \(probe.threadCapabilities)")
+if getenv("SANDBOX_PROBE_BEFORE") != nil { print("before: \(before)") }
 exit(0)

@@ -14,10 +14,11 @@ import VMContract
 
     struct Outcome { let status: Int32; let output: String; let errors: String }
 
-    func run(_ kind: String, _ call: String, seccomp: String? = nil) throws -> Outcome {
+    func run(_ kind: String, _ call: String, seccomp: String? = nil, before: Bool = false) throws -> Outcome {
         let process = Process()
         var environment = ProcessInfo.processInfo.environment
         environment["VIREO_SECCOMP"] = seccomp
+        if before { environment["SANDBOX_PROBE_BEFORE"] = "1" }
         process.environment = environment
         process.executableURL = URL(fileURLWithPath: Self.probe)
         process.arguments = [kind, call]
@@ -58,6 +59,12 @@ import VMContract
             let outcome = try run(kind, "write")
             #expect(outcome.status == 0, "\(kind): \(outcome.errors)")
             #expect(outcome.output == "written\nwrite returned 8, capabilities 0 and 0\n", "\(kind)")
+        }
+        // Run as root the drop has something to take: the process had capabilities before it.
+        if getuid() == 0 {
+            let root = try run("vcpu", "write", before: true)
+            #expect(root.output.contains("capabilities 0 and 0\nbefore: "), "\(root.output)")
+            #expect(!root.output.contains("before: 0\n"), "root had capabilities before the drop: \(root.output)")
         }
         // The control thread may open files (snapshots, logs): its filter lets openat through.
         let outcome = try run("control", "openat")
